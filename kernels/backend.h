@@ -1,0 +1,131 @@
+// The compute interface every device implements (kernels/cpu, kernels/cuda).
+//
+// All pointers are device pointers of the backend; `dt` is the compute type of the
+// floating-point operands (CPU: f32, f64; CUDA: f32). Matrices are row-major.
+// Operations are asynchronous with respect to the host where the device allows it;
+// Synchronize() waits. The math of each operation:
+//
+//   Gemm:       C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C,  op = transpose or not
+//   RmsNorm:    y = x * r * w,  r = 1/sqrt(mean(x^2) + eps) per row (r saved for backward)
+//               dx = r*(w*dy) - x * r^3 * mean(x*w*dy);  dw += sum_rows dy*x*r
+//   Rope:       HF "rotate_half" convention on each head of width d, pairs (j, j+d/2):
+//               x'_j = x_j cos_j - x_{j+d/2} sin_j,  x'_{j+d/2} = x_{j+d/2} cos_j + x_j sin_j
+//               with cos/sin tables [positions, d/2]; inverse=true rotates by -angle
+//               (the backward of the rotation).
+//   SwiGlu:     out = silu(gate) * up,  silu(g) = g * sigmoid(g)
+//   Attention:  causal grouped-query attention, q [B,T,Hq,D], k/v [B,T,Hkv,D],
+//               query head h reads kv head h / (Hq/Hkv); out [B,T,Hq,D];
+//               lse [B,Hq,T] = logsumexp of the scaled, masked scores (for backward).
+//   LogSoftmaxGather: logp[r] = logits[r, t_r] - logsumexp(logits[r,:]); rows with
+//               t_r < 0 give logp = 0 and zero gradient.
+//               backward: dlogits[r,:] = dlogp[r] * (onehot(t_r) - softmax(logits[r,:]))
+#ifndef PMOL_KERNELS_BACKEND_H_
+#define PMOL_KERNELS_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/dtype.h"
+
+namespace pmol {
+
+enum class DeviceType : uint8_t { kCpu, kCuda };
+
+struct AttentionShape {
+  int64_t batch = 0;
+  int64_t seq = 0;
+  int64_t q_heads = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+  double scale = 0.0;  // usually 1/sqrt(head_dim)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceType device() const = 0;
+  virtual std::string Name() const = 0;
+
+  // Memory. Allocate returns nullptr only when the device is out of memory.
+  virtual void* Allocate(size_t bytes) = 0;
+  virtual void Free(void* ptr) = 0;
+  virtual void CopyFromHost(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void CopyOnDevice(void* dst, const void* src, size_t bytes) = 0;
+  virtual void Synchronize() = 0;
+
+  // Element-wise and reductions.
+  virtual void Fill(DType dt, void* x, double value, int64_t n) = 0;
+  // y += alpha * x
+  virtual void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) = 0;
+  // x *= alpha
+  virtual void Scale(DType dt, double alpha, void* x, int64_t n) = 0;
+  // y[r, c] += bias[c]
+  virtual void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
+  // dbias[c] += sum_r dy[r, c]
+  virtual void SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) = 0;
+  // Converts n elements between any two floating types.
+  virtual void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) = 0;
+
+  virtual void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                    double alpha, const void* a, int64_t lda, const void* b, int64_t ldb,
+                    double beta, void* c, int64_t ldc) = 0;
+
+  // out[i, :] = table[ids[i], :]; ids must be in range (checked by the caller).
+  virtual void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n,
+                                int64_t dim, void* out) = 0;
+  // dtable[ids[i], :] += dout[i, :]
+  virtual void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n,
+                                 int64_t dim, void* dtable) = 0;
+
+  // inv_rms [rows] may be null when no backward follows.
+  virtual void RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
+                              int64_t dim, void* y, void* inv_rms) = 0;
+  // dx is overwritten; dw (nullable) is accumulated into.
+  virtual void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
+                               const void* dy, int64_t rows, int64_t dim, void* dx,
+                               void* dw) = 0;
+
+  // In place on x [tokens, heads, head_dim]; positions [tokens]; cos/sin [*, head_dim/2].
+  virtual void ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,
+                         const void* cos, const void* sin, const int32_t* positions,
+                         bool inverse) = 0;
+
+  virtual void SwiGluForward(DType dt, const void* gate, const void* up, void* out,
+                             int64_t n) = 0;
+  // dgate, dup are overwritten.
+  virtual void SwiGluBackward(DType dt, const void* gate, const void* up, const void* dout,
+                              void* dgate, void* dup, int64_t n) = 0;
+
+  virtual void AttentionForward(DType dt, const AttentionShape& shape, const void* q,
+                                const void* k, const void* v, void* out, void* lse) = 0;
+  // dq, dk, dv are overwritten.
+  virtual void AttentionBackward(DType dt, const AttentionShape& shape, const void* q,
+                                 const void* k, const void* v, const void* out,
+                                 const void* lse, const void* dout, void* dq, void* dk,
+                                 void* dv) = 0;
+
+  // logp, lse: [rows] of dt.
+  virtual void LogSoftmaxGather(DType dt, const void* logits, const int32_t* targets,
+                                int64_t rows, int64_t vocab, void* logp, void* lse) = 0;
+  // dlogits is overwritten.
+  virtual void LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
+                                        const void* lse, const void* dlogp, int64_t rows,
+                                        int64_t vocab, void* dlogits) = 0;
+};
+
+// The process-wide backend of a device, created on first use. `threads` applies to the
+// CPU backend (0 = all cores) and is ignored by CUDA. A CUDA request fails with a clear
+// message when this build has no CUDA support or the machine has no usable GPU.
+absl::StatusOr<Backend*> GetBackend(DeviceType device, int threads = 0);
+
+// "cpu" or "cuda".
+absl::StatusOr<DeviceType> ParseDevice(const std::string& name);
+
+}  // namespace pmol
+
+#endif  // PMOL_KERNELS_BACKEND_H_

@@ -1,0 +1,20 @@
+// The list of `pmol` subcommands. Each is defined in its own launch/<name>_command.cc.
+#ifndef PMOL_LAUNCH_COMMANDS_H_
+#define PMOL_LAUNCH_COMMANDS_H_
+
+#include <vector>
+
+#include "launch/command.h"
+
+namespace pmol {
+
+extern const Command kInitModelCommand;
+extern const Command kForwardCommand;
+
+inline std::vector<Command> AllCommands() {
+  return {kInitModelCommand, kForwardCommand};
+}
+
+}  // namespace pmol
+
+#endif  // PMOL_LAUNCH_COMMANDS_H_

@@ -1,0 +1,57 @@
+// The `pmol` command: `pmol <command> [--flag=value ...]`. Dispatches to the commands
+// listed below; an error from a command is printed as "pmol <command>: <message>" and
+// exits 1; an unknown command or flag exits 2.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gflags/gflags.h"
+#include "launch/command.h"
+#include "launch/commands.h"
+
+namespace {
+
+void PrintUsage(const std::vector<pmol::Command>& commands) {
+  std::fprintf(stderr, "usage: pmol <command> [--flag=value ...]\n\ncommands:\n");
+  for (const pmol::Command& c : commands) std::fprintf(stderr, "  %-16s %s\n", c.name, c.summary);
+  std::fprintf(stderr, "\n`pmol <command> --help` lists a command's flags.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<pmol::Command> commands = pmol::AllCommands();
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0) {
+    PrintUsage(commands);
+    return argc < 2 ? 2 : 0;
+  }
+  const pmol::Command* command = nullptr;
+  for (const pmol::Command& c : commands) {
+    if (std::strcmp(argv[1], c.name) == 0) command = &c;
+  }
+  if (command == nullptr) {
+    std::fprintf(stderr, "pmol: unknown command '%s'\n\n", argv[1]);
+    PrintUsage(commands);
+    return 2;
+  }
+  std::string program = std::string("pmol ") + command->name;
+  gflags::SetUsageMessage(std::string(command->summary));
+  // Drop the command word so gflags sees only flags.
+  std::vector<char*> args;
+  args.push_back(program.data());
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  int n = static_cast<int>(args.size());
+  char** argv2 = args.data();
+  gflags::ParseCommandLineFlags(&n, &argv2, /*remove_flags=*/true);
+  if (n > 1) {
+    std::fprintf(stderr, "%s: unexpected argument '%s'\n", program.c_str(), argv2[1]);
+    return 2;
+  }
+  absl::Status status = command->run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
