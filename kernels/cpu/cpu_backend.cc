@@ -1,0 +1,202 @@
+// CpuBackend: dispatches each operation on its compute type to the f32 or f64
+// instantiation of the kernels in this folder.
+#include "kernels/cpu/cpu_backend.h"
+
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/check.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/log_softmax.h"
+#include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/rope.h"
+
+namespace pmol {
+namespace {
+
+// Calls fn(T{}) with T = float or double according to dt.
+template <typename Fn>
+void Dispatch(DType dt, Fn fn) {
+  if (dt == DType::kF32) {
+    fn(float{});
+  } else if (dt == DType::kF64) {
+    fn(double{});
+  } else {
+    std::fprintf(stderr, "pmol: the CPU backend computes in F32 or F64, not %s\n",
+                 std::string(DTypeName(dt)).c_str());
+    PMOL_CHECK(false);
+  }
+}
+
+template <typename T>
+T* P(void* p) {
+  return static_cast<T*>(p);
+}
+template <typename T>
+const T* P(const void* p) {
+  return static_cast<const T*>(p);
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int threads) { SetThreads(threads); }
+
+void CpuBackend::SetThreads(int threads) {
+  threads_ = threads > 0 ? threads : omp_get_num_procs();
+  omp_set_num_threads(threads_);
+  cpu::SetBlasThreads(threads_);
+}
+
+std::string CpuBackend::Name() const { return absl::StrCat("cpu (", threads_, " threads)"); }
+
+void* CpuBackend::Allocate(size_t bytes) {
+  constexpr size_t kAlign = 64;
+  size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  return std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
+}
+void CpuBackend::Free(void* ptr) { std::free(ptr); }
+void CpuBackend::CopyFromHost(void* dst, const void* src, size_t bytes) {
+  std::memcpy(dst, src, bytes);
+}
+void CpuBackend::CopyToHost(void* dst, const void* src, size_t bytes) {
+  std::memcpy(dst, src, bytes);
+}
+void CpuBackend::CopyOnDevice(void* dst, const void* src, size_t bytes) {
+  std::memcpy(dst, src, bytes);
+}
+
+void CpuBackend::Fill(DType dt, void* x, double value, int64_t n) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::Fill<T>(P<T>(x), static_cast<T>(value), n);
+  });
+}
+void CpuBackend::Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::Axpy<T>(static_cast<T>(alpha), P<T>(x), P<T>(y), n);
+  });
+}
+void CpuBackend::Scale(DType dt, double alpha, void* x, int64_t n) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::Scale<T>(static_cast<T>(alpha), P<T>(x), n);
+  });
+}
+void CpuBackend::AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::AddBias<T>(P<T>(y), P<T>(bias), rows, cols);
+  });
+}
+void CpuBackend::SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::SumRows<T>(P<T>(dy), rows, cols, P<T>(dbias));
+  });
+}
+void CpuBackend::Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) {
+  cpu::Convert(src_dt, src, dst_dt, dst, n);
+}
+void CpuBackend::Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                      double alpha, const void* a, int64_t lda, const void* b, int64_t ldb,
+                      double beta, void* c, int64_t ldc) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::Gemm<T>(trans_a, trans_b, m, n, k, static_cast<T>(alpha), P<T>(a), lda, P<T>(b), ldb,
+                 static_cast<T>(beta), P<T>(c), ldc);
+  });
+}
+void CpuBackend::EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n,
+                                  int64_t dim, void* out) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::EmbeddingForward<T>(P<T>(table), ids, n, dim, P<T>(out));
+  });
+}
+void CpuBackend::EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n,
+                                   int64_t dim, void* dtable) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::EmbeddingBackward<T>(P<T>(dout), ids, n, dim, P<T>(dtable));
+  });
+}
+void CpuBackend::RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
+                                int64_t dim, void* y, void* inv_rms) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::RmsNormForward<T>(P<T>(x), P<T>(w), static_cast<T>(eps), rows, dim, P<T>(y),
+                           P<T>(inv_rms));
+  });
+}
+void CpuBackend::RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
+                                 const void* dy, int64_t rows, int64_t dim, void* dx, void* dw) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::RmsNormBackward<T>(P<T>(x), P<T>(w), P<T>(inv_rms), P<T>(dy), rows, dim, P<T>(dx),
+                            P<T>(dw));
+  });
+}
+void CpuBackend::ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,
+                           const void* cos, const void* sin, const int32_t* positions,
+                           bool inverse) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::ApplyRope<T>(P<T>(x), tokens, heads, head_dim, P<T>(cos), P<T>(sin), positions,
+                      inverse);
+  });
+}
+void CpuBackend::SwiGluForward(DType dt, const void* gate, const void* up, void* out,
+                               int64_t n) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::SwiGluForward<T>(P<T>(gate), P<T>(up), P<T>(out), n);
+  });
+}
+void CpuBackend::SwiGluBackward(DType dt, const void* gate, const void* up, const void* dout,
+                                void* dgate, void* dup, int64_t n) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::SwiGluBackward<T>(P<T>(gate), P<T>(up), P<T>(dout), P<T>(dgate), P<T>(dup), n);
+  });
+}
+void CpuBackend::AttentionForward(DType dt, const AttentionShape& shape, const void* q,
+                                  const void* k, const void* v, void* out, void* lse) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::AttentionForward<T>(shape, P<T>(q), P<T>(k), P<T>(v), P<T>(out), P<T>(lse));
+  });
+}
+void CpuBackend::AttentionBackward(DType dt, const AttentionShape& shape, const void* q,
+                                   const void* k, const void* v, const void* out,
+                                   const void* lse, const void* dout, void* dq, void* dk,
+                                   void* dv) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::AttentionBackward<T>(shape, P<T>(q), P<T>(k), P<T>(v), P<T>(out), P<T>(lse),
+                              P<T>(dout), P<T>(dq), P<T>(dk), P<T>(dv));
+  });
+}
+void CpuBackend::LogSoftmaxGather(DType dt, const void* logits, const int32_t* targets,
+                                  int64_t rows, int64_t vocab, void* logp, void* lse) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::LogSoftmaxGather<T>(P<T>(logits), targets, rows, vocab, P<T>(logp), P<T>(lse));
+  });
+}
+void CpuBackend::LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
+                                          const void* lse, const void* dlogp, int64_t rows,
+                                          int64_t vocab, void* dlogits) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::LogSoftmaxGatherBackward<T>(P<T>(logits), targets, P<T>(lse), P<T>(dlogp), rows, vocab,
+                                     P<T>(dlogits));
+  });
+}
+
+}  // namespace pmol

@@ -1,0 +1,68 @@
+// The CPU implementation of Backend: host memory (64-byte aligned), OpenBLAS GEMMs and
+// the OpenMP kernels of this folder, in f32 or f64 (f64 serves the oracle tests).
+#ifndef PMOL_KERNELS_CPU_CPU_BACKEND_H_
+#define PMOL_KERNELS_CPU_CPU_BACKEND_H_
+
+#include "kernels/backend.h"
+
+namespace pmol {
+
+class CpuBackend : public Backend {
+ public:
+  // threads <= 0: all cores the process may use.
+  explicit CpuBackend(int threads);
+
+  void SetThreads(int threads);
+  int threads() const { return threads_; }
+
+  DeviceType device() const override { return DeviceType::kCpu; }
+  std::string Name() const override;
+
+  void* Allocate(size_t bytes) override;
+  void Free(void* ptr) override;
+  void CopyFromHost(void* dst, const void* host_src, size_t bytes) override;
+  void CopyToHost(void* host_dst, const void* src, size_t bytes) override;
+  void CopyOnDevice(void* dst, const void* src, size_t bytes) override;
+  void Synchronize() override {}
+
+  void Fill(DType dt, void* x, double value, int64_t n) override;
+  void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) override;
+  void Scale(DType dt, double alpha, void* x, int64_t n) override;
+  void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) override;
+  void SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) override;
+  void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override;
+  void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+            const void* a, int64_t lda, const void* b, int64_t ldb, double beta, void* c,
+            int64_t ldc) override;
+  void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n, int64_t dim,
+                        void* out) override;
+  void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n, int64_t dim,
+                         void* dtable) override;
+  void RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
+                      int64_t dim, void* y, void* inv_rms) override;
+  void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
+                       const void* dy, int64_t rows, int64_t dim, void* dx, void* dw) override;
+  void ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,
+                 const void* cos, const void* sin, const int32_t* positions,
+                 bool inverse) override;
+  void SwiGluForward(DType dt, const void* gate, const void* up, void* out, int64_t n) override;
+  void SwiGluBackward(DType dt, const void* gate, const void* up, const void* dout, void* dgate,
+                      void* dup, int64_t n) override;
+  void AttentionForward(DType dt, const AttentionShape& shape, const void* q, const void* k,
+                        const void* v, void* out, void* lse) override;
+  void AttentionBackward(DType dt, const AttentionShape& shape, const void* q, const void* k,
+                         const void* v, const void* out, const void* lse, const void* dout,
+                         void* dq, void* dk, void* dv) override;
+  void LogSoftmaxGather(DType dt, const void* logits, const int32_t* targets, int64_t rows,
+                        int64_t vocab, void* logp, void* lse) override;
+  void LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
+                                const void* lse, const void* dlogp, int64_t rows, int64_t vocab,
+                                void* dlogits) override;
+
+ private:
+  int threads_ = 1;
+};
+
+}  // namespace pmol
+
+#endif  // PMOL_KERNELS_CPU_CPU_BACKEND_H_

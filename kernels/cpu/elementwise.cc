@@ -1,0 +1,166 @@
+// Element-wise CPU kernels; see elementwise.h for the math. Loops are split over
+// threads in contiguous chunks and written so the compiler vectorises them.
+#include "kernels/cpu/elementwise.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/check.h"
+#include "kernels/cpu/parallel.h"
+
+namespace pmol::cpu {
+
+template <typename T>
+void Fill(T* x, T value, int64_t n) {
+  ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) x[i] = value;
+  });
+}
+
+template <typename T>
+void Axpy(T alpha, const T* x, T* y, int64_t n) {
+  ParallelFor(n, 2, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] += alpha * x[i];
+  });
+}
+
+template <typename T>
+void Scale(T alpha, T* x, int64_t n) {
+  ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) x[i] *= alpha;
+  });
+}
+
+template <typename T>
+void AddBias(T* y, const T* bias, int64_t rows, int64_t cols) {
+  ParallelFor(rows, cols, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      T* row = y + r * cols;
+      for (int64_t c = 0; c < cols; ++c) row[c] += bias[c];
+    }
+  });
+}
+
+template <typename T>
+void SumRows(const T* dy, int64_t rows, int64_t cols, T* dbias) {
+  // Columns are independent: split columns over threads, each summing all rows in order
+  // (deterministic whatever the thread count).
+  ParallelFor(cols, rows, [&](int64_t b, int64_t e) {
+    std::vector<T> acc(e - b, T(0));
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = dy + r * cols;
+      for (int64_t c = b; c < e; ++c) acc[c - b] += row[c];
+    }
+    for (int64_t c = b; c < e; ++c) dbias[c] += acc[c - b];
+  });
+}
+
+namespace {
+
+double Load(DType dt, const void* p, int64_t i) {
+  switch (dt) {
+    case DType::kF32: return static_cast<const float*>(p)[i];
+    case DType::kF64: return static_cast<const double*>(p)[i];
+    case DType::kBF16: return Bf16ToF32(static_cast<const uint16_t*>(p)[i]);
+    case DType::kF16: return F16ToF32(static_cast<const uint16_t*>(p)[i]);
+    case DType::kI32: break;
+  }
+  PMOL_CHECK(false && "Convert: not a floating type");
+  return 0;
+}
+
+void Store(DType dt, void* p, int64_t i, double v) {
+  switch (dt) {
+    case DType::kF32: static_cast<float*>(p)[i] = static_cast<float>(v); return;
+    case DType::kF64: static_cast<double*>(p)[i] = v; return;
+    case DType::kBF16: static_cast<uint16_t*>(p)[i] = F32ToBf16(static_cast<float>(v)); return;
+    case DType::kF16: static_cast<uint16_t*>(p)[i] = F32ToF16(static_cast<float>(v)); return;
+    case DType::kI32: break;
+  }
+  PMOL_CHECK(false && "Convert: not a floating type");
+}
+
+}  // namespace
+
+void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) {
+  if (src_dt == dst_dt) {
+    std::memcpy(dst, src, n * DTypeSize(src_dt));
+    return;
+  }
+  if (src_dt == DType::kBF16 && dst_dt == DType::kF32) {  // the hot path when loading
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    float* d = static_cast<float*>(dst);
+    ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) d[i] = Bf16ToF32(s[i]);
+    });
+    return;
+  }
+  // Narrowing f64 -> bf16/f16 goes through f32 (double rounding is below the target's ulp
+  // except in ties that f64 inputs essentially never hit).
+  ParallelFor(n, 4, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) Store(dst_dt, dst, i, Load(src_dt, src, i));
+  });
+}
+
+template <typename T>
+void SwiGluForward(const T* gate, const T* up, T* out, int64_t n) {
+  ParallelFor(n, 8, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T g = gate[i];
+      T s = T(1) / (T(1) + std::exp(-g));
+      out[i] = g * s * up[i];
+    }
+  });
+}
+
+template <typename T>
+void SwiGluBackward(const T* gate, const T* up, const T* dout, T* dgate, T* dup, int64_t n) {
+  ParallelFor(n, 10, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T g = gate[i];
+      T s = T(1) / (T(1) + std::exp(-g));
+      T silu = g * s;
+      dup[i] = dout[i] * silu;
+      dgate[i] = dout[i] * up[i] * s * (T(1) + g * (T(1) - s));
+    }
+  });
+}
+
+template <typename T>
+void EmbeddingForward(const T* table, const int32_t* ids, int64_t n, int64_t dim, T* out) {
+  ParallelFor(n, dim, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      std::memcpy(out + i * dim, table + static_cast<int64_t>(ids[i]) * dim, dim * sizeof(T));
+    }
+  });
+}
+
+template <typename T>
+void EmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64_t dim, T* dtable) {
+  // Split the embedding width over threads so no two threads write the same element;
+  // rows are added in token order (deterministic).
+  ParallelFor(dim, n, [&](int64_t b, int64_t e) {
+    for (int64_t i = 0; i < n; ++i) {
+      T* dst = dtable + static_cast<int64_t>(ids[i]) * dim;
+      const T* src = dout + i * dim;
+      for (int64_t c = b; c < e; ++c) dst[c] += src[c];
+    }
+  });
+}
+
+#define PMOL_INSTANTIATE(T)                                                                \
+  template void Fill<T>(T*, T, int64_t);                                                  \
+  template void Axpy<T>(T, const T*, T*, int64_t);                                        \
+  template void Scale<T>(T, T*, int64_t);                                                 \
+  template void AddBias<T>(T*, const T*, int64_t, int64_t);                               \
+  template void SumRows<T>(const T*, int64_t, int64_t, T*);                               \
+  template void SwiGluForward<T>(const T*, const T*, T*, int64_t);                        \
+  template void SwiGluBackward<T>(const T*, const T*, const T*, T*, T*, int64_t);         \
+  template void EmbeddingForward<T>(const T*, const int32_t*, int64_t, int64_t, T*);      \
+  template void EmbeddingBackward<T>(const T*, const int32_t*, int64_t, int64_t, T*);
+PMOL_INSTANTIATE(float)
+PMOL_INSTANTIATE(double)
+#undef PMOL_INSTANTIATE
+
+}  // namespace pmol::cpu
