@@ -1,0 +1,33 @@
+// SumRows: dbias[c] += sum_r dy[r, c], the bias gradient. Deterministic two-stage column
+// reduction (column_reduce.cuh): no atomics, same bits on every run.
+#include "kernels/cuda/column_reduce.cuh"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launchers.h"
+
+namespace pmol::cuda {
+namespace {
+
+template <typename T>
+struct RowValue {
+  const T* dy;
+  int64_t cols;
+  __device__ T operator()(int64_t r, int64_t c) const { return dy[r * cols + c]; }
+};
+
+}  // namespace
+
+size_t SumRowsScratchBytes(size_t elem_size, int64_t rows, int64_t cols) {
+  return ColumnReduceScratchBytes(elem_size, rows, cols);
+}
+
+template <typename T>
+void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, T* dbias, void* scratch,
+                   cudaStream_t stream) {
+  LaunchColumnReduce<T>(RowValue<T>{dy, cols}, rows, cols, dbias, scratch, stream);
+}
+
+template void LaunchSumRows<float>(const float*, int64_t, int64_t, float*, void*, cudaStream_t);
+template void LaunchSumRows<double>(const double*, int64_t, int64_t, double*, void*,
+                                    cudaStream_t);
+
+}  // namespace pmol::cuda

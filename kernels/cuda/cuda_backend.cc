@@ -1,0 +1,417 @@
+// CudaBackend: the Backend of kernels/backend.h on one GPU. It owns the device's stream,
+// the cuBLAS handle and a scratch buffer for kernels that need temporary memory, checks
+// each call's compute type, and forwards to the launchers of the .cu files
+// (launchers.h) and to cuBLAS (gemm.h). The math lives in those files.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/launchers.h"
+#include "kernels/dtype.h"
+
+namespace pmol {
+namespace {
+
+// Minimum compute capability of the kernels this build embeds (sm_90 + compute_90 PTX).
+constexpr int kMinMajor = 9;
+
+// After creation, a failing CUDA call means a bug or a broken device: abort loudly.
+void CheckCuda(cudaError_t err, const char* what, const char* file, int line) {
+  if (err != cudaSuccess) {
+    std::fprintf(stderr, "pmol: %s failed at %s:%d: %s (%s)\n", what, file, line,
+                 cudaGetErrorString(err), cudaGetErrorName(err));
+    std::abort();
+  }
+}
+#define PMOL_CUDA_OK(expr) CheckCuda((expr), #expr, __FILE__, __LINE__)
+
+[[noreturn]] void UnsupportedType(const char* op, DType dt) {
+  std::fprintf(stderr, "pmol: CUDA backend: %s does not support dtype %s (use F32 or F64)\n",
+               op, std::string(DTypeName(dt)).c_str());
+  std::abort();
+}
+
+// Calls fn(T{}) with T = float for kF32 and double for kF64.
+template <typename Fn>
+void ForFloatType(DType dt, const char* op, Fn&& fn) {
+  switch (dt) {
+    case DType::kF32:
+      fn(float{});
+      return;
+    case DType::kF64:
+      fn(double{});
+      return;
+    default:
+      UnsupportedType(op, dt);
+  }
+}
+
+template <typename T>
+const T* In(const void* p) {
+  return static_cast<const T*>(p);
+}
+template <typename T>
+T* Out(void* p) {
+  return static_cast<T*>(p);
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(std::string name, cudaStream_t stream, std::unique_ptr<cuda::Blas> blas)
+      : name_(std::move(name)), stream_(stream), blas_(std::move(blas)) {}
+
+  ~CudaBackend() override {
+    // May run during static destruction, after the runtime began unloading: errors are
+    // ignored here, never fatal.
+    if (scratch_ != nullptr) cudaFreeAsync(scratch_, stream_);
+    cudaStreamSynchronize(stream_);
+    blas_.reset();
+    cudaStreamDestroy(stream_);
+  }
+
+  DeviceType device() const override { return DeviceType::kCuda; }
+  std::string Name() const override { return name_; }
+
+  void* Allocate(size_t bytes) override {
+    void* ptr = nullptr;
+    cudaError_t err = cudaMallocAsync(&ptr, bytes == 0 ? 1 : bytes, stream_);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky; clear it so later launch checks stay clean
+      return nullptr;
+    }
+    PMOL_CUDA_OK(err);
+    return ptr;
+  }
+
+  void Free(void* ptr) override {
+    if (ptr != nullptr) PMOL_CUDA_OK(cudaFreeAsync(ptr, stream_));
+  }
+
+  void CopyFromHost(void* dst, const void* host_src, size_t bytes) override {
+    if (bytes == 0) return;
+    PMOL_CUDA_OK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+    // From pageable memory the call returns once the source is staged, so the caller may
+    // reuse it at once. From pinned memory the copy is truly asynchronous: wait, so that
+    // the same promise holds.
+    cudaPointerAttributes attributes;
+    if (cudaPointerGetAttributes(&attributes, host_src) == cudaSuccess &&
+        attributes.type == cudaMemoryTypeHost) {
+      PMOL_CUDA_OK(cudaStreamSynchronize(stream_));
+    }
+    cudaGetLastError();
+  }
+
+  // Blocks until the data is on the host (and so all earlier work is done).
+  void CopyToHost(void* host_dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    PMOL_CUDA_OK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    PMOL_CUDA_OK(cudaStreamSynchronize(stream_));
+  }
+
+  void CopyOnDevice(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0 || dst == src) return;
+    PMOL_CUDA_OK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+
+  void Synchronize() override { PMOL_CUDA_OK(cudaStreamSynchronize(stream_)); }
+
+  void Fill(DType dt, void* x, double value, int64_t n) override {
+    switch (dt) {
+      case DType::kBF16:
+        cuda::LaunchFill<uint16_t>(Out<uint16_t>(x), F32ToBf16(static_cast<float>(value)), n,
+                                   stream_);
+        return;
+      case DType::kF16:
+        cuda::LaunchFill<uint16_t>(Out<uint16_t>(x), F32ToF16(static_cast<float>(value)), n,
+                                   stream_);
+        return;
+      default:
+        ForFloatType(dt, "Fill", [&](auto tag) {
+          using T = decltype(tag);
+          cuda::LaunchFill<T>(Out<T>(x), static_cast<T>(value), n, stream_);
+        });
+    }
+  }
+
+  void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) override {
+    ForFloatType(dt, "Axpy", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchAxpy<T>(static_cast<T>(alpha), In<T>(x), Out<T>(y), n, stream_);
+    });
+  }
+
+  void Scale(DType dt, double alpha, void* x, int64_t n) override {
+    ForFloatType(dt, "Scale", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchScale<T>(static_cast<T>(alpha), Out<T>(x), n, stream_);
+    });
+  }
+
+  void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) override {
+    ForFloatType(dt, "AddBias", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchAddBias<T>(Out<T>(y), In<T>(bias), rows, cols, stream_);
+    });
+  }
+
+  void SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) override {
+    ForFloatType(dt, "SumRows", [&](auto tag) {
+      using T = decltype(tag);
+      void* scratch = Scratch(cuda::SumRowsScratchBytes(sizeof(T), rows, cols));
+      cuda::LaunchSumRows<T>(In<T>(dy), rows, cols, Out<T>(dbias), scratch, stream_);
+    });
+  }
+
+  void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {
+    if (src_dt == DType::kI32 || dst_dt == DType::kI32) {
+      std::fprintf(stderr, "pmol: CUDA backend: Convert is for floating types, got %s -> %s\n",
+                   std::string(DTypeName(src_dt)).c_str(),
+                   std::string(DTypeName(dst_dt)).c_str());
+      std::abort();
+    }
+    if (src_dt == dst_dt) {
+      CopyOnDevice(dst, src, static_cast<size_t>(n) * DTypeSize(src_dt));
+      return;
+    }
+    cuda::LaunchConvert(src_dt, src, dst_dt, dst, n, stream_);
+  }
+
+  void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+            const void* a, int64_t lda, const void* b, int64_t ldb, double beta, void* c,
+            int64_t ldc) override {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {  // C = beta * C; cuBLAS would reject the zero leading dimensions
+      ForFloatType(dt, "Gemm", [&](auto tag) {
+        using T = decltype(tag);
+        for (int64_t row = 0; row < m; ++row) {
+          T* c_row = Out<T>(c) + row * ldc;
+          if (beta == 0.0) {
+            cuda::LaunchFill<T>(c_row, T(0), n, stream_);
+          } else {
+            cuda::LaunchScale<T>(static_cast<T>(beta), c_row, n, stream_);
+          }
+        }
+      });
+      return;
+    }
+    if (dt != DType::kF32 && dt != DType::kF64) UnsupportedType("Gemm", dt);
+    blas_->RowMajorGemm(dt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                       ldc);
+  }
+
+  void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n, int64_t dim,
+                        void* out) override {
+    ForFloatType(dt, "EmbeddingForward", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchEmbeddingForward<T>(In<T>(table), ids, n, dim, Out<T>(out), stream_);
+    });
+  }
+
+  void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n, int64_t dim,
+                         void* dtable) override {
+    ForFloatType(dt, "EmbeddingBackward", [&](auto tag) {
+      using T = decltype(tag);
+      void* scratch = Scratch(cuda::EmbeddingBackwardScratchBytes(n));
+      cuda::LaunchEmbeddingBackward<T>(In<T>(dout), ids, n, dim, Out<T>(dtable), scratch,
+                                       stream_);
+    });
+  }
+
+  void RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
+                      int64_t dim, void* y, void* inv_rms) override {
+    ForFloatType(dt, "RmsNormForward", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchRmsNormForward<T>(In<T>(x), In<T>(w), eps, rows, dim, Out<T>(y),
+                                    Out<T>(inv_rms), stream_);
+    });
+  }
+
+  void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
+                       const void* dy, int64_t rows, int64_t dim, void* dx, void* dw) override {
+    ForFloatType(dt, "RmsNormBackward", [&](auto tag) {
+      using T = decltype(tag);
+      void* scratch = dw == nullptr
+                          ? nullptr
+                          : Scratch(cuda::RmsNormBackwardScratchBytes(sizeof(T), rows, dim));
+      cuda::LaunchRmsNormBackward<T>(In<T>(x), In<T>(w), In<T>(inv_rms), In<T>(dy), rows, dim,
+                                     Out<T>(dx), Out<T>(dw), scratch, stream_);
+    });
+  }
+
+  void ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,
+                 const void* cos, const void* sin, const int32_t* positions,
+                 bool inverse) override {
+    ForFloatType(dt, "ApplyRope", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchApplyRope<T>(Out<T>(x), tokens, heads, head_dim, In<T>(cos), In<T>(sin),
+                               positions, inverse, stream_);
+    });
+  }
+
+  void SwiGluForward(DType dt, const void* gate, const void* up, void* out,
+                     int64_t n) override {
+    ForFloatType(dt, "SwiGluForward", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchSwiGluForward<T>(In<T>(gate), In<T>(up), Out<T>(out), n, stream_);
+    });
+  }
+
+  void SwiGluBackward(DType dt, const void* gate, const void* up, const void* dout, void* dgate,
+                      void* dup, int64_t n) override {
+    ForFloatType(dt, "SwiGluBackward", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchSwiGluBackward<T>(In<T>(gate), In<T>(up), In<T>(dout), Out<T>(dgate),
+                                    Out<T>(dup), n, stream_);
+    });
+  }
+
+  void AttentionForward(DType dt, const AttentionShape& shape, const void* q, const void* k,
+                        const void* v, void* out, void* lse) override {
+    ForFloatType(dt, "AttentionForward", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchAttentionForward<T>(Dims(shape, sizeof(T)), In<T>(q), In<T>(k), In<T>(v),
+                                      Out<T>(out), Out<T>(lse), stream_);
+    });
+  }
+
+  void AttentionBackward(DType dt, const AttentionShape& shape, const void* q, const void* k,
+                         const void* v, const void* out, const void* lse, const void* dout,
+                         void* dq, void* dk, void* dv) override {
+    ForFloatType(dt, "AttentionBackward", [&](auto tag) {
+      using T = decltype(tag);
+      const cuda::AttentionDims dims = Dims(shape, sizeof(T));
+      void* scratch = Scratch(cuda::AttentionBackwardScratchBytes(sizeof(T), dims));
+      cuda::LaunchAttentionBackward<T>(dims, In<T>(q), In<T>(k), In<T>(v), In<T>(out),
+                                       In<T>(lse), In<T>(dout), Out<T>(dq), Out<T>(dk),
+                                       Out<T>(dv), scratch, stream_);
+    });
+  }
+
+  void LogSoftmaxGather(DType dt, const void* logits, const int32_t* targets, int64_t rows,
+                        int64_t vocab, void* logp, void* lse) override {
+    ForFloatType(dt, "LogSoftmaxGather", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchLogSoftmaxGather<T>(In<T>(logits), targets, rows, vocab, Out<T>(logp),
+                                      Out<T>(lse), stream_);
+    });
+  }
+
+  void LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
+                                const void* lse, const void* dlogp, int64_t rows, int64_t vocab,
+                                void* dlogits) override {
+    ForFloatType(dt, "LogSoftmaxGatherBackward", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchLogSoftmaxGatherBackward<T>(In<T>(logits), targets, In<T>(lse), In<T>(dlogp),
+                                              rows, vocab, Out<T>(dlogits), stream_);
+    });
+  }
+
+ private:
+  static cuda::AttentionDims Dims(const AttentionShape& shape, size_t elem_size) {
+    if (shape.kv_heads <= 0 || shape.q_heads % shape.kv_heads != 0 ||
+        shape.head_dim > cuda::AttentionMaxHeadDim(elem_size)) {
+      std::fprintf(stderr,
+                   "pmol: CUDA attention: unsupported shape q_heads=%lld kv_heads=%lld "
+                   "head_dim=%lld (q_heads must be a multiple of kv_heads; head_dim <= %lld)\n",
+                   static_cast<long long>(shape.q_heads), static_cast<long long>(shape.kv_heads),
+                   static_cast<long long>(shape.head_dim),
+                   static_cast<long long>(cuda::AttentionMaxHeadDim(elem_size)));
+      std::abort();
+    }
+    return cuda::AttentionDims{shape.batch,    shape.seq,      shape.q_heads,
+                               shape.kv_heads, shape.head_dim, shape.scale};
+  }
+
+  // A device buffer of at least `bytes`, valid for work enqueued on stream_ until the
+  // next call. Growing frees the old buffer in stream order (after the work using it).
+  void* Scratch(size_t bytes) {
+    if (bytes == 0) return nullptr;
+    if (bytes > scratch_bytes_) {
+      if (scratch_ != nullptr) PMOL_CUDA_OK(cudaFreeAsync(scratch_, stream_));
+      scratch_ = nullptr;
+      scratch_bytes_ = 0;
+      PMOL_CUDA_OK(cudaMallocAsync(&scratch_, bytes, stream_));
+      scratch_bytes_ = bytes;
+    }
+    return scratch_;
+  }
+
+  std::string name_;
+  cudaStream_t stream_;
+  std::unique_ptr<cuda::Blas> blas_;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+};
+
+absl::Status NoGpu(const std::string& detail) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("CUDA: no usable GPU found: ", detail,
+                   ". Run on a machine with an NVIDIA GPU (compute capability >= ", kMinMajor,
+                   ".0) and a driver for CUDA ", CUDART_VERSION / 1000, ", or use --device=cpu"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend() {
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return NoGpu(absl::StrCat("cudaGetDeviceCount: ", cudaGetErrorString(err), " (",
+                              cudaGetErrorName(err), ")"));
+  }
+  if (count == 0) return NoGpu("the CUDA runtime sees no device (check CUDA_VISIBLE_DEVICES)");
+  const int device = 0;
+  cudaDeviceProp prop;
+  err = cudaGetDeviceProperties(&prop, device);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return NoGpu(absl::StrCat("cudaGetDeviceProperties: ", cudaGetErrorString(err)));
+  }
+  if (prop.major < kMinMajor) {
+    return NoGpu(absl::StrCat("GPU 0 (", prop.name, ") has compute capability ", prop.major, ".",
+                              prop.minor, ", but this build's kernels are for sm_90 and newer"));
+  }
+  err = cudaSetDevice(device);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return NoGpu(absl::StrCat("cudaSetDevice(0): ", cudaGetErrorString(err)));
+  }
+  // Keep freed memory in the stream-ordered pool instead of returning it at every sync.
+  cudaMemPool_t pool;
+  if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+    uint64_t threshold = std::numeric_limits<uint64_t>::max();
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+  }
+  cudaGetLastError();
+  cudaStream_t stream = nullptr;
+  err = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return NoGpu(absl::StrCat("cudaStreamCreate: ", cudaGetErrorString(err)));
+  }
+  std::string blas_error;
+  std::unique_ptr<cuda::Blas> blas = cuda::Blas::Create(stream, &blas_error);
+  if (blas == nullptr) {
+    cudaStreamDestroy(stream);
+    return NoGpu(blas_error);
+  }
+  std::string name = absl::StrCat("cuda:", device, " (", prop.name, ", sm_", prop.major,
+                                  prop.minor, ")");
+  return std::unique_ptr<Backend>(
+      std::make_unique<CudaBackend>(std::move(name), stream, std::move(blas)));
+}
+
+}  // namespace pmol

@@ -1,0 +1,31 @@
+// The CUDA implementation of the compute interface (kernels/backend.h), built only with
+// `--config=cuda`. One backend drives GPU 0 of the process's visible devices through a
+// single non-blocking stream: every operation is enqueued on it in call order, and
+// CopyToHost and Synchronize are the points where the host waits. Memory comes from the
+// stream-ordered allocator (cudaMallocAsync), so a buffer is valid for work enqueued on
+// this backend's stream; other streams must synchronize first.
+//
+// Compute types: f32 (the CUDA compute type) and f64 (used by tests to compare in double;
+// attention then supports head_dim <= 128). Convert handles f32/f64/bf16/f16.
+// Determinism: every kernel, including the reductions (RmsNorm dw, SumRows, embedding
+// backward, attention dK/dV over the query heads of a group), sums in a fixed order
+// without atomics, so a run repeats bit-for-bit on the same GPU and shapes. cuBLAS GEMMs
+// are deterministic on one stream with its default settings.
+#ifndef PMOL_KERNELS_CUDA_CUDA_BACKEND_H_
+#define PMOL_KERNELS_CUDA_CUDA_BACKEND_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+
+namespace pmol {
+
+// Creates a backend for GPU 0. Fails with FailedPreconditionError, naming the CUDA
+// runtime's own error text, when no usable GPU is present (no driver, driver too old,
+// no device, or a GPU older than the sm_90 this build targets). Never aborts.
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend();
+
+}  // namespace pmol
+
+#endif  // PMOL_KERNELS_CUDA_CUDA_BACKEND_H_

@@ -1,0 +1,104 @@
+// Host-side entry points of the CUDA kernels (the .cu files), callable from code built
+// by the host compiler (cuda_backend.cc). Every launcher enqueues work on `stream` and
+// returns without waiting; all pointers are device pointers. T is float or double
+// (explicitly instantiated in the .cu files). The math of each op is the one documented
+// in kernels/backend.h; the .cu file of each group states how it is computed.
+//
+// Some launchers need device scratch memory: they come with a `...ScratchBytes`
+// function, and the caller passes a buffer of at least that many bytes. Scratch is
+// only used in stream order, so one buffer can serve every launch on a stream.
+#ifndef PMOL_KERNELS_CUDA_LAUNCHERS_H_
+#define PMOL_KERNELS_CUDA_LAUNCHERS_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/dtype.h"
+
+namespace pmol::cuda {
+
+// elementwise.cu
+template <typename T>
+void LaunchFill(T* x, T value, int64_t n, cudaStream_t stream);
+template <typename T>
+void LaunchAxpy(T alpha, const T* x, T* y, int64_t n, cudaStream_t stream);
+template <typename T>
+void LaunchScale(T alpha, T* x, int64_t n, cudaStream_t stream);
+template <typename T>
+void LaunchAddBias(T* y, const T* bias, int64_t rows, int64_t cols, cudaStream_t stream);
+
+// column_sum.cu: dbias[c] += sum_r dy[r, c] (deterministic, no atomics).
+size_t SumRowsScratchBytes(size_t elem_size, int64_t rows, int64_t cols);
+template <typename T>
+void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, T* dbias, void* scratch,
+                   cudaStream_t stream);
+
+// convert.cu: any two of f32, f64, bf16, f16 (bit-identical to kernels/dtype.h).
+void LaunchConvert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n,
+                   cudaStream_t stream);
+
+// swiglu.cu
+template <typename T>
+void LaunchSwiGluForward(const T* gate, const T* up, T* out, int64_t n, cudaStream_t stream);
+template <typename T>
+void LaunchSwiGluBackward(const T* gate, const T* up, const T* dout, T* dgate, T* dup,
+                          int64_t n, cudaStream_t stream);
+
+// rms_norm.cu
+template <typename T>
+void LaunchRmsNormForward(const T* x, const T* w, double eps, int64_t rows, int64_t dim, T* y,
+                          T* inv_rms, cudaStream_t stream);
+size_t RmsNormBackwardScratchBytes(size_t elem_size, int64_t rows, int64_t dim);
+template <typename T>
+void LaunchRmsNormBackward(const T* x, const T* w, const T* inv_rms, const T* dy, int64_t rows,
+                           int64_t dim, T* dx, T* dw, void* scratch, cudaStream_t stream);
+
+// rope.cu
+template <typename T>
+void LaunchApplyRope(T* x, int64_t tokens, int64_t heads, int64_t head_dim, const T* cos,
+                     const T* sin, const int32_t* positions, bool inverse, cudaStream_t stream);
+
+// embedding.cu
+template <typename T>
+void LaunchEmbeddingForward(const T* table, const int32_t* ids, int64_t n, int64_t dim, T* out,
+                            cudaStream_t stream);
+size_t EmbeddingBackwardScratchBytes(int64_t n);
+template <typename T>
+void LaunchEmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64_t dim,
+                             T* dtable, void* scratch, cudaStream_t stream);
+
+// log_softmax.cu
+template <typename T>
+void LaunchLogSoftmaxGather(const T* logits, const int32_t* targets, int64_t rows,
+                            int64_t vocab, T* logp, T* lse, cudaStream_t stream);
+template <typename T>
+void LaunchLogSoftmaxGatherBackward(const T* logits, const int32_t* targets, const T* lse,
+                                    const T* dlogp, int64_t rows, int64_t vocab, T* dlogits,
+                                    cudaStream_t stream);
+
+// attention_forward.cu / attention_backward.cu. Layouts as in backend.h:
+// q/out [B,T,Hq,D], k/v [B,T,Hkv,D], lse [B,Hq,T].
+struct AttentionDims {
+  int64_t batch;
+  int64_t seq;
+  int64_t q_heads;
+  int64_t kv_heads;
+  int64_t head_dim;
+  double scale;
+};
+// The largest head_dim the attention kernels accept for an element size.
+int64_t AttentionMaxHeadDim(size_t elem_size);
+template <typename T>
+void LaunchAttentionForward(const AttentionDims& dims, const T* q, const T* k, const T* v,
+                            T* out, T* lse, cudaStream_t stream);
+size_t AttentionBackwardScratchBytes(size_t elem_size, const AttentionDims& dims);
+template <typename T>
+void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, const T* v,
+                             const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
+                             void* scratch, cudaStream_t stream);
+
+}  // namespace pmol::cuda
+
+#endif  // PMOL_KERNELS_CUDA_LAUNCHERS_H_
