@@ -1,6 +1,7 @@
 // The `pmol` command: `pmol <command> [--flag=value ...]`. Dispatches to the commands
-// listed below; an error from a command is printed as "pmol <command>: <message>" and
+// listed in commands.h; an error from a command is printed as "pmol <command>: <message>" and
 // exits 1; an unknown command or flag exits 2.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -37,10 +38,22 @@ int main(int argc, char** argv) {
   }
   std::string program = std::string("pmol ") + command->name;
   gflags::SetUsageMessage(std::string(command->summary));
-  // Drop the command word so gflags sees only flags.
+  // Drop the command word so gflags sees only flags, and accept --hf-config as well as
+  // --hf_config (gflags names use underscores).
+  std::vector<std::string> normalized;
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) == 0) {
+      const size_t end = std::min(arg.find('='), arg.size());
+      for (size_t j = 2; j < end; ++j) {
+        if (arg[j] == '-') arg[j] = '_';
+      }
+    }
+    normalized.push_back(std::move(arg));
+  }
   std::vector<char*> args;
   args.push_back(program.data());
-  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  for (std::string& arg : normalized) args.push_back(arg.data());
   int n = static_cast<int>(args.size());
   char** argv2 = args.data();
   gflags::ParseCommandLineFlags(&n, &argv2, /*remove_flags=*/true);

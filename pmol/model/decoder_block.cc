@@ -1,0 +1,127 @@
+// Llama decoder block forward/backward; see decoder_block.h for the math.
+#include "pmol/model/decoder_block.h"
+
+#include <cmath>
+
+#include "pmol/model/linear.h"
+
+namespace pmol {
+namespace {
+
+AttentionShape ShapeOf(const LlamaConfig& c, const BlockInput& in) {
+  AttentionShape s;
+  s.batch = in.batch;
+  s.seq = in.seq;
+  s.q_heads = c.num_attention_heads;
+  s.kv_heads = c.num_key_value_heads;
+  s.head_dim = c.head_dim;
+  s.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  return s;
+}
+
+Tensor RmsNorm(const Tensor& x, const Tensor& w, double eps, Tensor* inv_rms) {
+  const int64_t n = x.dim(0), h = x.dim(1);
+  *inv_rms = Tensor::Empty({n}, x.dtype(), x.backend());
+  Tensor y = Tensor::Empty({n, h}, x.dtype(), x.backend());
+  x.backend()->RmsNormForward(x.dtype(), x.data(), w.data(), eps, n, h, y.data(), inv_rms->data());
+  return y;
+}
+
+void Rope(Tensor& x, int64_t heads, const LlamaConfig& c, const BlockInput& in, bool inverse) {
+  x.backend()->ApplyRope(x.dtype(), x.data(), x.dim(0), heads, c.head_dim, in.rope->cos.data(),
+                         in.rope->sin.data(), in.positions->data_as<int32_t>(), inverse);
+}
+
+// dx = dx_residual + RMSNorm-backward(dh); dw accumulated when grads given.
+Tensor RmsNormBackwardPlusResidual(const Tensor& x, const Tensor& w, const Tensor& inv_rms,
+                                   const Tensor& dh, const Tensor& residual, Tensor* dw) {
+  Backend* be = x.backend();
+  const int64_t n = x.dim(0), h = x.dim(1);
+  Tensor dx = Tensor::Empty({n, h}, x.dtype(), be);
+  be->RmsNormBackward(x.dtype(), x.data(), w.data(), inv_rms.data(), dh.data(), n, h, dx.data(),
+                      dw ? dw->data() : nullptr);
+  be->Axpy(x.dtype(), 1.0, residual.data(), dx.data(), n * h);
+  return dx;
+}
+
+}  // namespace
+
+void BlockActivations::ReleaseAllButInput() {
+  Tensor keep = x;
+  *this = BlockActivations();
+  x = std::move(keep);
+}
+
+Tensor DecoderBlockForward(const LlamaConfig& c, const LayerWeights& w, const BlockInput& in,
+                           BlockActivations* a) {
+  const Tensor& x = a->x;
+  Backend* be = x.backend();
+  const DType dt = x.dtype();
+  const int64_t n = x.dim(0), h = x.dim(1);
+
+  a->h1 = RmsNorm(x, w.input_norm, c.rms_norm_eps, &a->inv_rms1);
+  a->q = LinearForward(a->h1, w.q);
+  a->k = LinearForward(a->h1, w.k);
+  a->v = LinearForward(a->h1, w.v);
+  Rope(a->q, c.num_attention_heads, c, in, false);
+  Rope(a->k, c.num_key_value_heads, c, in, false);
+  const AttentionShape shape = ShapeOf(c, in);
+  a->attn = Tensor::Empty({n, c.q_dim()}, dt, be);
+  a->lse = Tensor::Empty({in.batch, c.num_attention_heads, in.seq}, dt, be);
+  be->AttentionForward(dt, shape, a->q.data(), a->k.data(), a->v.data(), a->attn.data(),
+                       a->lse.data());
+  a->x2 = LinearForward(a->attn, w.o);
+  be->Axpy(dt, 1.0, x.data(), a->x2.data(), n * h);
+
+  a->h2 = RmsNorm(a->x2, w.post_norm, c.rms_norm_eps, &a->inv_rms2);
+  a->gate = LinearForward(a->h2, w.gate);
+  a->up = LinearForward(a->h2, w.up);
+  a->act = Tensor::Empty(a->gate.shape(), dt, be);
+  be->SwiGluForward(dt, a->gate.data(), a->up.data(), a->act.data(), a->gate.numel());
+  Tensor y = LinearForward(a->act, w.down);
+  be->Axpy(dt, 1.0, a->x2.data(), y.data(), n * h);
+  return y;
+}
+
+Tensor DecoderBlockBackward(const LlamaConfig& c, const LayerWeights& w, const BlockInput& in,
+                            const BlockActivations& a, const Tensor& dy, LayerWeights* g) {
+  Backend* be = dy.backend();
+  const DType dt = dy.dtype();
+
+  // MLP: y = x2 + down(swiglu(gate(h2), up(h2))).
+  Tensor dact = Tensor::Empty(a.act.shape(), dt, be);
+  LinearBackward(a.act, dy, w.down, dact, false, g ? &g->down : nullptr);
+  Tensor dgate = Tensor::Empty(a.gate.shape(), dt, be);
+  Tensor dup = Tensor::Empty(a.up.shape(), dt, be);
+  be->SwiGluBackward(dt, a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(),
+                     a.gate.numel());
+  dact = Tensor();
+  Tensor dh2 = Tensor::Empty(a.h2.shape(), dt, be);
+  LinearBackward(a.h2, dgate, w.gate, dh2, false, g ? &g->gate : nullptr);
+  LinearBackward(a.h2, dup, w.up, dh2, true, g ? &g->up : nullptr);
+  dgate = Tensor();
+  dup = Tensor();
+  Tensor dx2 = RmsNormBackwardPlusResidual(a.x2, w.post_norm, a.inv_rms2, dh2, dy,
+                                           g ? &g->post_norm : nullptr);
+  dh2 = Tensor();
+
+  // Attention: x2 = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))).
+  Tensor dattn = Tensor::Empty(a.attn.shape(), dt, be);
+  LinearBackward(a.attn, dx2, w.o, dattn, false, g ? &g->o : nullptr);
+  Tensor dq = Tensor::Empty(a.q.shape(), dt, be);
+  Tensor dk = Tensor::Empty(a.k.shape(), dt, be);
+  Tensor dv = Tensor::Empty(a.v.shape(), dt, be);
+  be->AttentionBackward(dt, ShapeOf(c, in), a.q.data(), a.k.data(), a.v.data(), a.attn.data(),
+                        a.lse.data(), dattn.data(), dq.data(), dk.data(), dv.data());
+  dattn = Tensor();
+  Rope(dq, c.num_attention_heads, c, in, true);
+  Rope(dk, c.num_key_value_heads, c, in, true);
+  Tensor dh1 = Tensor::Empty(a.h1.shape(), dt, be);
+  LinearBackward(a.h1, dq, w.q, dh1, false, g ? &g->q : nullptr);
+  LinearBackward(a.h1, dk, w.k, dh1, true, g ? &g->k : nullptr);
+  LinearBackward(a.h1, dv, w.v, dh1, true, g ? &g->v : nullptr);
+  return RmsNormBackwardPlusResidual(a.x, w.input_norm, a.inv_rms1, dh1, dx2,
+                                     g ? &g->input_norm : nullptr);
+}
+
+}  // namespace pmol

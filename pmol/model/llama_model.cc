@@ -1,0 +1,117 @@
+// Llama-family decoder forward/backward over all blocks; see llama_model.h.
+#include "pmol/model/llama_model.h"
+
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "pmol/core/status.h"
+#include "pmol/io/weight_files.h"
+
+namespace pmol {
+
+LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights, Backend* backend, DType dtype)
+    : config_(std::move(config)), weights_(std::move(weights)), backend_(backend), dtype_(dtype) {}
+
+absl::StatusOr<LlamaModel> LlamaModel::Load(const std::string& dir, Backend* backend, DType dtype) {
+  PMOL_ASSIGN_OR_RETURN(LlamaConfig config, ReadHfConfig(dir + "/config.json"));
+  PMOL_ASSIGN_OR_RETURN(WeightFiles files, WeightFiles::Open(dir));
+  PMOL_ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, files, backend, dtype));
+  return LlamaModel(std::move(config), std::move(weights), backend, dtype);
+}
+
+BlockInput LlamaModel::MakeBlockInput(const ForwardState& s) {
+  BlockInput in;
+  in.batch = s.batch;
+  in.seq = s.seq;
+  in.positions = &s.positions;
+  in.rope = &rope_;
+  return in;
+}
+
+absl::StatusOr<Tensor> LlamaModel::Forward(const std::vector<int32_t>& ids, int64_t batch,
+                                           int64_t seq, ForwardState* state) {
+  if (batch <= 0 || seq <= 0 || static_cast<int64_t>(ids.size()) != batch * seq)
+    return absl::InvalidArgumentError(absl::StrCat("token ids: expected ", batch, " x ", seq,
+                                                   " ids, got ", ids.size()));
+  for (int64_t i = 0; i < batch * seq; ++i) {
+    if (ids[i] < 0 || ids[i] >= config_.vocab_size)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token ids: row ", i / seq, ", position ", i % seq, " holds id ", ids[i],
+          ", outside the vocabulary [0, ", config_.vocab_size, ")"));
+  }
+  if (config_.sliding_window > 0 && seq > config_.sliding_window)
+    return absl::UnimplementedError(absl::StrCat(
+        "sequence length ", seq, " exceeds the model's sliding_window (", config_.sliding_window,
+        "); sliding-window attention is not implemented"));
+  if (rope_.positions < seq) rope_ = MakeRopeTable(config_, std::max<int64_t>(seq, 256), backend_, dtype_);
+
+  ForwardState local;
+  ForwardState& s = state ? *state : local;
+  s = ForwardState();
+  s.batch = batch;
+  s.seq = seq;
+  const int64_t n = batch * seq, h = config_.hidden_size;
+  s.ids = Tensor::FromHost(ids.data(), {n}, DType::kI32, backend_);
+  std::vector<int32_t> pos(n);
+  for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(i % seq);
+  s.positions = Tensor::FromHost(pos.data(), {n}, DType::kI32, backend_);
+
+  Tensor x = Tensor::Empty({n, h}, dtype_, backend_);
+  backend_->EmbeddingForward(dtype_, weights_.embed.data(), s.ids.data_as<int32_t>(), n, h, x.data());
+  const BlockInput in = MakeBlockInput(s);
+  s.blocks.resize(config_.num_hidden_layers);
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    BlockActivations& acts = s.blocks[l];
+    acts.x = x;
+    x = DecoderBlockForward(config_, weights_.layers[l], in, &acts);
+    if (state == nullptr) {
+      acts = BlockActivations();
+    } else if (recompute_) {
+      acts.ReleaseAllButInput();
+    }
+  }
+  s.final_in = x;
+  s.final_inv_rms = Tensor::Empty({n}, dtype_, backend_);
+  s.final_out = Tensor::Empty({n, h}, dtype_, backend_);
+  backend_->RmsNormForward(dtype_, x.data(), weights_.final_norm.data(), config_.rms_norm_eps, n, h,
+                           s.final_out.data(), s.final_inv_rms.data());
+  const int64_t v = config_.vocab_size;
+  Tensor logits = Tensor::Empty({batch, seq, v}, dtype_, backend_);
+  backend_->Gemm(dtype_, false, true, n, v, h, 1.0, s.final_out.data(), h, Head().data(), h, 0.0,
+                 logits.data(), v);
+  return logits;
+}
+
+Tensor LlamaModel::Backward(ForwardState& s, const Tensor& dlogits, LlamaWeights* grads) {
+  const int64_t n = s.batch * s.seq, h = config_.hidden_size, v = config_.vocab_size;
+  PMOL_CHECK(dlogits.numel() == n * v && dlogits.dtype() == dtype_);
+  // Head: logits = f W^T.
+  Tensor df = Tensor::Empty({n, h}, dtype_, backend_);
+  backend_->Gemm(dtype_, false, false, n, h, v, 1.0, dlogits.data(), v, Head().data(), h, 0.0,
+                 df.data(), h);
+  if (grads != nullptr) {
+    Tensor& dhead = config_.tie_word_embeddings ? grads->embed : grads->lm_head;
+    backend_->Gemm(dtype_, true, false, v, h, n, 1.0, dlogits.data(), v, s.final_out.data(), h,
+                   1.0, dhead.data(), h);
+  }
+  Tensor dx = Tensor::Empty({n, h}, dtype_, backend_);
+  backend_->RmsNormBackward(dtype_, s.final_in.data(), weights_.final_norm.data(),
+                            s.final_inv_rms.data(), df.data(), n, h, dx.data(),
+                            grads ? grads->final_norm.data() : nullptr);
+  df = Tensor();
+  const BlockInput in = MakeBlockInput(s);
+  for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
+    BlockActivations& acts = s.blocks[l];
+    if (recompute_) DecoderBlockForward(config_, weights_.layers[l], in, &acts);
+    dx = DecoderBlockBackward(config_, weights_.layers[l], in, acts, dx,
+                              grads ? &grads->layers[l] : nullptr);
+    acts = BlockActivations();  // free as we go
+  }
+  if (grads != nullptr) {
+    backend_->EmbeddingBackward(dtype_, dx.data(), s.ids.data_as<int32_t>(), n, h,
+                                grads->embed.data());
+  }
+  return dx;
+}
+
+}  // namespace pmol

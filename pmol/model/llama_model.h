@@ -1,0 +1,67 @@
+// A Llama-family decoder (Llama 2/3, Qwen2/2.5, Mistral) over token ids [B, T]:
+//   x0 = embed[ids];  x_{l+1} = Block_l(x_l);  logits = RMSNorm(x_L; w_norm) W_head^T
+// with W_head = embed when tie_word_embeddings. Forward keeps what the backward needs in
+// a ForwardState; Backward(dlogits) returns dx0, the gradient at the embedding output
+// (what adapters and input-gradient users need), and adds weight gradients when given a
+// gradient holder (what full fine-tuning needs). With activation recompute, the state
+// holds only each block's input and the backward rebuilds the rest block by block.
+#ifndef PMOL_MODEL_LLAMA_MODEL_H_
+#define PMOL_MODEL_LLAMA_MODEL_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pmol/core/tensor.h"
+#include "pmol/io/hf_config.h"
+#include "pmol/model/decoder_block.h"
+#include "pmol/model/llama_weights.h"
+#include "pmol/model/rope_table.h"
+
+namespace pmol {
+
+struct ForwardState {
+  int64_t batch = 0, seq = 0;
+  Tensor ids;        // i32 [N] on the device
+  Tensor positions;  // i32 [N]
+  std::vector<BlockActivations> blocks;
+  Tensor final_in, final_inv_rms, final_out;  // [N, H], [N], [N, H]
+};
+
+class LlamaModel {
+ public:
+  LlamaModel(LlamaConfig config, LlamaWeights weights, Backend* backend, DType dtype);
+
+  // Reads `dir`/config.json and the weights (single file or sharded), computing in dtype.
+  static absl::StatusOr<LlamaModel> Load(const std::string& dir, Backend* backend, DType dtype);
+
+  const LlamaConfig& config() const { return config_; }
+  LlamaWeights& weights() { return weights_; }
+  Backend* backend() const { return backend_; }
+  DType dtype() const { return dtype_; }
+  void set_recompute_activations(bool on) { recompute_ = on; }
+
+  // ids: row-major [batch, seq]. Returns logits [batch, seq, vocab]. With state == nullptr
+  // nothing is kept for a backward. Ids out of range are an error naming row and column.
+  absl::StatusOr<Tensor> Forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq,
+                                 ForwardState* state);
+
+  // dlogits [batch, seq, vocab]. Returns the gradient at the embedding output [N, H];
+  // adds weight gradients into `grads` (shaped by ZerosLikeWeights) when not null.
+  Tensor Backward(ForwardState& state, const Tensor& dlogits, LlamaWeights* grads);
+
+ private:
+  BlockInput MakeBlockInput(const ForwardState& state);
+  const Tensor& Head() const { return config_.tie_word_embeddings ? weights_.embed : weights_.lm_head; }
+
+  LlamaConfig config_;
+  LlamaWeights weights_;
+  Backend* backend_;
+  DType dtype_;
+  RopeTable rope_;
+  bool recompute_ = false;
+};
+
+}  // namespace pmol
+
+#endif  // PMOL_MODEL_LLAMA_MODEL_H_
