@@ -25,7 +25,7 @@ inline size_t DTypeSize(DType dtype) {
 }
 
 // Names as safetensors spells them.
-inline std::string_view DTypeName(DType dtype) {
+inline const char* DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kF32: return "F32";
     case DType::kF64: return "F64";

@@ -28,7 +28,7 @@ void Dispatch(DType dt, Fn fn) {
     fn(double{});
   } else {
     std::fprintf(stderr, "pmol: the CPU backend computes in F32 or F64, not %s\n",
-                 std::string(DTypeName(dt)).c_str());
+                 DTypeName(dt));
     PMOL_CHECK(false);
   }
 }
