@@ -2,8 +2,7 @@
 // instantiation of the kernels in this folder.
 #include "kernels/cpu/cpu_backend.h"
 
-#include <omp.h>
-
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 
@@ -15,6 +14,7 @@
 #include "kernels/cpu/log_softmax.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace pmol {
 namespace {
@@ -47,8 +47,9 @@ const T* P(const void* p) {
 CpuBackend::CpuBackend(int threads) { SetThreads(threads); }
 
 void CpuBackend::SetThreads(int threads) {
-  threads_ = threads > 0 ? threads : omp_get_num_procs();
-  omp_set_num_threads(threads_);
+  threads_ = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
+  if (threads_ < 1) threads_ = 1;
+  cpu::ThreadPool::Global().Resize(threads_);
   cpu::SetBlasThreads(threads_);
 }
 

@@ -1,5 +1,5 @@
 // The CPU implementation of Backend: host memory (64-byte aligned), OpenBLAS GEMMs and
-// the OpenMP kernels of this folder, in f32 or f64 (f64 serves the oracle tests).
+// the multithreaded kernels of this folder, in f32 or f64 (f64 serves the oracle tests).
 #ifndef PMOL_KERNELS_CPU_CPU_BACKEND_H_
 #define PMOL_KERNELS_CPU_CPU_BACKEND_H_
 
