@@ -31,14 +31,10 @@ DEFINE_string(modes, "frozen,full", "comma-separated: frozen, full");
 DEFINE_string(workdir, "/tmp/pmol-model-benchmark", "where the generated model is written");
 DEFINE_string(peer, "benchmarks/peers/torch_llama_peer.py", "PyTorch peer script ('' to skip)");
 DEFINE_bool(recompute, false, "pmol: activation recompute");
+DEFINE_string(hf_config, "benchmarks/configs/llama_20m.json", "the model's HF config.json");
 
 namespace pmol {
 namespace {
-
-constexpr char kConfig[] = R"({"model_type": "llama", "vocab_size": 16000, "hidden_size": 384,
-  "intermediate_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 6,
-  "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-  "tie_word_embeddings": false, "hidden_act": "silu"})";
 
 double Flops(const LlamaConfig& c, int64_t b, int64_t t, bool full) {
   const double n = static_cast<double>(b * t);
@@ -112,12 +108,17 @@ bool RunPeer(const std::string& dir, const std::string& mode, Result* r) {
 
 int Main() {
   ::mkdir(FLAGS_workdir.c_str(), 0755);
-  LlamaConfig config = ParseHfConfig(kConfig, "built-in benchmark config").value();
+  absl::StatusOr<LlamaConfig> parsed = ReadHfConfig(FLAGS_hf_config);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "model_benchmark: %s\n", std::string(parsed.status().message()).c_str());
+    return 1;
+  }
+  const LlamaConfig& config = *parsed;
   Backend* cpu = GetBackend(DeviceType::kCpu, FLAGS_threads).value();
   {
     LlamaWeights w = InitLlamaWeights(config, 7, 0.02, cpu, DType::kF32);
     if (!WriteSafetensors(FLAGS_workdir + "/model.safetensors", NamedWeights(config, w)).ok()) return 1;
-    std::ofstream(FLAGS_workdir + "/config.json") << kConfig;
+    std::ofstream(FLAGS_workdir + "/config.json") << config.json;
   }
   int64_t params = 0;
   LlamaWeights shapes;

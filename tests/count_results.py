@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Counts test cases from a `bazel test` run: reads the summary lines of its output
+(stdin) and each listed target's test.xml under bazel-testlogs. A target that failed
+to build, timed out or has no XML counts as one failed case. Prints
+"<passed> <failed> <skipped>".
+"""
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+passed = failed = skipped = 0
+for line in sys.stdin:
+    m = re.match(r"^(//\S+)\s+(?:\(cached\)\s+)?(PASSED|FAILED TO BUILD|FAILED|TIMEOUT|NO STATUS|FLAKY)", line)
+    if not m:
+        continue
+    target, status = m.groups()
+    xml_path = os.path.join("bazel-testlogs", target[2:].replace(":", "/"), "test.xml")
+    cases = []
+    if status in ("PASSED", "FAILED", "FLAKY") and os.path.exists(xml_path):
+        try:
+            cases = ET.parse(xml_path).getroot().iter("testcase")
+            cases = list(cases)
+        except ET.ParseError:
+            cases = []
+    if not cases:
+        if status == "PASSED":
+            passed += 1
+        else:
+            failed += 1
+            print(f"count_results: {target} {status}", file=sys.stderr)
+        continue
+    for case in cases:
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed += 1
+            print(f"count_results: {target} {case.get('classname')}.{case.get('name')} failed", file=sys.stderr)
+        elif case.get("result") == "skipped" or case.find("skipped") is not None:
+            skipped += 1
+        else:
+            passed += 1
+    if status != "PASSED" and status != "FLAKY" and all(
+            c.find("failure") is None and c.find("error") is None for c in cases):
+        failed += 1  # the binary failed outside any test case (crash, exit code)
+        print(f"count_results: {target} {status} outside its test cases", file=sys.stderr)
+print(passed, failed, skipped)
