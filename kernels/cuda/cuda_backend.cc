@@ -73,12 +73,20 @@ class CudaBackend final : public Backend {
       : name_(std::move(name)), stream_(stream), blas_(std::move(blas)) {}
 
   ~CudaBackend() override {
-    // May run during static destruction, after the runtime began unloading: errors are
-    // ignored here, never fatal.
+    // The process-wide backend is destroyed during static destruction, possibly after
+    // the CUDA runtime has begun unloading. Then nothing is released (the driver reclaims
+    // it at exit; destroying a cuBLAS handle at that point can crash); otherwise
+    // everything is, and errors are ignored rather than fatal.
+    const cudaError_t state = cudaStreamSynchronize(stream_);
+    if (state == cudaErrorCudartUnloading || state == cudaErrorContextIsDestroyed) {
+      (void)blas_.release();  // leaked on purpose
+      return;
+    }
     if (scratch_ != nullptr) cudaFreeAsync(scratch_, stream_);
     cudaStreamSynchronize(stream_);
     blas_.reset();
     cudaStreamDestroy(stream_);
+    cudaGetLastError();
   }
 
   DeviceType device() const override { return DeviceType::kCuda; }
@@ -87,8 +95,10 @@ class CudaBackend final : public Backend {
   void* Allocate(size_t bytes) override {
     void* ptr = nullptr;
     cudaError_t err = cudaMallocAsync(&ptr, bytes == 0 ? 1 : bytes, stream_);
-    if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();  // not sticky; clear it so later launch checks stay clean
+    // Out of memory, or a size no device could ever hold: neither error is sticky;
+    // clear it so that later launch checks stay clean.
+    if (err == cudaErrorMemoryAllocation || err == cudaErrorInvalidValue) {
+      cudaGetLastError();
       return nullptr;
     }
     PMOL_CUDA_OK(err);
