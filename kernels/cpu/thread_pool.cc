@@ -24,6 +24,7 @@ void ThreadPool::Stop() {
   for (std::thread& t : workers_) t.join();
   workers_.clear();
   stopping_ = false;
+  generation_ = 0;  // new workers start with seen = 0; they must not see an old job
 }
 
 void ThreadPool::Resize(int threads) {
