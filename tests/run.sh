@@ -6,11 +6,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash launch/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
-oracles="${PMOL_ORACLES_DIR:-$HOME/.cache/pmol-oracles}"
-if ! bash tests/data/install_oracles.sh "$oracles"; then
-  echo "tokenizer oracles could not be installed into $oracles"
-fi
-export PMOL_ORACLES_DIR="$oracles"
+# Independent tokenizer implementations (npm) for the parity tests; the tests fail with
+# a clear message if this did not work.
+oracles="${PMOL_ORACLE_DIR:-$HOME/.cache/pmol-oracles}"
+bash tests/data/install_oracles.sh "$oracles" || echo "tokenizer oracles could not be installed into $oracles"
+export PMOL_ORACLE_DIR="$oracles"
 
 passed=0 failed=0 skipped=0
 tally() {  # reads `bazel test` output on stdin
@@ -20,7 +20,7 @@ tally() {  # reads `bazel test` output on stdin
 
 log=$(mktemp)
 echo "== bazel test //... (CPU build)"
-bazel test //... --test_env=PMOL_ORACLES_DIR 2>&1 | tee "$log" | grep -E '^(//|Executed|ERROR|FAIL)' || true
+bazel test //... --test_env=PMOL_ORACLE_DIR 2>&1 | tee "$log" | grep -E '^(//|Executed|ERROR|FAIL)' || true
 tally < "$log"
 
 echo "== bazel build --config=cuda //... (CUDA must compile and link; no GPU needed)"
