@@ -240,9 +240,12 @@ Prompt MakePrompt(SplitMix64* rng) {
   return p;
 }
 
+// Eval membership depends on the user text only (FNV-1a hash, then a seeded mix), so
+// the same prompt always lands on the same side.
 bool IsEval(const Prompt& p, uint64_t seed, double eval_fraction) {
-  const uint64_t key = StreamSeed(seed, 7, (static_cast<uint64_t>(p.kind) << 32) | p.topic,
-                                  (static_cast<uint64_t>(p.phrasing) << 32) | p.name);
+  uint64_t fnv = 0xCBF29CE484222325ull;
+  for (unsigned char c : p.text) fnv = (fnv ^ c) * 0x100000001B3ull;
+  const uint64_t key = StreamSeed(seed, 7, fnv, 0);
   return static_cast<double>(key >> 11) * 0x1.0p-53 < eval_fraction;
 }
 
