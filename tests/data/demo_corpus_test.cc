@@ -144,7 +144,8 @@ TEST_F(DemoCorpusTest, IndependentImplementationLoadsTheTokenizer) {
   std::istringstream in(ReadFileOrDie(dir_ + "/sft/train.jsonl"));
   std::string line;
   while (std::getline(in, line) && texts.size() < 200) {
-    for (const auto& m : nlohmann::json::parse(line)["messages"]) {
+    const nlohmann::json row = nlohmann::json::parse(line);
+    for (const auto& m : row["messages"]) {
       texts.push_back("<|im_start|>" + m["role"].get<std::string>() + "\n" +
                       m["content"].get<std::string>() + "<|im_end|>\n");
     }
