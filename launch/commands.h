@@ -10,9 +10,11 @@ namespace pmol {
 
 extern const Command kInitModelCommand;
 extern const Command kForwardCommand;
+extern const Command kTokenizeCommand;
+extern const Command kMakeDemoDataCommand;
 
 inline std::vector<Command> AllCommands() {
-  return {kInitModelCommand, kForwardCommand};
+  return {kInitModelCommand, kForwardCommand, kTokenizeCommand, kMakeDemoDataCommand};
 }
 
 }  // namespace pmol

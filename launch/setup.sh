@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what pmol needs to build and test on Debian 12, skipping what is present:
 # Bazel 4 (offline workspace), compilers' libraries (protobuf, Abseil, gflags,
-# GoogleTest, OpenBLAS, Open MPI, nlohmann-json, PCRE2, Google Benchmark) and, for the
+# GoogleTest, OpenBLAS, Open MPI, nlohmann-json, PCRE2, ICU, Google Benchmark) and, for the
 # oracle tests and peer benchmarks, Debian's PyTorch and NumPy. Uses sudo when not root.
 set -euo pipefail
 
 packages=(
   bazel-bootstrap g++ openmpi-bin libopenmpi-dev protobuf-compiler libprotobuf-dev
   libabsl-dev libgflags-dev libgtest-dev libgmock-dev libopenblas-dev nlohmann-json3-dev
-  libpcre2-dev libbenchmark-dev python3-torch python3-numpy
+  libpcre2-dev libicu-dev libbenchmark-dev python3-torch python3-numpy
 )
 # Node.js runs the independent tokenizer oracles; a preinstalled Node 20 will do.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
