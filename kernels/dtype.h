@@ -2,12 +2,20 @@
 //   bf16: the upper 16 bits of an IEEE f32 (round-to-nearest-even on narrowing).
 //   f16:  IEEE binary16 (round-to-nearest-even on narrowing, subnormals kept).
 // f64 is a CPU compute type used by the double-precision oracle tests; i32 holds ids.
+// The scalar conversions are host and device functions: the CUDA kernels use these very
+// bit manipulations, so both backends round identically.
 #ifndef PMOL_KERNELS_DTYPE_H_
 #define PMOL_KERNELS_DTYPE_H_
 
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+
+#if defined(__CUDACC__)
+#define PMOL_HOST_DEVICE __host__ __device__
+#else
+#define PMOL_HOST_DEVICE
+#endif
 
 namespace pmol {
 
@@ -48,14 +56,14 @@ inline bool ParseDTypeName(std::string_view name, DType* dtype) {
 
 inline bool IsFloating(DType dtype) { return dtype != DType::kI32; }
 
-inline float Bf16ToF32(uint16_t h) {
+PMOL_HOST_DEVICE inline float Bf16ToF32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
 }
 
-inline uint16_t F32ToBf16(float f) {
+PMOL_HOST_DEVICE inline uint16_t F32ToBf16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
@@ -63,7 +71,7 @@ inline uint16_t F32ToBf16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-inline float F16ToF32(uint16_t h) {
+PMOL_HOST_DEVICE inline float F16ToF32(uint16_t h) {
   uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
@@ -90,7 +98,7 @@ inline float F16ToF32(uint16_t h) {
   return f;
 }
 
-inline uint16_t F32ToF16(float f) {
+PMOL_HOST_DEVICE inline uint16_t F32ToF16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
   uint32_t sign = (bits >> 16) & 0x8000u;
@@ -112,6 +120,26 @@ inline uint16_t F32ToF16(float f) {
   uint32_t result = ((rounded >> 13) - ((127 - 15) << 10));
   return static_cast<uint16_t>(sign | result);
 }
+
+// f64 -> f32 with round-to-odd: an inexact result gets its last bit set (after
+// truncation toward zero), so that a second rounding to bf16 or f16 (<= 11 significant
+// bits, at most 24 - 2) is the correctly rounded f64 -> bf16/f16 result. Rounding to
+// nearest twice can land exactly on a tie and then round the wrong way.
+PMOL_HOST_DEVICE inline float F64ToF32RoundToOdd(double d) {
+  float f = static_cast<float>(d);
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7f800000u) != 0x7f800000u && static_cast<double>(f) != d) {
+    const bool away_from_zero = d > 0 ? static_cast<double>(f) > d : static_cast<double>(f) < d;
+    if (away_from_zero) bits -= 1;
+    bits |= 1u;
+    std::memcpy(&f, &bits, 4);
+  }
+  return f;
+}
+
+PMOL_HOST_DEVICE inline uint16_t F64ToBf16(double d) { return F32ToBf16(F64ToF32RoundToOdd(d)); }
+PMOL_HOST_DEVICE inline uint16_t F64ToF16(double d) { return F32ToF16(F64ToF32RoundToOdd(d)); }
 
 }  // namespace pmol
 

@@ -70,27 +70,12 @@ double Load(DType dt, const void* p, int64_t i) {
   return 0;
 }
 
-// f64 -> f32 with round-to-odd: inexact results get their last bit set, so the second
-// rounding (f32 -> bf16/f16, which have at most 11 significant bits, <= 24 - 2) rounds
-// as if straight from f64. Plain round-to-nearest twice can land on a tie and go wrong.
-float F64ToF32RoundToOdd(double d) {
-  float f = static_cast<float>(d);
-  if (std::isfinite(f) && static_cast<double>(f) != d) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
-    if (std::fabs(static_cast<double>(f)) > std::fabs(d)) bits -= 1;  // toward zero
-    bits |= 1u;
-    std::memcpy(&f, &bits, 4);
-  }
-  return f;
-}
-
 void Store(DType dt, void* p, int64_t i, double v) {
   switch (dt) {
     case DType::kF32: static_cast<float*>(p)[i] = static_cast<float>(v); return;
     case DType::kF64: static_cast<double*>(p)[i] = v; return;
-    case DType::kBF16: static_cast<uint16_t*>(p)[i] = F32ToBf16(F64ToF32RoundToOdd(v)); return;
-    case DType::kF16: static_cast<uint16_t*>(p)[i] = F32ToF16(F64ToF32RoundToOdd(v)); return;
+    case DType::kBF16: static_cast<uint16_t*>(p)[i] = F64ToBf16(v); return;
+    case DType::kF16: static_cast<uint16_t*>(p)[i] = F64ToF16(v); return;
     case DType::kI32: break;
   }
   PMOL_CHECK(false && "Convert: not a floating type");
@@ -111,8 +96,7 @@ void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) 
     });
     return;
   }
-  // Narrowing to bf16/f16 goes through f32 with round-to-odd (see Store): one correct
-  // rounding whatever the source type.
+  // Narrowing to bf16/f16 rounds once, whatever the source type (F64ToBf16/F64ToF16).
   ParallelFor(n, 4, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) Store(dst_dt, dst, i, Load(src_dt, src, i));
   });
