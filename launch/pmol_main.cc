@@ -13,6 +13,33 @@
 
 namespace {
 
+// The first argument that gflags would reject as an unknown flag, or "" when there is none.
+// gflags reports an unknown flag by exiting 1 itself, which would make a usage error look
+// like bad input, so flags are checked here first. Follows gflags' syntax: "-name" or
+// "--name", "=value" or the value as the next argument for a non-bool flag, "--noname" for
+// a bool, and "--" ending the flags.
+std::string FirstUnknownFlag(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    const size_t start = arg[1] == '-' ? 2 : 1;
+    const size_t eq = arg.find('=');
+    const std::string name = arg.substr(start, eq == std::string::npos ? std::string::npos : eq - start);
+    gflags::CommandLineFlagInfo info;
+    if (gflags::GetCommandLineFlagInfo(name.c_str(), &info)) {
+      if (eq == std::string::npos && info.type != "bool") ++i;  // the value is the next argument
+      continue;
+    }
+    if (name.rfind("no", 0) == 0 && eq == std::string::npos &&
+        gflags::GetCommandLineFlagInfo(name.substr(2).c_str(), &info) && info.type == "bool") {
+      continue;
+    }
+    return arg;
+  }
+  return "";
+}
+
 void PrintUsage(const std::vector<pmol::Command>& commands) {
   std::fprintf(stderr, "usage: pmol <command> [--flag=value ...]\n\ncommands:\n");
   for (const pmol::Command& c : commands) std::fprintf(stderr, "  %-16s %s\n", c.name, c.summary);
@@ -50,6 +77,12 @@ int main(int argc, char** argv) {
       }
     }
     normalized.push_back(std::move(arg));
+  }
+  const std::string unknown = FirstUnknownFlag(normalized);
+  if (!unknown.empty()) {
+    std::fprintf(stderr, "%s: unknown flag '%s' (`%s --help` lists the flags)\n", program.c_str(),
+                 unknown.c_str(), program.c_str());
+    return 2;
   }
   std::vector<char*> args;
   args.push_back(program.data());
