@@ -41,7 +41,12 @@ absl::Status ReadTokens(const std::string& path, std::vector<int32_t>* ids, int6
                                                      " (rows must have equal length)"));
     *length = static_cast<int64_t>(row.size());
     for (size_t c = 0; c < row.size(); ++c) {
-      if (!row[c].is_number_integer() || row[c].get<int64_t>() < INT32_MIN || row[c].get<int64_t>() > INT32_MAX)
+      // Unsigned values are compared as unsigned: 2^64 - 1 read as int64_t would be -1.
+      const nlohmann::json& id = row[c];
+      const bool fits = id.is_number_unsigned()  ? id.get<uint64_t>() <= INT32_MAX
+                        : id.is_number_integer() ? id.get<int64_t>() >= INT32_MIN && id.get<int64_t>() <= INT32_MAX
+                                                 : false;
+      if (!fits)
         return absl::InvalidArgumentError(absl::StrCat(path, ": row ", r, ", position ", c, " is not an integer token id"));
       ids->push_back(static_cast<int32_t>(row[c].get<int64_t>()));
     }
