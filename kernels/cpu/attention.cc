@@ -1,41 +1,64 @@
-// Causal GQA attention on the CPU; see attention.h for the math. One task per (batch,
-// query head). Each task copies its kv head into a transposed [D,T] buffer so the score
-// loop s[0..i] += q_d * kT[d, 0..i] runs over contiguous memory and vectorises without
-// reassociating sums. The backward writes per-head partial dk/dv and then adds the heads
-// of each group in a fixed order, so results do not depend on the thread count.
+// Causal GQA attention on the CPU; see attention.h for the math. Work goes through BLAS:
+// for each (batch, kv head) the query heads that share the kv head are stacked, and the
+// queries are taken in blocks of kBlock positions, so that a block only meets the keys it
+// may see (0 .. its last position) and the causal half of the score matrix is never
+// computed beyond one block's triangle. Per block, with R = group * block rows:
+//   S = scale Q K^T [R, L];  P = softmax of the unmasked part;  O = P V
+// and the backward, from the saved lse:
+//   dV += P^T dO;  dP = dO V^T;  dS = P (dP - rowsum(dO O)) scale;  dQ = dS K;  dK += dS^T Q
+// dK and dV of a kv head come out of GEMMs that sum over its query heads, in a fixed
+// order, so results do not depend on the thread count. GEMMs use BLAS's threads; the
+// row-wise softmax uses the kernels' pool.
 #include "kernels/cpu/attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 
 namespace pmol::cpu {
 namespace {
 
-struct Strides {
-  int64_t q_row, kv_row;  // elements between consecutive tokens
+constexpr int64_t kBlock = 128;
+
+struct Geometry {
+  int64_t B, S, H, G, D, group, q_row, kv_row;
+  explicit Geometry(const AttentionShape& sh)
+      : B(sh.batch), S(sh.seq), H(sh.q_heads), G(sh.kv_heads), D(sh.head_dim),
+        group(sh.q_heads / sh.kv_heads), q_row(sh.q_heads * sh.head_dim),
+        kv_row(sh.kv_heads * sh.head_dim) {}
 };
 
-// Copies kv head g of batch b, [T,D] strided, into a transposed [D,T] buffer.
+// Copies kv head g of batch b, [S, D] strided, into contiguous rows.
 template <typename T>
-void Transpose(const T* src, int64_t seq, int64_t head_dim, int64_t row_stride, T* dst) {
-  for (int64_t t = 0; t < seq; ++t) {
-    const T* row = src + t * row_stride;
-    for (int64_t d = 0; d < head_dim; ++d) dst[d * seq + t] = row[d];
-  }
+void GatherKv(const Geometry& s, const T* src, int64_t b, int64_t g, T* dst) {
+  for (int64_t t = 0; t < s.S; ++t)
+    std::copy_n(src + (b * s.S + t) * s.kv_row + g * s.D, s.D, dst + t * s.D);
 }
 
-// s[0..n) = scale * q . kT[:, 0..n)
 template <typename T>
-void Scores(const T* q, const T* kt, int64_t seq, int64_t head_dim, int64_t n, T scale, T* s) {
-  std::fill(s, s + n, T(0));
-  for (int64_t d = 0; d < head_dim; ++d) {
-    const T qd = q[d] * scale;
-    const T* row = kt + d * seq;
-    for (int64_t j = 0; j < n; ++j) s[j] += qd * row[j];
-  }
+void ScatterKv(const Geometry& s, const T* src, int64_t b, int64_t g, T* dst) {
+  for (int64_t t = 0; t < s.S; ++t)
+    std::copy_n(src + t * s.D, s.D, dst + (b * s.S + t) * s.kv_row + g * s.D);
+}
+
+// Rows of the stacked block: row r is query head g*group + r / n at position i0 + r % n.
+template <typename T>
+void GatherQ(const Geometry& s, const T* src, int64_t b, int64_t g, int64_t i0, int64_t n, T* dst) {
+  for (int64_t hh = 0; hh < s.group; ++hh)
+    for (int64_t i = 0; i < n; ++i)
+      std::copy_n(src + (b * s.S + i0 + i) * s.q_row + (g * s.group + hh) * s.D, s.D,
+                  dst + (hh * n + i) * s.D);
+}
+
+template <typename T>
+void ScatterQ(const Geometry& s, const T* src, int64_t b, int64_t g, int64_t i0, int64_t n, T* dst) {
+  for (int64_t hh = 0; hh < s.group; ++hh)
+    for (int64_t i = 0; i < n; ++i)
+      std::copy_n(src + (hh * n + i) * s.D, s.D,
+                  dst + (b * s.S + i0 + i) * s.q_row + (g * s.group + hh) * s.D);
 }
 
 }  // namespace
@@ -43,112 +66,96 @@ void Scores(const T* q, const T* kt, int64_t seq, int64_t head_dim, int64_t n, T
 template <typename T>
 void AttentionForward(const AttentionShape& sh, const T* q, const T* k, const T* v, T* out,
                       T* lse) {
-  const int64_t B = sh.batch, S = sh.seq, H = sh.q_heads, G = sh.kv_heads, D = sh.head_dim;
-  const int64_t group = H / G;
-  const Strides st{H * D, G * D};
+  const Geometry s(sh);
   const T scale = static_cast<T>(sh.scale);
-  ParallelFor(B * H, S * S * D, [&](int64_t begin, int64_t end) {
-    std::vector<T> kt(D * S), s(S);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / H, h = task % H, g = h / group;
-      const T* kb = k + b * S * st.kv_row + g * D;
-      const T* vb = v + b * S * st.kv_row + g * D;
-      Transpose(kb, S, D, st.kv_row, kt.data());
-      for (int64_t i = 0; i < S; ++i) {
-        const int64_t n = i + 1;
-        const T* qi = q + (b * S + i) * st.q_row + h * D;
-        Scores(qi, kt.data(), S, D, n, scale, s.data());
-        T m = *std::max_element(s.begin(), s.begin() + n);
-        T l = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          s[j] = std::exp(s[j] - m);
-          l += s[j];
-        }
-        T* oi = out + (b * S + i) * st.q_row + h * D;
-        std::fill(oi, oi + D, T(0));
-        for (int64_t j = 0; j < n; ++j) {
-          const T p = s[j];
-          const T* vj = vb + j * st.kv_row;
-          for (int64_t d = 0; d < D; ++d) oi[d] += p * vj[d];
-        }
-        const T inv = T(1) / l;
-        for (int64_t d = 0; d < D; ++d) oi[d] *= inv;
-        lse[(b * H + h) * S + i] = m + std::log(l);
+  std::vector<T> kg(s.S * s.D), vg(s.S * s.D), qc(s.group * kBlock * s.D),
+      oc(s.group * kBlock * s.D), scores(s.group * kBlock * s.S);
+  for (int64_t b = 0; b < s.B; ++b) {
+    for (int64_t g = 0; g < s.G; ++g) {
+      GatherKv(s, k, b, g, kg.data());
+      GatherKv(s, v, b, g, vg.data());
+      for (int64_t i0 = 0; i0 < s.S; i0 += kBlock) {
+        const int64_t n = std::min(kBlock, s.S - i0), rows = s.group * n, keys = i0 + n;
+        GatherQ(s, q, b, g, i0, n, qc.data());
+        Gemm<T>(false, true, rows, keys, s.D, scale, qc.data(), s.D, kg.data(), s.D, T(0),
+                scores.data(), keys);
+        ParallelFor(rows, 3 * keys, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t i = i0 + r % n, visible = i + 1;
+            T* row = scores.data() + r * keys;
+            const T m = *std::max_element(row, row + visible);
+            T l = 0;
+            for (int64_t j = 0; j < visible; ++j) {
+              row[j] = std::exp(row[j] - m);
+              l += row[j];
+            }
+            const T inv = T(1) / l;
+            for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
+            std::fill(row + visible, row + keys, T(0));
+            lse[(b * s.H + g * s.group + r / n) * s.S + i] = m + std::log(l);
+          }
+        });
+        Gemm<T>(false, false, rows, s.D, keys, T(1), scores.data(), keys, vg.data(), s.D, T(0),
+                oc.data(), s.D);
+        ScatterQ(s, oc.data(), b, g, i0, n, out);
       }
     }
-  });
+  }
 }
 
 template <typename T>
 void AttentionBackward(const AttentionShape& sh, const T* q, const T* k, const T* v,
                        const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv) {
-  const int64_t B = sh.batch, S = sh.seq, H = sh.q_heads, G = sh.kv_heads, D = sh.head_dim;
-  const int64_t group = H / G;
-  const Strides st{H * D, G * D};
+  const Geometry s(sh);
   const T scale = static_cast<T>(sh.scale);
-  // Per-(batch, query head) partial gradients of k and v: [B, H, S, D].
-  std::vector<T> dk_part(B * H * S * D), dv_part(B * H * S * D);
-  ParallelFor(B * H, 2 * S * S * D, [&](int64_t begin, int64_t end) {
-    std::vector<T> kt(D * S), vt(D * S), s(S), dp(S);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / H, h = task % H, g = h / group;
-      const T* kb = k + b * S * st.kv_row + g * D;
-      const T* vb = v + b * S * st.kv_row + g * D;
-      Transpose(kb, S, D, st.kv_row, kt.data());
-      Transpose(vb, S, D, st.kv_row, vt.data());
-      T* dkh = dk_part.data() + task * S * D;
-      T* dvh = dv_part.data() + task * S * D;
-      std::fill(dkh, dkh + S * D, T(0));
-      std::fill(dvh, dvh + S * D, T(0));
-      for (int64_t i = 0; i < S; ++i) {
-        const int64_t n = i + 1;
-        const int64_t row = (b * S + i) * st.q_row + h * D;
-        const T* qi = q + row;
-        const T* oi = out + row;
-        const T* doi = dout + row;
-        const T l = lse[(b * H + h) * S + i];
-        Scores(qi, kt.data(), S, D, n, scale, s.data());
-        for (int64_t j = 0; j < n; ++j) s[j] = std::exp(s[j] - l);  // p_j
-        Scores(doi, vt.data(), S, D, n, T(1), dp.data());             // dp_j = do_i . v_j
-        T di = 0;
-        for (int64_t d = 0; d < D; ++d) di += doi[d] * oi[d];
-        T* dqi = dq + row;
-        std::fill(dqi, dqi + D, T(0));
-        for (int64_t j = 0; j < n; ++j) {
-          const T p = s[j];
-          const T ds = p * (dp[j] - di) * scale;
-          const T* kj = kb + j * st.kv_row;
-          T* dkj = dkh + j * D;
-          T* dvj = dvh + j * D;
-          for (int64_t d = 0; d < D; ++d) {
-            dqi[d] += ds * kj[d];
-            dkj[d] += ds * qi[d];
-            dvj[d] += p * doi[d];
+  const int64_t block_elems = s.group * kBlock * s.D;
+  std::vector<T> kg(s.S * s.D), vg(s.S * s.D), dkg(s.S * s.D), dvg(s.S * s.D);
+  std::vector<T> qc(block_elems), oc(block_elems), doc(block_elems), dqc(block_elems);
+  std::vector<T> p(s.group * kBlock * s.S), dp(s.group * kBlock * s.S), delta(s.group * kBlock);
+  for (int64_t b = 0; b < s.B; ++b) {
+    for (int64_t g = 0; g < s.G; ++g) {
+      GatherKv(s, k, b, g, kg.data());
+      GatherKv(s, v, b, g, vg.data());
+      std::fill(dkg.begin(), dkg.end(), T(0));
+      std::fill(dvg.begin(), dvg.end(), T(0));
+      for (int64_t i0 = 0; i0 < s.S; i0 += kBlock) {
+        const int64_t n = std::min(kBlock, s.S - i0), rows = s.group * n, keys = i0 + n;
+        GatherQ(s, q, b, g, i0, n, qc.data());
+        GatherQ(s, out, b, g, i0, n, oc.data());
+        GatherQ(s, dout, b, g, i0, n, doc.data());
+        Gemm<T>(false, true, rows, keys, s.D, scale, qc.data(), s.D, kg.data(), s.D, T(0),
+                p.data(), keys);
+        Gemm<T>(false, true, rows, keys, s.D, T(1), doc.data(), s.D, vg.data(), s.D, T(0),
+                dp.data(), keys);
+        // P from the saved lse; dS = P (dP - rowsum(dO O)) scale, written over dP.
+        ParallelFor(rows, 4 * keys, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t i = i0 + r % n, visible = i + 1;
+            const T l = lse[(b * s.H + g * s.group + r / n) * s.S + i];
+            T di = 0;
+            for (int64_t d = 0; d < s.D; ++d) di += doc[r * s.D + d] * oc[r * s.D + d];
+            T* prow = p.data() + r * keys;
+            T* dsrow = dp.data() + r * keys;
+            for (int64_t j = 0; j < visible; ++j) {
+              prow[j] = std::exp(prow[j] - l);
+              dsrow[j] = prow[j] * (dsrow[j] - di) * scale;
+            }
+            std::fill(prow + visible, prow + keys, T(0));
+            std::fill(dsrow + visible, dsrow + keys, T(0));
           }
-        }
+        });
+        Gemm<T>(true, false, keys, s.D, rows, T(1), p.data(), keys, doc.data(), s.D, T(1),
+                dvg.data(), s.D);
+        Gemm<T>(false, false, rows, s.D, keys, T(1), dp.data(), keys, kg.data(), s.D, T(0),
+                dqc.data(), s.D);
+        Gemm<T>(true, false, keys, s.D, rows, T(1), dp.data(), keys, qc.data(), s.D, T(1),
+                dkg.data(), s.D);
+        ScatterQ(s, dqc.data(), b, g, i0, n, dq);
       }
+      ScatterKv(s, dkg.data(), b, g, dk);
+      ScatterKv(s, dvg.data(), b, g, dv);
     }
-  });
-  // dk/dv of kv head g = sum over its query heads, in head order.
-  ParallelFor(B * S, 2 * H * D, [&](int64_t begin, int64_t end) {
-    for (int64_t bt = begin; bt < end; ++bt) {
-      const int64_t b = bt / S, t = bt % S;
-      for (int64_t g = 0; g < G; ++g) {
-        T* dkt = dk + bt * st.kv_row + g * D;
-        T* dvt = dv + bt * st.kv_row + g * D;
-        std::fill(dkt, dkt + D, T(0));
-        std::fill(dvt, dvt + D, T(0));
-        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-          const T* pk = dk_part.data() + ((b * H + h) * S + t) * D;
-          const T* pv = dv_part.data() + ((b * H + h) * S + t) * D;
-          for (int64_t d = 0; d < D; ++d) {
-            dkt[d] += pk[d];
-            dvt[d] += pv[d];
-          }
-        }
-      }
-    }
-  });
+  }
 }
 
 template void AttentionForward<float>(const AttentionShape&, const float*, const float*,

@@ -4,7 +4,8 @@
 // L = sum(g * out) for dq, dk, dv; the f64 kernel for the f32 kernel; and the 1-thread
 // result for 2 and 3 threads (bitwise, as the implementation promises).
 // Shapes: GQA 4/2, MHA (Hq = Hkv), MQA 6/1, a single token (T = 1), a long odd one
-// (T = 13, D = 37), and one with a scale other than 1/sqrt(D).
+// (T = 13, D = 37), one with a scale other than 1/sqrt(D), and one spanning several of
+// the CPU kernel's query blocks (T = 260).
 //
 // Tolerances: a first-order forward error bound evaluated per element from the exact
 // (long-double) intermediates, for unit roundoff u (2^-53: f64 vs reference, 2^-24 + 2^-53:
@@ -237,7 +238,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Shape{"Mqa6to1", 1, 6, 6, 1, 5, 0.0},
                       Shape{"SingleToken", 3, 1, 4, 2, 8, 0.0},
                       Shape{"LongOdd", 1, 13, 4, 1, 37, 0.0},
-                      Shape{"CustomScale", 2, 7, 4, 2, 6, 0.37}),
+                      Shape{"CustomScale", 2, 7, 4, 2, 6, 0.37},
+                      // Longer than the CPU kernel's 128-position query block: three
+                      // blocks, the last one partial.
+                      Shape{"MultiBlock", 1, 260, 2, 1, 2, 0.0}),
     ShapeName);
 
 TEST(AttentionTest, LargeScoresStayFinite) {
@@ -265,7 +269,7 @@ TEST(AttentionTest, LargeScoresStayFinite) {
 
 TEST(AttentionTest, BackwardIsBitwiseIndependentOfThreadCount) {
   // 12 (batch, head) tasks of 2 * 37^2 * 16 work each: split over 2 and 3 threads.
-  const AttnCase c = AttnCase::Make(Shape{"Det", 2, 37, 6, 2, 16, 0.0}, 36).RoundedToF32();
+  const AttnCase c = AttnCase::Make(Shape{"Det", 2, 150, 6, 2, 16, 0.0}, 36).RoundedToF32();
   const AttnTensors one = RunAttention<float>(c, true, /*threads=*/1);
   for (int threads : {2, 3}) {
     const AttnTensors many = RunAttention<float>(c, true, threads);
