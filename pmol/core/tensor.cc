@@ -116,7 +116,7 @@ void Tensor::CopyFrom(const Tensor& src) {
 }
 
 void Tensor::SetZero() {
-  if (IsFloating(dtype_) && (dtype_ == DType::kF32 || dtype_ == DType::kF64)) {
+  if (dtype_ == DType::kF32 || dtype_ == DType::kF64) {  // the backends' compute types
     backend()->Fill(dtype_, data(), 0.0, numel());
   } else {
     std::vector<char> zeros(nbytes(), 0);
