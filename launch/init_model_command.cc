@@ -2,10 +2,6 @@
 // Writes DIR/config.json (the given file, unchanged) and DIR/model.safetensors with a
 // random init: matrices and embeddings N(0, 0.02^2), norms 1, biases 0; deterministic
 // for the seed (each tensor has its own stream, named after the tensor).
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -24,18 +20,6 @@ DEFINE_string(dtype, "f32", "init-model: stored dtype (f32 | bf16); forward: com
 namespace pmol {
 namespace {
 
-absl::Status MakeDirs(const std::string& dir) {
-  std::string partial;
-  for (size_t i = 0; i <= dir.size(); ++i) {
-    if (i == dir.size() || dir[i] == '/') {
-      if (!partial.empty() && ::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
-        return absl::InternalError(absl::StrCat("cannot create directory ", partial, ": ", std::strerror(errno)));
-    }
-    if (i < dir.size()) partial.push_back(dir[i]);
-  }
-  return absl::OkStatus();
-}
-
 absl::Status RunInitModel() {
   if (FLAGS_hf_config.empty()) return absl::InvalidArgumentError("--hf-config is required");
   if (FLAGS_out.empty()) return absl::InvalidArgumentError("--out (a directory) is required");
@@ -50,7 +34,7 @@ absl::Status RunInitModel() {
   PMOL_ASSIGN_OR_RETURN(LlamaConfig config, ReadHfConfig(FLAGS_hf_config));
   PMOL_ASSIGN_OR_RETURN(Backend * cpu, GetBackend(DeviceType::kCpu, FLAGS_threads));
   LlamaWeights weights = InitLlamaWeights(config, static_cast<uint64_t>(FLAGS_seed), 0.02, cpu, dtype);
-  PMOL_RETURN_IF_ERROR(MakeDirs(FLAGS_out));
+  PMOL_RETURN_IF_ERROR(MakeDirectories(FLAGS_out));
   PMOL_RETURN_IF_ERROR(WriteSafetensors(absl::StrCat(FLAGS_out, "/model.safetensors"),
                                         NamedWeights(config, weights), {{"format", "pt"}}));
   PMOL_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(FLAGS_out, "/config.json"), {config.json}));

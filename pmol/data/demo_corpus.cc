@@ -2,7 +2,6 @@
 #include "pmol/data/demo_corpus.h"
 
 #include <filesystem>
-#include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +9,8 @@
 #include "nlohmann/json.hpp"
 #include "pmol/data/bpe_trainer.h"
 #include "pmol/data/shuffle.h"
+#include "pmol/core/status.h"
+#include "pmol/io/atomic_file.h"
 
 namespace pmol::data {
 namespace {
@@ -298,14 +299,10 @@ nlohmann::json Messages(const Prompt& p) {
 }
 
 absl::Status WriteLines(const std::filesystem::path& path, const std::vector<std::string>& lines) {
-  std::error_code ec;
-  std::filesystem::create_directories(path.parent_path(), ec);
-  if (ec) return absl::InternalError(absl::StrCat(path.parent_path().string(), ": ", ec.message()));
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  for (const std::string& line : lines) out << line << '\n';
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat(path.string(), ": write failed"));
-  return absl::OkStatus();
+  PMOL_RETURN_IF_ERROR(MakeDirectories(path.parent_path().string()));
+  std::string text;
+  for (const std::string& line : lines) text.append(line).append("\n");
+  return WriteFileAtomically(path.string(), {text});
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// Atomic file replacement: write to "<path>.tmp.<pid>", fsync it, rename over <path>,
-// fsync the directory. A crash at any point leaves either the old file or the new one.
+// Files written safely: atomic replacement (write to "<path>.tmp.<pid>", fsync it, rename
+// over <path>, fsync the directory; a crash at any point leaves either the old file or
+// the new one), whole-file reads, and creating a directory with its parents.
 #ifndef PMOL_IO_ATOMIC_FILE_H_
 #define PMOL_IO_ATOMIC_FILE_H_
 
@@ -17,6 +18,9 @@ absl::Status WriteFileAtomically(const std::string& path,
                                  const std::vector<std::string_view>& parts);
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
+// Creates `dir` and any missing parents; an existing directory is fine.
+absl::Status MakeDirectories(const std::string& dir);
 
 }  // namespace pmol
 
