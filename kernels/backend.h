@@ -68,6 +68,14 @@ class Backend {
   virtual void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
   // dbias[c] += sum_r dy[r, c]
   virtual void SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) = 0;
+  // Per-row column blocks of [rows, blocks*width] (block b: expert b's rank slice):
+  //   ScaleColumnBlocks: out[n, b*w+j] = alpha * s[n, b] * x[n, b*w+j]  (out may be x;
+  //                      with width 1 it is the element-wise product)
+  //   ColumnBlockDots:   out[n, b] = alpha * sum_j x[n, b*w+j] * y[n, b*w+j]
+  virtual void ScaleColumnBlocks(DType dt, const void* x, const void* s, int64_t rows,
+                                 int64_t blocks, int64_t width, double alpha, void* out) = 0;
+  virtual void ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows,
+                               int64_t blocks, int64_t width, double alpha, void* out) = 0;
   // Converts n elements between any two floating types.
   virtual void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) = 0;
 

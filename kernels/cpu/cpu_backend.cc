@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/check.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/column_blocks.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/log_softmax.h"
@@ -99,6 +100,22 @@ void CpuBackend::SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, v
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::SumRows<T>(P<T>(dy), rows, cols, P<T>(dbias));
+  });
+}
+void CpuBackend::ScaleColumnBlocks(DType dt, const void* x, const void* s, int64_t rows,
+                                   int64_t blocks, int64_t width, double alpha, void* out) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::ScaleColumnBlocks<T>(P<T>(x), P<T>(s), rows, blocks, width, static_cast<T>(alpha),
+                              P<T>(out));
+  });
+}
+void CpuBackend::ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows,
+                                 int64_t blocks, int64_t width, double alpha, void* out) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::ColumnBlockDots<T>(P<T>(x), P<T>(y), rows, blocks, width, static_cast<T>(alpha),
+                            P<T>(out));
   });
 }
 void CpuBackend::Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) {

@@ -30,6 +30,10 @@ class CpuBackend : public Backend {
   void Scale(DType dt, double alpha, void* x, int64_t n) override;
   void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) override;
   void SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) override;
+  void ScaleColumnBlocks(DType dt, const void* x, const void* s, int64_t rows, int64_t blocks,
+                         int64_t width, double alpha, void* out) override;
+  void ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows, int64_t blocks,
+                       int64_t width, double alpha, void* out) override;
   void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override;
   void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
             const void* a, int64_t lda, const void* b, int64_t ldb, double beta, void* c,

@@ -184,6 +184,24 @@ class CudaBackend final : public Backend {
     });
   }
 
+  void ScaleColumnBlocks(DType dt, const void* x, const void* s, int64_t rows, int64_t blocks,
+                         int64_t width, double alpha, void* out) override {
+    ForFloatType(dt, "ScaleColumnBlocks", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchScaleColumnBlocks<T>(In<T>(x), In<T>(s), rows, blocks, width,
+                                       static_cast<T>(alpha), Out<T>(out), stream_);
+    });
+  }
+
+  void ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows, int64_t blocks,
+                       int64_t width, double alpha, void* out) override {
+    ForFloatType(dt, "ColumnBlockDots", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchColumnBlockDots<T>(In<T>(x), In<T>(y), rows, blocks, width,
+                                     static_cast<T>(alpha), Out<T>(out), stream_);
+    });
+  }
+
   void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {
     if (src_dt == DType::kI32 || dst_dt == DType::kI32) {
       std::fprintf(stderr, "pmol: CUDA backend: Convert is for floating types, got %s -> %s\n",

@@ -35,6 +35,14 @@ template <typename T>
 void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, T* dbias, void* scratch,
                    cudaStream_t stream);
 
+// column_blocks.cu: per-row column-block scaling and dots (kernels/backend.h).
+template <typename T>
+void LaunchScaleColumnBlocks(const T* x, const T* s, int64_t rows, int64_t blocks,
+                             int64_t width, T alpha, T* out, cudaStream_t stream);
+template <typename T>
+void LaunchColumnBlockDots(const T* x, const T* y, int64_t rows, int64_t blocks, int64_t width,
+                           T alpha, T* out, cudaStream_t stream);
+
 // convert.cu: any two of f32, f64, bf16, f16 (bit-identical to kernels/dtype.h).
 void LaunchConvert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n,
                    cudaStream_t stream);

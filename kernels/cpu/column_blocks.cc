@@ -1,0 +1,49 @@
+// Column-block scaling and dots on the CPU; see column_blocks.h. Rows split over threads;
+// each output element has one fixed summation order (deterministic for any thread count).
+#include "kernels/cpu/column_blocks.h"
+
+#include "kernels/cpu/parallel.h"
+
+namespace pmol::cpu {
+
+template <typename T>
+void ScaleColumnBlocks(const T* x, const T* s, int64_t rows, int64_t blocks, int64_t width,
+                       T alpha, T* out) {
+  const int64_t cols = blocks * width;
+  ParallelFor(rows, cols, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const T scale = alpha * s[n * blocks + b];
+        const T* xi = x + n * cols + b * width;
+        T* oi = out + n * cols + b * width;
+        for (int64_t j = 0; j < width; ++j) oi[j] = scale * xi[j];
+      }
+    }
+  });
+}
+
+template <typename T>
+void ColumnBlockDots(const T* x, const T* y, int64_t rows, int64_t blocks, int64_t width,
+                     T alpha, T* out) {
+  const int64_t cols = blocks * width;
+  ParallelFor(rows, cols, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const T* xi = x + n * cols + b * width;
+        const T* yi = y + n * cols + b * width;
+        T sum = 0;
+        for (int64_t j = 0; j < width; ++j) sum += xi[j] * yi[j];
+        out[n * blocks + b] = alpha * sum;
+      }
+    }
+  });
+}
+
+#define PMOL_INSTANTIATE(T)                                                                  \
+  template void ScaleColumnBlocks<T>(const T*, const T*, int64_t, int64_t, int64_t, T, T*); \
+  template void ColumnBlockDots<T>(const T*, const T*, int64_t, int64_t, int64_t, T, T*);
+PMOL_INSTANTIATE(float)
+PMOL_INSTANTIATE(double)
+#undef PMOL_INSTANTIATE
+
+}  // namespace pmol::cpu

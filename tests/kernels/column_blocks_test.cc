@@ -1,0 +1,99 @@
+// Backend::ScaleColumnBlocks and ColumnBlockDots (the expert scaling of stacked LoRA
+// experts) against loops written here. ScaleColumnBlocks is (alpha*s)*x, two IEEE
+// products, so it must match the same two products done in the test bit for bit, also in
+// place. ColumnBlockDots is checked against a long-double dot with the summation bound
+// (W + 2) u sum_j |x_j y_j| |alpha| for width W (W products and additions plus the
+// final scaling), and for bitwise independence of the thread count.
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace pmol::testing {
+namespace {
+
+constexpr int64_t kRows = 37, kBlocks = 5, kWidth = 8;
+
+template <typename T>
+class ColumnBlocksTest : public ::testing::Test {};
+using ComputeTypes = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(ColumnBlocksTest, ComputeTypes);
+
+TYPED_TEST(ColumnBlocksTest, ScaleIsTwoRoundedProducts) {
+  using T = TypeParam;
+  std::mt19937 rng(7);
+  const std::vector<T> x = Cast<T>(Uniform(rng, kRows * kBlocks * kWidth, -2.0, 2.0));
+  const std::vector<T> s = Cast<T>(Uniform(rng, kRows * kBlocks, 0.0, 1.0));
+  const double alpha = 1.7;
+  std::vector<T> out(x.size());
+  Cpu(2)->ScaleColumnBlocks(DTypeOf<T>(), x.data(), s.data(), kRows, kBlocks, kWidth, alpha,
+                            out.data());
+  for (int64_t n = 0; n < kRows; ++n)
+    for (int64_t b = 0; b < kBlocks; ++b)
+      for (int64_t j = 0; j < kWidth; ++j) {
+        const int64_t i = (n * kBlocks + b) * kWidth + j;
+        const T want = (static_cast<T>(alpha) * s[n * kBlocks + b]) * x[i];
+        ASSERT_EQ(out[i], want) << n << " " << b << " " << j;
+      }
+  // In place gives the same bits.
+  std::vector<T> in_place = x;
+  Cpu(1)->ScaleColumnBlocks(DTypeOf<T>(), in_place.data(), s.data(), kRows, kBlocks, kWidth,
+                            alpha, in_place.data());
+  EXPECT_EQ(in_place, out);
+}
+
+TYPED_TEST(ColumnBlocksTest, WidthOneIsElementwiseProduct) {
+  using T = TypeParam;
+  std::mt19937 rng(8);
+  const std::vector<T> x = Cast<T>(Uniform(rng, kRows * kBlocks));
+  const std::vector<T> s = Cast<T>(Uniform(rng, kRows * kBlocks));
+  std::vector<T> out(x.size());
+  Cpu(2)->ScaleColumnBlocks(DTypeOf<T>(), x.data(), s.data(), kRows, kBlocks, 1, 1.0,
+                            out.data());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(out[i], s[i] * x[i]) << i;
+}
+
+TYPED_TEST(ColumnBlocksTest, DotsMatchLongDoubleWithinSummationBound) {
+  using T = TypeParam;
+  const double u = std::is_same_v<T, float> ? kF32Unit : kF64Unit;
+  std::mt19937 rng(9);
+  const std::vector<T> x = Cast<T>(Uniform(rng, kRows * kBlocks * kWidth, -2.0, 2.0));
+  const std::vector<T> y = Cast<T>(Uniform(rng, kRows * kBlocks * kWidth, -2.0, 2.0));
+  const double alpha = -0.37;
+  std::vector<T> out(kRows * kBlocks, T(99));
+  Cpu(2)->ColumnBlockDots(DTypeOf<T>(), x.data(), y.data(), kRows, kBlocks, kWidth, alpha,
+                          out.data());
+  for (int64_t k = 0; k < kRows * kBlocks; ++k) {
+    long double sum = 0, abs_sum = 0;
+    for (int64_t j = 0; j < kWidth; ++j) {
+      const long double p = static_cast<long double>(x[k * kWidth + j]) * y[k * kWidth + j];
+      sum += p;
+      abs_sum += std::fabs(p);
+    }
+    const double want = static_cast<double>(static_cast<long double>(alpha) * sum);
+    const double bound = (kWidth + 2) * u * std::fabs(alpha) * static_cast<double>(abs_sum) +
+                         u * std::fabs(want);
+    ASSERT_LE(std::fabs(out[k] - want), bound) << k;
+  }
+}
+
+TYPED_TEST(ColumnBlocksTest, ThreadCountDoesNotChangeBits) {
+  using T = TypeParam;
+  std::mt19937 rng(10);
+  const int64_t rows = 1031;
+  const std::vector<T> x = Cast<T>(Uniform(rng, rows * kBlocks * kWidth));
+  const std::vector<T> y = Cast<T>(Uniform(rng, rows * kBlocks * kWidth));
+  std::vector<T> one(rows * kBlocks), three(rows * kBlocks);
+  Cpu(1)->ColumnBlockDots(DTypeOf<T>(), x.data(), y.data(), rows, kBlocks, kWidth, 0.5,
+                          one.data());
+  Cpu(3)->ColumnBlockDots(DTypeOf<T>(), x.data(), y.data(), rows, kBlocks, kWidth, 0.5,
+                          three.data());
+  EXPECT_EQ(one, three);
+}
+
+}  // namespace
+}  // namespace pmol::testing
