@@ -44,6 +44,21 @@ Tensor RmsNormBackwardPlusResidual(const Tensor& x, const Tensor& w, const Tenso
   return dx;
 }
 
+// The frozen linear plus the module's adapter when there is one.
+Tensor Linear(const BlockInput& in, LinearModule m, const Tensor& x, const LinearWeights& w) {
+  Tensor y = LinearForward(x, w);
+  if (in.adapters != nullptr && in.adapters->Adapts(in.layer, m))
+    in.adapters->Forward(in.layer, m, x, y);
+  return y;
+}
+
+void LinearGrad(const BlockInput& in, LinearModule m, const Tensor& x, const Tensor& dy,
+                const LinearWeights& w, Tensor& dx, bool accumulate, LinearWeights* grads) {
+  LinearBackward(x, dy, w, dx, accumulate, grads);
+  if (in.adapters != nullptr && in.adapters->Adapts(in.layer, m))
+    in.adapters->Backward(in.layer, m, x, dy, dx);
+}
+
 }  // namespace
 
 void BlockActivations::ReleaseAllButInput() {
@@ -60,9 +75,9 @@ Tensor DecoderBlockForward(const LlamaConfig& c, const LayerWeights& w, const Bl
   const int64_t n = x.dim(0), h = x.dim(1);
 
   a->h1 = RmsNorm(x, w.input_norm, c.rms_norm_eps, &a->inv_rms1);
-  a->q = LinearForward(a->h1, w.q);
-  a->k = LinearForward(a->h1, w.k);
-  a->v = LinearForward(a->h1, w.v);
+  a->q = Linear(in, LinearModule::kQ, a->h1, w.q);
+  a->k = Linear(in, LinearModule::kK, a->h1, w.k);
+  a->v = Linear(in, LinearModule::kV, a->h1, w.v);
   Rope(a->q, c.num_attention_heads, c, in, false);
   Rope(a->k, c.num_key_value_heads, c, in, false);
   const AttentionShape shape = ShapeOf(c, in);
@@ -70,15 +85,15 @@ Tensor DecoderBlockForward(const LlamaConfig& c, const LayerWeights& w, const Bl
   a->lse = Tensor::Empty({in.batch, c.num_attention_heads, in.seq}, dt, be);
   be->AttentionForward(dt, shape, a->q.data(), a->k.data(), a->v.data(), a->attn.data(),
                        a->lse.data());
-  a->x2 = LinearForward(a->attn, w.o);
+  a->x2 = Linear(in, LinearModule::kO, a->attn, w.o);
   be->Axpy(dt, 1.0, x.data(), a->x2.data(), n * h);
 
   a->h2 = RmsNorm(a->x2, w.post_norm, c.rms_norm_eps, &a->inv_rms2);
-  a->gate = LinearForward(a->h2, w.gate);
-  a->up = LinearForward(a->h2, w.up);
+  a->gate = Linear(in, LinearModule::kGate, a->h2, w.gate);
+  a->up = Linear(in, LinearModule::kUp, a->h2, w.up);
   a->act = Tensor::Empty(a->gate.shape(), dt, be);
   be->SwiGluForward(dt, a->gate.data(), a->up.data(), a->act.data(), a->gate.numel());
-  Tensor y = LinearForward(a->act, w.down);
+  Tensor y = Linear(in, LinearModule::kDown, a->act, w.down);
   be->Axpy(dt, 1.0, a->x2.data(), y.data(), n * h);
   return y;
 }
@@ -90,15 +105,15 @@ Tensor DecoderBlockBackward(const LlamaConfig& c, const LayerWeights& w, const B
 
   // MLP: y = x2 + down(swiglu(gate(h2), up(h2))).
   Tensor dact = Tensor::Empty(a.act.shape(), dt, be);
-  LinearBackward(a.act, dy, w.down, dact, false, g ? &g->down : nullptr);
+  LinearGrad(in, LinearModule::kDown, a.act, dy, w.down, dact, false, g ? &g->down : nullptr);
   Tensor dgate = Tensor::Empty(a.gate.shape(), dt, be);
   Tensor dup = Tensor::Empty(a.up.shape(), dt, be);
   be->SwiGluBackward(dt, a.gate.data(), a.up.data(), dact.data(), dgate.data(), dup.data(),
                      a.gate.numel());
   dact = Tensor();
   Tensor dh2 = Tensor::Empty(a.h2.shape(), dt, be);
-  LinearBackward(a.h2, dgate, w.gate, dh2, false, g ? &g->gate : nullptr);
-  LinearBackward(a.h2, dup, w.up, dh2, true, g ? &g->up : nullptr);
+  LinearGrad(in, LinearModule::kGate, a.h2, dgate, w.gate, dh2, false, g ? &g->gate : nullptr);
+  LinearGrad(in, LinearModule::kUp, a.h2, dup, w.up, dh2, true, g ? &g->up : nullptr);
   dgate = Tensor();
   dup = Tensor();
   Tensor dx2 = RmsNormBackwardPlusResidual(a.x2, w.post_norm, a.inv_rms2, dh2, dy,
@@ -107,7 +122,7 @@ Tensor DecoderBlockBackward(const LlamaConfig& c, const LayerWeights& w, const B
 
   // Attention: x2 = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))).
   Tensor dattn = Tensor::Empty(a.attn.shape(), dt, be);
-  LinearBackward(a.attn, dx2, w.o, dattn, false, g ? &g->o : nullptr);
+  LinearGrad(in, LinearModule::kO, a.attn, dx2, w.o, dattn, false, g ? &g->o : nullptr);
   Tensor dq = Tensor::Empty(a.q.shape(), dt, be);
   Tensor dk = Tensor::Empty(a.k.shape(), dt, be);
   Tensor dv = Tensor::Empty(a.v.shape(), dt, be);
@@ -117,9 +132,9 @@ Tensor DecoderBlockBackward(const LlamaConfig& c, const LayerWeights& w, const B
   Rope(dq, c.num_attention_heads, c, in, true);
   Rope(dk, c.num_key_value_heads, c, in, true);
   Tensor dh1 = Tensor::Empty(a.h1.shape(), dt, be);
-  LinearBackward(a.h1, dq, w.q, dh1, false, g ? &g->q : nullptr);
-  LinearBackward(a.h1, dk, w.k, dh1, true, g ? &g->k : nullptr);
-  LinearBackward(a.h1, dv, w.v, dh1, true, g ? &g->v : nullptr);
+  LinearGrad(in, LinearModule::kQ, a.h1, dq, w.q, dh1, false, g ? &g->q : nullptr);
+  LinearGrad(in, LinearModule::kK, a.h1, dk, w.k, dh1, true, g ? &g->k : nullptr);
+  LinearGrad(in, LinearModule::kV, a.h1, dv, w.v, dh1, true, g ? &g->v : nullptr);
   return RmsNormBackwardPlusResidual(a.x, w.input_norm, a.inv_rms1, dh1, dx2,
                                      g ? &g->input_norm : nullptr);
 }

@@ -4,14 +4,16 @@
 //   a  = CausalGQA(q, k, v);  x2 = x + a Wo^T (+bo)
 //   h2 = RMSNorm(x2; w_post)
 //   m  = (silu(h2 Wg^T) * (h2 Wu^T)) Wd^T;  y = x2 + m
-// The backward walks the same steps in reverse from dy to dx, and adds weight gradients
-// when asked. Activations are those the backward reads; with recompute, only x is kept
+// Each of the seven linear modules may carry an adapter (linear_adapter.h) that adds to
+// its output. The backward walks the same steps in reverse from dy to dx, and adds weight
+// gradients when asked. Activations are those the backward reads; with recompute, only x is kept
 // and the rest is rebuilt from it just before the block's backward.
 #ifndef PMOL_MODEL_DECODER_BLOCK_H_
 #define PMOL_MODEL_DECODER_BLOCK_H_
 
 #include "pmol/core/tensor.h"
 #include "pmol/io/hf_config.h"
+#include "pmol/model/linear_adapter.h"
 #include "pmol/model/llama_weights.h"
 #include "pmol/model/rope_table.h"
 
@@ -22,6 +24,9 @@ struct BlockInput {
   int64_t seq = 0;
   const Tensor* positions = nullptr;  // i32 [N]
   const RopeTable* rope = nullptr;
+  // Adapters on the block's linear modules (none when null), and this block's index.
+  LinearAdapters* adapters = nullptr;
+  int64_t layer = 0;
 };
 
 struct BlockActivations {

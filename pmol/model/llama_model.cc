@@ -19,8 +19,10 @@ absl::StatusOr<LlamaModel> LlamaModel::Load(const std::string& dir, Backend* bac
   return LlamaModel(std::move(config), std::move(weights), backend, dtype);
 }
 
-BlockInput LlamaModel::MakeBlockInput(const ForwardState& s) {
+BlockInput LlamaModel::MakeBlockInput(const ForwardState& s, int64_t layer) {
   BlockInput in;
+  in.adapters = s.adapters;
+  in.layer = layer;
   in.batch = s.batch;
   in.seq = s.seq;
   in.positions = &s.positions;
@@ -29,7 +31,19 @@ BlockInput LlamaModel::MakeBlockInput(const ForwardState& s) {
 }
 
 absl::StatusOr<Tensor> LlamaModel::Forward(const std::vector<int32_t>& ids, int64_t batch,
-                                           int64_t seq, ForwardState* state) {
+                                           int64_t seq, ForwardState* state,
+                                           LinearAdapters* adapters) {
+  PMOL_ASSIGN_OR_RETURN(Tensor hidden, ForwardHidden(ids, batch, seq, state, adapters));
+  const int64_t n = batch * seq, h = config_.hidden_size, v = config_.vocab_size;
+  Tensor logits = Tensor::Empty({batch, seq, v}, dtype_, backend_);
+  backend_->Gemm(dtype_, false, true, n, v, h, 1.0, hidden.data(), h, Head().data(), h, 0.0,
+                 logits.data(), v);
+  return logits;
+}
+
+absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids, int64_t batch,
+                                                 int64_t seq, ForwardState* state,
+                                                 LinearAdapters* adapters) {
   if (batch <= 0 || seq <= 0 || static_cast<int64_t>(ids.size()) != batch * seq)
     return absl::InvalidArgumentError(absl::StrCat("token ids: expected ", batch, " x ", seq,
                                                    " ids, got ", ids.size()));
@@ -48,6 +62,7 @@ absl::StatusOr<Tensor> LlamaModel::Forward(const std::vector<int32_t>& ids, int6
   ForwardState local;
   ForwardState& s = state ? *state : local;
   s = ForwardState();
+  s.adapters = adapters;
   s.batch = batch;
   s.seq = seq;
   const int64_t n = batch * seq, h = config_.hidden_size;
@@ -58,12 +73,11 @@ absl::StatusOr<Tensor> LlamaModel::Forward(const std::vector<int32_t>& ids, int6
 
   Tensor x = Tensor::Empty({n, h}, dtype_, backend_);
   backend_->EmbeddingForward(dtype_, weights_.embed.data(), s.ids.data_as<int32_t>(), n, h, x.data());
-  const BlockInput in = MakeBlockInput(s);
   s.blocks.resize(config_.num_hidden_layers);
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     BlockActivations& acts = s.blocks[l];
     acts.x = x;
-    x = DecoderBlockForward(config_, weights_.layers[l], in, &acts);
+    x = DecoderBlockForward(config_, weights_.layers[l], MakeBlockInput(s, l), &acts);
     if (state == nullptr) {
       acts = BlockActivations();
     } else if (recompute_) {
@@ -75,11 +89,7 @@ absl::StatusOr<Tensor> LlamaModel::Forward(const std::vector<int32_t>& ids, int6
   s.final_out = Tensor::Empty({n, h}, dtype_, backend_);
   backend_->RmsNormForward(dtype_, x.data(), weights_.final_norm.data(), config_.rms_norm_eps, n, h,
                            s.final_out.data(), s.final_inv_rms.data());
-  const int64_t v = config_.vocab_size;
-  Tensor logits = Tensor::Empty({batch, seq, v}, dtype_, backend_);
-  backend_->Gemm(dtype_, false, true, n, v, h, 1.0, s.final_out.data(), h, Head().data(), h, 0.0,
-                 logits.data(), v);
-  return logits;
+  return s.final_out;
 }
 
 Tensor LlamaModel::Backward(ForwardState& s, const Tensor& dlogits, LlamaWeights* grads) {
@@ -94,14 +104,19 @@ Tensor LlamaModel::Backward(ForwardState& s, const Tensor& dlogits, LlamaWeights
     backend_->Gemm(dtype_, true, false, v, h, n, 1.0, dlogits.data(), v, s.final_out.data(), h,
                    1.0, dhead.data(), h);
   }
+  return BackwardFromHidden(s, df, grads);
+}
+
+Tensor LlamaModel::BackwardFromHidden(ForwardState& s, const Tensor& df, LlamaWeights* grads) {
+  const int64_t n = s.batch * s.seq, h = config_.hidden_size;
+  PMOL_CHECK(df.numel() == n * h && df.dtype() == dtype_);
   Tensor dx = Tensor::Empty({n, h}, dtype_, backend_);
   backend_->RmsNormBackward(dtype_, s.final_in.data(), weights_.final_norm.data(),
                             s.final_inv_rms.data(), df.data(), n, h, dx.data(),
                             grads ? grads->final_norm.data() : nullptr);
-  df = Tensor();
-  const BlockInput in = MakeBlockInput(s);
   for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
     BlockActivations& acts = s.blocks[l];
+    const BlockInput in = MakeBlockInput(s, l);
     if (recompute_) DecoderBlockForward(config_, weights_.layers[l], in, &acts);
     dx = DecoderBlockBackward(config_, weights_.layers[l], in, acts, dx,
                               grads ? &grads->layers[l] : nullptr);

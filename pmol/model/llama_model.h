@@ -1,7 +1,8 @@
 // A Llama-family decoder (Llama 2/3, Qwen2/2.5, Mistral) over token ids [B, T]:
 //   x0 = embed[ids];  x_{l+1} = Block_l(x_l);  logits = RMSNorm(x_L; w_norm) W_head^T
 // with W_head = embed when tie_word_embeddings. Forward keeps what the backward needs in
-// a ForwardState; Backward(dlogits) returns dx0, the gradient at the embedding output
+// a ForwardState; adapters (linear_adapter.h) may join any linear module of the blocks.
+// Backward(dlogits) returns dx0, the gradient at the embedding output
 // (what adapters and input-gradient users need), and adds weight gradients when given a
 // gradient holder (what full fine-tuning needs). With activation recompute, the state
 // holds only each block's input and the backward rebuilds the rest block by block.
@@ -15,6 +16,7 @@
 #include "pmol/core/tensor.h"
 #include "pmol/io/hf_config.h"
 #include "pmol/model/decoder_block.h"
+#include "pmol/model/linear_adapter.h"
 #include "pmol/model/llama_weights.h"
 #include "pmol/model/rope_table.h"
 
@@ -22,6 +24,7 @@ namespace pmol {
 
 struct ForwardState {
   int64_t batch = 0, seq = 0;
+  LinearAdapters* adapters = nullptr;  // those the forward ran with; the backward reuses them
   Tensor ids;        // i32 [N] on the device
   Tensor positions;  // i32 [N]
   std::vector<BlockActivations> blocks;
@@ -43,15 +46,25 @@ class LlamaModel {
 
   // ids: row-major [batch, seq]. Returns logits [batch, seq, vocab]. With state == nullptr
   // nothing is kept for a backward. Ids out of range are an error naming row and column.
+  // `adapters` (may be null: the frozen base) join the blocks' linear modules.
   absl::StatusOr<Tensor> Forward(const std::vector<int32_t>& ids, int64_t batch, int64_t seq,
-                                 ForwardState* state);
+                                 ForwardState* state, LinearAdapters* adapters = nullptr);
+
+  // The same up to the final norm: returns the hidden states [batch*seq, H] that the LM
+  // head (or a value head) reads; no vocabulary GEMM.
+  absl::StatusOr<Tensor> ForwardHidden(const std::vector<int32_t>& ids, int64_t batch,
+                                       int64_t seq, ForwardState* state,
+                                       LinearAdapters* adapters = nullptr);
 
   // dlogits [batch, seq, vocab]. Returns the gradient at the embedding output [N, H];
   // adds weight gradients into `grads` (shaped by ZerosLikeWeights) when not null.
   Tensor Backward(ForwardState& state, const Tensor& dlogits, LlamaWeights* grads);
 
+  // From the gradient at the final hidden states [N, H] (what ForwardHidden returned).
+  Tensor BackwardFromHidden(ForwardState& state, const Tensor& dhidden, LlamaWeights* grads);
+
  private:
-  BlockInput MakeBlockInput(const ForwardState& state);
+  BlockInput MakeBlockInput(const ForwardState& state, int64_t layer);
   const Tensor& Head() const { return config_.tie_word_embeddings ? weights_.embed : weights_.lm_head; }
 
   LlamaConfig config_;
