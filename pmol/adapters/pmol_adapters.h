@@ -1,0 +1,87 @@
+// The adapters of a whole model: one PMoL (or LoRA) linear per targeted module of each
+// adapted layer, their parameters and gradients under HF-based names
+//   <module>.pmol.lora_A  [E*r, d_in]     <module>.pmol.lora_B  [d_out, E*r]
+//   <module>.pmol.router  [E + empty, d_in]   (PMoL only)
+// with <module> = model.layers.{l}.self_attn.q_proj etc. It plugs into the model as its
+// LinearAdapters and keeps, per module, the dense router probabilities of the last
+// forward (for the auxiliary losses) and a slot for their gradient (aux_grad), which the
+// backward folds into the router's.
+// Init: A Kaiming-uniform U(-1/sqrt(d_in), 1/sqrt(d_in)) (PEFT's default) or N(0, 1/r^2)
+// (PEFT's "gaussian"), B = 0, router N(0, router_init_std^2); each tensor from its own
+// seeded stream named after it. Dropout masks are drawn from (seed, step, module), so a
+// recomputed forward draws the same mask.
+#ifndef PMOL_ADAPTERS_PMOL_ADAPTERS_H_
+#define PMOL_ADAPTERS_PMOL_ADAPTERS_H_
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pmol/adapters/adapter_options.h"
+#include "pmol/adapters/pmol_linear.h"
+#include "pmol/io/hf_config.h"
+#include "pmol/model/linear_adapter.h"
+
+namespace pmol {
+
+struct AdaptedModule {
+  int64_t layer = 0;
+  LinearModule module = LinearModule::kQ;
+  std::string name;  // HF module name
+  PmolLinearSpec spec;
+  PmolLinearParams params, grads;
+  PmolLinearCache cache;
+  Tensor aux_grad;   // f64 [N, S]: dL/dprobs of the auxiliary losses (undefined: none)
+};
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class PmolAdapters final : public LinearAdapters {
+ public:
+  // Zero-initialised parameters for every targeted module (kind kPmol or kLora).
+  PmolAdapters(const AdapterOptions& options, const LlamaConfig& model, Backend* backend,
+               DType dtype);
+
+  const AdapterOptions& options() const { return options_; }
+  std::vector<AdaptedModule>& modules() { return modules_; }
+
+  void Initialize(uint64_t seed);
+  // Loads every adapter tensor from a safetensors file (all must be present with their
+  // shapes; extra tensors are an error naming them, so a mismatched file is caught).
+  absl::Status Load(const std::string& path);
+
+  NamedTensors Params();
+  NamedTensors Grads();  // same names as Params
+  // True for router tensors (no weight decay by default).
+  static bool IsRouter(const std::string& name);
+  void ZeroGrads();
+  // Drops the forward caches and aux gradients.
+  void ClearCaches();
+
+  // Dropout on (training) with masks for this step; off for evaluation.
+  void SetTraining(bool training, uint64_t seed, int64_t step);
+
+  bool Adapts(int64_t layer, LinearModule m) const override;
+  void Forward(int64_t layer, LinearModule m, const Tensor& x, Tensor& y) override;
+  void Backward(int64_t layer, LinearModule m, const Tensor& x, const Tensor& dy,
+                Tensor& dx) override;
+
+ private:
+  AdaptedModule* Find(int64_t layer, LinearModule m);
+  Tensor DropoutKeep(const AdaptedModule& am, int64_t rows) const;
+
+  AdapterOptions options_;
+  Backend* backend_;
+  DType dtype_;
+  std::vector<AdaptedModule> modules_;
+  std::vector<int32_t> index_;  // [layer * 7 + module] -> index in modules_, or -1
+  bool training_ = false;
+  uint64_t dropout_seed_ = 0;
+  int64_t dropout_step_ = 0;
+};
+
+}  // namespace pmol
+
+#endif  // PMOL_ADAPTERS_PMOL_ADAPTERS_H_

@@ -1,0 +1,62 @@
+// One PMoL-adapted linear module with parallel (stacked) expert computation. For input
+// x [N, d_in] and the frozen output y0:
+//   x_d = dropout(x)                      (keep mask / (1 - p); experts only, not router)
+//   h   = x_d A^T                         A = A_all [E*r, d_in]: ONE GEMM for all experts
+//   gk  = Router(x W_r^T)                 router.h; LoRA: no router, gk = 1
+//   hs[n, e*r+j] = h[n, e*r+j] * gk[n, e] * alpha/r
+//   y   = y0 + hs B^T                     B = B_all [d_out, E*r]: ONE GEMM for all experts
+// Backward mirrors it with the same two stacked GEMMs per direction:
+//   dhs = dy B;  dB += dy^T hs;  dgk[n,e] = alpha/r sum_j dhs[n,e*r+j] h[n,e*r+j]
+//   dh  = dhs scaled by gk alpha/r;  dA += dh^T x_d;  dx += (dh A) * keep/(1-p)
+//   dz  = RouterBackward(dgk, dprobs_aux);  dW_r += dz^T x;  dx += dz W_r
+// dprobs_aux is the auxiliary losses' gradient on the dense router probabilities.
+#ifndef PMOL_ADAPTERS_PMOL_LINEAR_H_
+#define PMOL_ADAPTERS_PMOL_LINEAR_H_
+
+#include <cstdint>
+
+#include "pmol/adapters/expert_layout.h"
+#include "pmol/adapters/router.h"
+#include "pmol/core/tensor.h"
+
+namespace pmol {
+
+struct PmolLinearSpec {
+  int64_t d_in = 0, d_out = 0;
+  ExpertLayout layout;       // LoRA: one group of one expert, no empty slot
+  bool has_router = true;    // false: LoRA (gk = 1)
+  double scaling = 1.0;      // alpha / r
+  double temperature = 1.0;
+  int32_t top_k = 0;
+};
+
+struct PmolLinearParams {
+  Tensor lora_A;  // [E*r, d_in]
+  Tensor lora_B;  // [d_out, E*r]
+  Tensor router;  // [S, d_in]; undefined without a router
+};
+
+// What the backward reads, kept from the forward.
+struct PmolLinearCache {
+  Tensor keep;           // [N, d_in] dropout scale (0 or 1/(1-p)); undefined: no dropout
+  Tensor x_drop;         // x * keep; undefined: no dropout
+  Tensor h;              // [N, E*r]
+  Tensor gates;          // [N, E] on the device (undefined without a router)
+  RouterState router;    // host copy, probabilities included
+  Tensor probs;          // [N, S] dense router probabilities, f64 (for the aux losses)
+  void Clear() { *this = PmolLinearCache(); }
+};
+
+// y += adapter(x). `keep` (may be undefined) is the dropout scale for x.
+void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& params,
+                       const Tensor& x, const Tensor& keep, Tensor& y, PmolLinearCache* cache);
+
+// dx += d adapter / dx; gradients accumulate into grads (same shapes as params).
+// dprobs_aux: f64 [N, S] or undefined.
+void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& params,
+                        const Tensor& x, const PmolLinearCache& cache, const Tensor& dy,
+                        const Tensor& dprobs_aux, Tensor& dx, PmolLinearParams* grads);
+
+}  // namespace pmol
+
+#endif  // PMOL_ADAPTERS_PMOL_LINEAR_H_
