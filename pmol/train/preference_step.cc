@@ -1,0 +1,272 @@
+// One step's losses, metrics and gradients; see preference_step.h.
+#include "pmol/train/preference_step.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "pmol/core/status.h"
+#include "pmol/objectives/reward_loss.h"
+#include "pmol/objectives/router_losses.h"
+#include "pmol/objectives/sequence_logprobs.h"
+#include "pmol/objectives/sft_loss.h"
+
+namespace pmol {
+namespace {
+
+// The rows one forward runs: chosen sequences of the pairs, then (unless SFT) the rejected.
+struct Rows {
+  int64_t count = 0, seq = 0;
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> response, valid;
+  std::vector<int32_t> preference;  // per row
+  std::vector<int64_t> length;      // real tokens per row
+};
+
+Rows MakeRows(const data::PreferenceBatch& b, bool with_rejected) {
+  Rows r;
+  const int64_t pairs = b.num_pairs, T = b.chosen.seq_len;
+  r.seq = T;
+  r.count = with_rejected ? 2 * pairs : pairs;
+  for (const data::SequenceBatch* s : {&b.chosen, &b.rejected}) {
+    if (s == &b.rejected && !with_rejected) break;
+    r.ids.insert(r.ids.end(), s->input_ids.begin(), s->input_ids.begin() + pairs * T);
+    r.response.insert(r.response.end(), s->response_mask.begin(),
+                      s->response_mask.begin() + pairs * T);
+    r.valid.insert(r.valid.end(), s->attention_mask.begin(),
+                   s->attention_mask.begin() + pairs * T);
+    for (int64_t i = 0; i < pairs; ++i) {
+      r.preference.push_back(b.preference[i]);
+      int64_t len = 0;
+      for (int64_t t = 0; t < T; ++t) len += s->attention_mask[i * T + t];
+      r.length.push_back(len);
+    }
+  }
+  return r;
+}
+
+std::vector<double> Slice(const std::vector<double>& v, size_t begin, size_t count) {
+  return std::vector<double>(v.begin() + begin, v.begin() + begin + count);
+}
+
+}  // namespace
+
+StepOptions StepOptionsFromConfig(const config::ObjectiveConfig& c, int32_t num_preferences) {
+  StepOptions o;
+  switch (c.kind()) {
+    case config::ObjectiveConfig::DPO: o.kind = ObjectiveKind::kDpo; break;
+    case config::ObjectiveConfig::SFT: o.kind = ObjectiveKind::kSft; break;
+    case config::ObjectiveConfig::REWARD: o.kind = ObjectiveKind::kReward; break;
+  }
+  switch (c.dpo_loss()) {
+    case config::ObjectiveConfig::SIGMOID: o.dpo.loss = DpoOptions::kSigmoid; break;
+    case config::ObjectiveConfig::IPO: o.dpo.loss = DpoOptions::kIpo; break;
+    case config::ObjectiveConfig::HINGE: o.dpo.loss = DpoOptions::kHinge; break;
+    case config::ObjectiveConfig::CONSERVATIVE: o.dpo.loss = DpoOptions::kConservative; break;
+  }
+  o.dpo.beta = c.beta();
+  o.dpo.label_smoothing = c.label_smoothing();
+  o.dpo.ipo_length_normalize = c.ipo_length_normalize();
+  o.group_loss_weight = c.group_loss_weight();
+  o.group_label_smoothing = c.group_label_smoothing();
+  o.balance_loss_weight = c.balance_loss_weight();
+  o.num_preferences = std::max(1, num_preferences);
+  return o;
+}
+
+absl::Status CheckBatch(const data::PreferenceBatch& b, int32_t num_preferences) {
+  if (b.num_pairs <= 0) return absl::InvalidArgumentError("batch: no pairs");
+  if (b.chosen.seq_len != b.rejected.seq_len)
+    return absl::InvalidArgumentError("batch: chosen and rejected rows differ in length");
+  for (int32_t i = 0; i < b.num_pairs; ++i) {
+    if (b.pair_row[i] != i || b.pair_segment[i] != 0)
+      return absl::UnimplementedError(
+          "batch: packed rows need block-diagonal attention, which is not implemented; "
+          "set data.packing: false");
+    if (b.preference[i] < 0 || b.preference[i] >= num_preferences)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pairs[", i, "].preference: ", b.preference[i], " is outside [0, ", num_preferences,
+          ") (one label per preference group)"));
+  }
+  return absl::OkStatus();
+}
+
+std::map<std::string, double> StepMetrics::Named(
+    ObjectiveKind kind, const std::vector<std::string>& preference_names) const {
+  std::map<std::string, double> out;
+  const char* main_name = kind == ObjectiveKind::kDpo ? "loss/dpo"
+                          : kind == ObjectiveKind::kSft ? "loss/sft" : "loss/reward";
+  out["loss/total"] = loss;
+  out[main_name] = main;
+  out["loss/group"] = group;
+  out["loss/balance"] = balance;
+  const size_t P = pref_pairs.empty() ? 0 : pref_pairs.size() - 1;
+  auto name_of = [&](size_t p) {
+    if (p == P) return std::string();
+    return "/" + (p < preference_names.size() && !preference_names[p].empty()
+                      ? preference_names[p]
+                      : absl::StrCat("pref", p));
+  };
+  for (size_t p = 0; p <= P && kind != ObjectiveKind::kSft; ++p) {
+    if (pref_pairs[p] == 0) continue;
+    const double n = static_cast<double>(pref_pairs[p]);
+    const std::string suffix = name_of(p);
+    out["rewards/chosen" + suffix] = reward_chosen_sum[p] / n;
+    out["rewards/rejected" + suffix] = reward_rejected_sum[p] / n;
+    out["rewards/margins" + suffix] = (reward_chosen_sum[p] - reward_rejected_sum[p]) / n;
+    out["rewards/accuracy" + suffix] = correct_sum[p] / n;
+  }
+  for (size_t p = 0; p < router_mass.size(); ++p) {
+    const std::string prefix = p == P ? "router" : "router" + name_of(p);
+    for (size_t k = 0; k < router_mass[p].size(); ++k) {
+      const bool empty = k + 1 == router_mass[p].size();
+      out[absl::StrCat(prefix, empty ? "/empty" : absl::StrCat("/group", k))] = router_mass[p][k];
+    }
+  }
+  return out;
+}
+
+PreferenceStep::PreferenceStep(StepOptions options, LlamaModel* model, PmolAdapters* adapters,
+                               LlamaWeights* full_grads, LlamaModel* reference,
+                               ValueHead* value_head)
+    : options_(std::move(options)),
+      model_(model),
+      adapters_(adapters),
+      full_grads_(full_grads),
+      reference_(reference),
+      value_head_(value_head) {}
+
+absl::StatusOr<std::pair<std::vector<double>, std::vector<double>>>
+PreferenceStep::ReferenceLogProbs(const data::PreferenceBatch& batch) {
+  const Rows rows = MakeRows(batch, true);
+  LlamaModel* ref = adapters_ != nullptr ? model_ : reference_;
+  if (ref == nullptr)
+    return absl::FailedPreconditionError(
+        "DPO with full fine-tuning needs a frozen reference model or precomputed reference "
+        "log-probs");
+  PMOL_ASSIGN_OR_RETURN(Tensor logits, ref->Forward(rows.ids, rows.count, rows.seq, nullptr,
+                                                    /*adapters=*/nullptr));
+  const SequenceLogProbsResult lp =
+      SequenceLogProbs(logits, ResponseTargetsFromMask(rows.ids, rows.response, rows.count, rows.seq));
+  const size_t B = batch.num_pairs;
+  return std::make_pair(Slice(lp.sums, 0, B), Slice(lp.sums, B, B));
+}
+
+absl::StatusOr<StepMetrics> PreferenceStep::Run(
+    const data::PreferenceBatch& batch, double loss_scale,
+    const std::pair<std::vector<double>, std::vector<double>>* cached_reference) {
+  const int32_t P = options_.num_preferences;
+  PMOL_RETURN_IF_ERROR(CheckBatch(batch, P));
+  const ObjectiveKind kind = options_.kind;
+  const Rows rows = MakeRows(batch, kind != ObjectiveKind::kSft);
+  const int64_t B = batch.num_pairs, T = rows.seq, N = rows.count * T;
+  Backend* be = model_->backend();
+  const DType dt = model_->dtype();
+
+  StepMetrics m;
+  m.pairs = B;
+  for (uint8_t v : rows.valid) m.tokens += v;
+  m.pref_pairs.assign(P + 1, 0);
+  m.reward_chosen_sum.assign(P + 1, 0.0);
+  m.reward_rejected_sum.assign(P + 1, 0.0);
+  m.correct_sum.assign(P + 1, 0.0);
+  auto add_pair = [&](int64_t i, double rc, double rr) {
+    for (int32_t p : {batch.preference[i], P}) {
+      m.pref_pairs[p] += 1;
+      m.reward_chosen_sum[p] += rc;
+      m.reward_rejected_sum[p] += rr;
+      m.correct_sum[p] += rc > rr ? 1.0 : 0.0;
+    }
+  };
+
+  std::pair<std::vector<double>, std::vector<double>> reference;
+  if (kind == ObjectiveKind::kDpo) {
+    if (cached_reference != nullptr) {
+      reference = *cached_reference;
+    } else {
+      PMOL_ASSIGN_OR_RETURN(reference, ReferenceLogProbs(batch));
+    }
+  }
+
+  ForwardState state;
+  Tensor dhidden, dlogits;
+  if (kind == ObjectiveKind::kReward) {
+    if (value_head_ == nullptr) return absl::FailedPreconditionError("reward training needs a value head");
+    PMOL_ASSIGN_OR_RETURN(Tensor hidden, model_->ForwardHidden(rows.ids, rows.count, T, &state, adapters_));
+    std::vector<int64_t> chosen_rows(B), rejected_rows(B);
+    for (int64_t i = 0; i < B; ++i) {
+      chosen_rows[i] = i * T + rows.length[i] - 1;
+      rejected_rows[i] = (B + i) * T + rows.length[B + i] - 1;
+    }
+    const Tensor w = value_head_->weight.Reshape({value_head_->weight.numel()});
+    RewardResult r = RewardLoss(hidden, chosen_rows, rejected_rows, w, 0.0);
+    m.main = r.loss;
+    for (int64_t i = 0; i < B; ++i) add_pair(i, r.rewards_chosen[i], r.rewards_rejected[i]);
+    be->Axpy(dt, loss_scale, r.dw.data(), value_head_->grad.data(), r.dw.numel());
+    dhidden = r.dh;
+    be->Scale(dt, loss_scale, dhidden.data(), dhidden.numel());
+  } else {
+    PMOL_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(rows.ids, rows.count, T, &state, adapters_));
+    const SequenceLogProbsResult lp = SequenceLogProbs(
+        logits, ResponseTargetsFromMask(rows.ids, rows.response, rows.count, T));
+    std::vector<double> d_sums;
+    if (kind == ObjectiveKind::kDpo) {
+      DpoInputs in;
+      in.policy_chosen = Slice(lp.sums, 0, B);
+      in.policy_rejected = Slice(lp.sums, B, B);
+      in.ref_chosen = reference.first;
+      in.ref_rejected = reference.second;
+      in.chosen_tokens.assign(lp.counts.begin(), lp.counts.begin() + B);
+      in.rejected_tokens.assign(lp.counts.begin() + B, lp.counts.end());
+      const DpoResult r = DpoLoss(options_.dpo, in);
+      m.main = r.loss;
+      for (int64_t i = 0; i < B; ++i) add_pair(i, r.rewards_chosen[i], r.rewards_rejected[i]);
+      d_sums = r.d_policy_chosen;
+      d_sums.insert(d_sums.end(), r.d_policy_rejected.begin(), r.d_policy_rejected.end());
+    } else {
+      const SftResult r = SftLoss(lp.sums, lp.counts);
+      m.main = r.loss;
+      d_sums = r.d_sums;
+    }
+    for (double& d : d_sums) d *= loss_scale;
+    SequenceLogProbsBackward(logits, lp.state, d_sums, &dlogits);
+  }
+
+  // Auxiliary router losses and router-mass metrics, per adapted module.
+  if (adapters_ != nullptr && adapters_->options().has_router()) {
+    const ExpertLayout& layout = adapters_->options().layout;
+    const double modules = static_cast<double>(adapters_->modules().size());
+    std::vector<int32_t> labels(N, -1);
+    std::vector<std::vector<uint8_t>> select(P + 1, std::vector<uint8_t>(N, 0));
+    for (int64_t n = 0; n < N; ++n) {
+      if (!rows.response[n] || !rows.valid[n]) continue;
+      labels[n] = rows.preference[n / T];
+      select[labels[n]][n] = 1;
+      select[P][n] = 1;
+    }
+    m.router_mass.assign(P + 1, std::vector<double>(layout.num_groups() + 1, 0.0));
+    for (AdaptedModule& am : adapters_->modules()) {
+      am.aux_grad = Tensor::Zeros(am.cache.probs.shape(), DType::kF64, be);
+      m.group += GroupSoftLoss(layout, am.cache.probs, labels, options_.group_label_smoothing,
+                               loss_scale * options_.group_loss_weight / modules, &am.aux_grad) /
+                 modules;
+      m.balance += BalanceLoss(layout, am.cache.probs, rows.valid,
+                               loss_scale * options_.balance_loss_weight / modules, &am.aux_grad) /
+                   modules;
+      for (int32_t p = 0; p <= P; ++p) {
+        const std::vector<double> mass = RouterGroupMass(layout, am.cache.probs, select[p]);
+        for (size_t k = 0; k < mass.size(); ++k) m.router_mass[p][k] += mass[k] / modules;
+      }
+    }
+  }
+  m.loss = m.main + options_.group_loss_weight * m.group + options_.balance_loss_weight * m.balance;
+
+  if (kind == ObjectiveKind::kReward) {
+    model_->BackwardFromHidden(state, dhidden, full_grads_);
+  } else {
+    model_->Backward(state, dlogits, full_grads_);
+  }
+  if (adapters_ != nullptr) adapters_->ClearCaches();
+  return m;
+}
+
+}  // namespace pmol
