@@ -12,9 +12,11 @@ extern const Command kInitModelCommand;
 extern const Command kForwardCommand;
 extern const Command kTokenizeCommand;
 extern const Command kMakeDemoDataCommand;
+extern const Command kGradsCommand;
 
 inline std::vector<Command> AllCommands() {
-  return {kInitModelCommand, kForwardCommand, kTokenizeCommand, kMakeDemoDataCommand};
+  return {kInitModelCommand, kForwardCommand, kTokenizeCommand, kMakeDemoDataCommand,
+          kGradsCommand};
 }
 
 }  // namespace pmol

@@ -122,7 +122,8 @@ bool PmolAdapters::IsRouter(const std::string& name) {
   return absl::EndsWith(name, ".pmol.router");
 }
 
-absl::Status PmolAdapters::Load(const std::string& path) {
+absl::Status PmolAdapters::Load(const std::string& path,
+                                const std::set<std::string>& read_by_caller) {
   PMOL_ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
   std::set<std::string> expected;
   for (auto& [name, tensor] : Params()) {
@@ -137,7 +138,7 @@ absl::Status PmolAdapters::Load(const std::string& path) {
           " but the run config implies ", ShapeString(tensor.shape())));
   }
   for (const SafetensorsEntry& e : file->entries()) {
-    if (!expected.count(e.name))
+    if (!expected.count(e.name) && !read_by_caller.count(e.name))
       return absl::InvalidArgumentError(absl::StrCat(
           path, ": tensor '", e.name, "' is not an adapter tensor of this run config ",
           "(check adapter.kind, groups, targets and layers)"));

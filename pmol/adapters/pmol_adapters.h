@@ -14,6 +14,7 @@
 #define PMOL_ADAPTERS_PMOL_ADAPTERS_H_
 
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,8 +50,9 @@ class PmolAdapters final : public LinearAdapters {
 
   void Initialize(uint64_t seed);
   // Loads every adapter tensor from a safetensors file (all must be present with their
-  // shapes; extra tensors are an error naming them, so a mismatched file is caught).
-  absl::Status Load(const std::string& path);
+  // shapes; other tensors are an error naming them, so a mismatched file is caught,
+  // except those in `read_by_caller`, e.g. a value head).
+  absl::Status Load(const std::string& path, const std::set<std::string>& read_by_caller = {});
 
   NamedTensors Params();
   NamedTensors Grads();  // same names as Params

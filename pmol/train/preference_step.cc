@@ -116,6 +116,7 @@ std::map<std::string, double> StepMetrics::Named(
     out["rewards/accuracy" + suffix] = correct_sum[p] / n;
   }
   for (size_t p = 0; p < router_mass.size(); ++p) {
+    if (pref_pairs[p] == 0) continue;
     const std::string prefix = p == P ? "router" : "router" + name_of(p);
     for (size_t k = 0; k < router_mass[p].size(); ++k) {
       const bool empty = k + 1 == router_mass[p].size();

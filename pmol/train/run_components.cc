@@ -1,0 +1,136 @@
+// Building a run's components from its config; see run_components.h.
+#include "pmol/train/run_components.h"
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "pmol/adapters/adapter_options.h"
+#include "pmol/core/rng.h"
+#include "pmol/core/status.h"
+#include "pmol/io/safetensors.h"
+
+namespace pmol {
+namespace {
+
+constexpr char kValueHeadName[] = "score.weight";
+
+absl::StatusOr<DType> ComputeDType(const config::ModelConfig& m, DeviceType device) {
+  DType dt;
+  if (!ParseDTypeName(absl::AsciiStrToUpper(m.dtype()), &dt) || dt == DType::kI32)
+    return absl::InvalidArgumentError(absl::StrCat("model.dtype: unknown dtype '", m.dtype(), "'"));
+  if (device == DeviceType::kCpu && dt != DType::kF32 && dt != DType::kF64)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.dtype: '", m.dtype(), "' is a GPU compute type; the CPU computes in f32 or f64"));
+  return dt;
+}
+
+}  // namespace
+
+NamedTensors RunComponents::TrainableParams() {
+  NamedTensors out;
+  if (adapters) out = adapters->Params();
+  if (full_grads) out = NamedWeights(model->config(), model->weights());
+  if (value_head) out.push_back({kValueHeadName, value_head->weight});
+  return out;
+}
+
+NamedTensors RunComponents::TrainableGrads() {
+  NamedTensors out;
+  if (adapters) out = adapters->Grads();
+  if (full_grads) out = NamedWeights(model->config(), *full_grads);
+  if (value_head) out.push_back({kValueHeadName, value_head->grad});
+  return out;
+}
+
+bool RunComponents::Decays(const std::string& name) const {
+  if (PmolAdapters::IsRouter(name)) return config.optimizer().decay_routers();
+  if (absl::StrContains(name, "norm") || absl::EndsWith(name, ".bias")) return false;
+  return true;
+}
+
+void RunComponents::ZeroGrads() {
+  for (auto& [name, grad] : TrainableGrads()) grad.SetZero();
+}
+
+absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::RunConfig& config,
+                                                                  const std::string& adapter_path) {
+  auto run = std::make_unique<RunComponents>();
+  run->config = config;
+  const config::ModelConfig& mc = config.model();
+  if (mc.path().empty()) return absl::InvalidArgumentError("model.path: required (a HF model folder)");
+  PMOL_ASSIGN_OR_RETURN(DeviceType device, ParseDevice(mc.device()));
+  PMOL_ASSIGN_OR_RETURN(run->backend, GetBackend(device, mc.threads()));
+  PMOL_ASSIGN_OR_RETURN(run->dtype, ComputeDType(mc, device));
+  PMOL_ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(mc.path(), run->backend, run->dtype));
+  run->model = std::make_unique<LlamaModel>(std::move(model));
+  run->model->set_recompute_activations(mc.recompute_activations());
+  const LlamaConfig& lc = run->model->config();
+
+  PMOL_ASSIGN_OR_RETURN(AdapterOptions adapter,
+                        AdapterOptionsFromConfig(config.adapter(), lc.num_hidden_layers));
+  const config::ObjectiveConfig& objective = config.objective();
+  for (const std::string& name : config.data().preference_names()) run->preference_names.push_back(name);
+  if (adapter.kind == AdapterKind::kPmol) {
+    run->num_preferences = adapter.layout.num_groups();
+    if (run->preference_names.empty()) run->preference_names = adapter.group_names;
+  } else {
+    run->num_preferences = std::max<int32_t>(
+        {1, static_cast<int32_t>(run->preference_names.size()), config.adapter().num_groups(),
+         static_cast<int32_t>(config.adapter().groups_size())});
+  }
+
+  const bool reward = objective.kind() == config::ObjectiveConfig::REWARD;
+  if (reward) {
+    run->value_head = std::make_unique<ValueHead>();
+    Rng rng = Rng::ForStream(config.seed(), kValueHeadName);
+    std::vector<double> w(lc.hidden_size);
+    for (double& v : w) v = 0.02 * rng.Normal();  // HF's default initializer_range
+    run->value_head->weight =
+        Tensor::FromHost(w.data(), {1, lc.hidden_size}, DType::kF64, run->backend).ConvertTo(run->dtype);
+    run->value_head->grad = Tensor::Zeros({1, lc.hidden_size}, run->dtype, run->backend);
+  }
+
+  if (adapter.kind == AdapterKind::kFull) {
+    if (!adapter_path.empty())
+      return absl::InvalidArgumentError(
+          "--adapter: adapter.kind is FULL (full fine-tuning), which has no adapter tensors");
+    run->full_grads = std::make_unique<LlamaWeights>(ZerosLikeWeights(lc, run->backend, run->dtype));
+    if (objective.kind() == config::ObjectiveConfig::DPO && !objective.precompute_reference()) {
+      // The one case with a second copy: full fine-tuning moves the base itself.
+      LlamaWeights frozen;
+      LlamaWeights& live = run->model->weights();
+      auto src = NamedWeights(lc, live);
+      size_t i = 0;
+      ForEachWeight(lc, frozen, [&](const WeightSlot& slot) { *slot.tensor = src[i++].second.Clone(); });
+      run->reference = std::make_unique<LlamaModel>(lc, std::move(frozen), run->backend, run->dtype);
+    }
+  } else {
+    run->adapters = std::make_unique<PmolAdapters>(adapter, lc, run->backend, run->dtype);
+    if (adapter_path.empty()) {
+      run->adapters->Initialize(config.seed());
+    } else {
+      std::set<std::string> extra;
+      if (reward) extra.insert(kValueHeadName);
+      PMOL_RETURN_IF_ERROR(run->adapters->Load(adapter_path, extra));
+    }
+  }
+  if (reward && !adapter_path.empty()) {
+    PMOL_ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> file, SafetensorsFile::Open(adapter_path));
+    if (file->Find(kValueHeadName) != nullptr) {
+      if (file->Find(kValueHeadName)->shape != Shape{1, lc.hidden_size})
+        return absl::InvalidArgumentError(absl::StrCat(adapter_path, ": ", kValueHeadName,
+                                                       " must have shape [1, ", lc.hidden_size, "]"));
+      PMOL_ASSIGN_OR_RETURN(Tensor w, file->Load(kValueHeadName, run->backend, run->dtype));
+      run->value_head->weight = w.Clone();
+    }
+  }
+
+  run->step = std::make_unique<PreferenceStep>(
+      StepOptionsFromConfig(objective, run->num_preferences), run->model.get(),
+      run->adapters.get(), run->full_grads.get(), run->reference.get(), run->value_head.get());
+  return run;
+}
+
+}  // namespace pmol
