@@ -43,6 +43,18 @@ struct AttentionShape {
   double scale = 0.0;  // usually 1/sqrt(head_dim)
 };
 
+// The scalars of one AdamW update (Backend::AdamWStep); step t >= 1 is folded into the
+// bias corrections, which the caller computes once per step in double.
+struct AdamWScalars {
+  double lr = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double bias_correction1 = 1.0;  // 1 - beta1^t
+  double bias_correction2 = 1.0;  // 1 - beta2^t
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -124,6 +136,23 @@ class Backend {
   virtual void LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
                                         const void* lse, const void* dlogp, int64_t rows,
                                         int64_t vocab, void* dlogits) = 0;
+
+  // Optimizer ops.
+  // AdamWStep: one AdamW update (torch.optim.AdamW: decoupled weight decay, bias
+  // correction) in place on n elements of p, m, v with gradient g, all of type dt; with
+  // the scalars s (bc1 = s.bias_correction1 = 1 - beta1^t, bc2 = 1 - beta2^t):
+  //   p <- p * (1 - lr*wd)
+  //   m <- beta1 m + (1 - beta1) g
+  //   v <- beta2 v + (1 - beta2) g^2
+  //   p <- p - (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
+  // i.e. p - lr * m_hat / (sqrt(v_hat) + eps) with m_hat = m / bc1, v_hat = v / bc2, in
+  // torch's order of operations (scalars lr/bc1, sqrt(bc2) and 1 - lr*wd formed in double).
+  virtual void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m,
+                         void* v, int64_t n) = 0;
+  // SumSquares: *acc += sum_i x[i]^2, where acc points to one F64 on this device; the
+  // squares and the sum are in f64, in a fixed order that depends only on n
+  // (deterministic, whatever the thread count or GPU).
+  virtual void SumSquares(DType dt, const void* x, int64_t n, void* acc) = 0;
 };
 
 // The process-wide backend of a device, created on first use. `threads` applies to the

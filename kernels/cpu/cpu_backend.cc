@@ -13,6 +13,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/log_softmax.h"
+#include "kernels/cpu/optimizer.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/thread_pool.h"
@@ -214,6 +215,20 @@ void CpuBackend::LogSoftmaxGatherBackward(DType dt, const void* logits, const in
     using T = decltype(t);
     cpu::LogSoftmaxGatherBackward<T>(P<T>(logits), targets, P<T>(lse), P<T>(dlogp), rows, vocab,
                                      P<T>(dlogits));
+  });
+}
+
+void CpuBackend::AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m,
+                           void* v, int64_t n) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::AdamWStep<T>(s, P<T>(p), P<T>(g), P<T>(m), P<T>(v), n);
+  });
+}
+void CpuBackend::SumSquares(DType dt, const void* x, int64_t n, void* acc) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    *P<double>(acc) += cpu::SumSquares<T>(P<T>(x), n);
   });
 }
 

@@ -62,6 +62,9 @@ class CpuBackend : public Backend {
   void LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
                                 const void* lse, const void* dlogp, int64_t rows, int64_t vocab,
                                 void* dlogits) override;
+  void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m, void* v,
+                 int64_t n) override;
+  void SumSquares(DType dt, const void* x, int64_t n, void* acc) override;
 
  private:
   int threads_ = 1;

@@ -346,6 +346,26 @@ class CudaBackend final : public Backend {
     });
   }
 
+  void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m, void* v,
+                 int64_t n) override {
+    const cuda::AdamWLaunchScalars scalars{s.lr,           s.beta1,
+                                           s.beta2,        s.eps,
+                                           s.weight_decay, s.bias_correction1,
+                                           s.bias_correction2};
+    ForFloatType(dt, "AdamWStep", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchAdamWStep<T>(scalars, Out<T>(p), In<T>(g), Out<T>(m), Out<T>(v), n, stream_);
+    });
+  }
+
+  void SumSquares(DType dt, const void* x, int64_t n, void* acc) override {
+    ForFloatType(dt, "SumSquares", [&](auto tag) {
+      using T = decltype(tag);
+      void* scratch = Scratch(cuda::SumSquaresScratchBytes(n));
+      cuda::LaunchSumSquares<T>(In<T>(x), n, Out<double>(acc), scratch, stream_);
+    });
+  }
+
  private:
   static cuda::AttentionDims Dims(const AttentionShape& shape, size_t elem_size) {
     if (shape.kv_heads <= 0 || shape.q_heads % shape.kv_heads != 0 ||

@@ -107,6 +107,25 @@ void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, 
                              const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
                              void* scratch, cudaStream_t stream);
 
+// optimizer.cu. AdamW: one torch.optim.AdamW update in place (the fields mirror
+// AdamWScalars of kernels/backend.h, which this header does not include).
+struct AdamWLaunchScalars {
+  double lr;
+  double beta1;
+  double beta2;
+  double eps;
+  double weight_decay;
+  double bias_correction1;
+  double bias_correction2;
+};
+template <typename T>
+void LaunchAdamWStep(const AdamWLaunchScalars& s, T* p, const T* g, T* m, T* v, int64_t n,
+                     cudaStream_t stream);
+// SumSquares: *acc (one double) += sum x^2 in double, deterministic (no atomics).
+size_t SumSquaresScratchBytes(int64_t n);
+template <typename T>
+void LaunchSumSquares(const T* x, int64_t n, double* acc, void* scratch, cudaStream_t stream);
+
 }  // namespace pmol::cuda
 
 #endif  // PMOL_KERNELS_CUDA_LAUNCHERS_H_

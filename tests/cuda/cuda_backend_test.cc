@@ -283,6 +283,41 @@ TYPED_TEST(CudaOps, SumRowsSmallAndMultiChunk) {
   }
 }
 
+// AdamWStep: element-wise, kElementwise tolerance on p, m, v (a few roundings each; the
+// GPU contracts multiply-adds). SumSquares: both backends square and sum in f64 (in
+// different orders), so 1e-12 in either T; the GPU result must also repeat bit for bit.
+TYPED_TEST(CudaOps, AdamWStepAndSumSquares) {
+  using T = TypeParam;
+  const int64_t n = 70001;
+  std::vector<T> p = Uniform<T>(this->rng_, n), g = Uniform<T>(this->rng_, n);
+  std::vector<T> m = Uniform<T>(this->rng_, n, -0.5, 0.5), v = Uniform<T>(this->rng_, n, 0.0, 1.0);
+  for (int64_t i = 0; i < n; i += 5) g[i] *= static_cast<T>(1e-9);  // eps matters there
+  AdamWScalars s;
+  s.lr = 1e-2;
+  s.weight_decay = 0.1;
+  s.bias_correction1 = 1.0 - std::pow(0.9, 3);
+  s.bias_correction2 = 1.0 - std::pow(0.999, 3);
+  GpuArray<T> gp(this->gpu_, p), gg(this->gpu_, g), gm(this->gpu_, m), gv(this->gpu_, v);
+  this->gpu_->AdamWStep(this->kDt, s, gp.get(), gg.get(), gm.get(), gv.get(), n);
+  this->cpu_->AdamWStep(this->kDt, s, p.data(), g.data(), m.data(), v.data(), n);
+  ExpectClose(gp.ToHost(), p, Tol<T>::kElementwise, "AdamWStep p");
+  ExpectClose(gm.ToHost(), m, Tol<T>::kElementwise, "AdamWStep m");
+  ExpectClose(gv.ToHost(), v, Tol<T>::kElementwise, "AdamWStep v");
+
+  for (int64_t count : {int64_t{1}, int64_t{1000}, n}) {
+    const std::string what = "SumSquares n=" + std::to_string(count);
+    GpuArray<double> acc(this->gpu_, std::vector<double>{0.5});
+    this->gpu_->SumSquares(this->kDt, gp.get(), count, acc.get());
+    double want = 0.5;
+    this->cpu_->SumSquares(this->kDt, gp.ToHost().data(), count, &want);
+    const std::vector<double> got = acc.ToHost();
+    ExpectClose(got, {want}, 1e-12, what);
+    GpuArray<double> again(this->gpu_, std::vector<double>{0.5});
+    this->gpu_->SumSquares(this->kDt, gp.get(), count, again.get());
+    ExpectBitwiseEqual(again.ToHost(), got, what + " repeat");
+  }
+}
+
 TYPED_TEST(CudaOps, Gemm) {
   using T = TypeParam;
   const int64_t m = 37, n = 29, k = 45;
