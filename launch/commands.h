@@ -13,10 +13,11 @@ extern const Command kForwardCommand;
 extern const Command kTokenizeCommand;
 extern const Command kMakeDemoDataCommand;
 extern const Command kGradsCommand;
+extern const Command kExportPeftCommand;
 
 inline std::vector<Command> AllCommands() {
   return {kInitModelCommand, kForwardCommand, kTokenizeCommand, kMakeDemoDataCommand,
-          kGradsCommand};
+          kGradsCommand,     kExportPeftCommand};
 }
 
 }  // namespace pmol

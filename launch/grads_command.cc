@@ -99,8 +99,10 @@ absl::Status RunGrads() {
   RunComponents& run = **built;
   PMOL_ASSIGN_OR_RETURN(data::PreferenceBatch batch,
                         ReadBatch(FLAGS_batch, run.model->config().vocab_size));
-  absl::Status in_range = CheckBatch(batch, run.num_preferences);
-  if (!in_range.ok()) return absl::InvalidArgumentError(absl::StrCat(FLAGS_batch, ": ", in_range.message()));
+  if (run.adapters && run.adapters->options().has_router()) {
+    absl::Status in_range = CheckBatch(batch, run.num_preferences);
+    if (!in_range.ok()) return absl::InvalidArgumentError(absl::StrCat(FLAGS_batch, ": ", in_range.message()));
+  }
   if (run.adapters) run.adapters->SetTraining(true, config.seed(), 0);
   PMOL_ASSIGN_OR_RETURN(StepMetrics metrics, run.step->Run(batch, /*loss_scale=*/1.0));
 

@@ -155,7 +155,12 @@ PreferenceStep::ReferenceLogProbs(const data::PreferenceBatch& batch) {
 absl::StatusOr<StepMetrics> PreferenceStep::Run(
     const data::PreferenceBatch& batch, double loss_scale,
     const std::pair<std::vector<double>, std::vector<double>>* cached_reference) {
-  const int32_t P = options_.num_preferences;
+  // With expert groups a label names a group and must exist; otherwise labels only
+  // split the metrics, and any non-negative label is fine.
+  const bool grouped = adapters_ != nullptr && adapters_->options().has_router();
+  int32_t P = options_.num_preferences;
+  if (!grouped)
+    for (int32_t i = 0; i < batch.num_pairs; ++i) P = std::max(P, batch.preference[i] + 1);
   PMOL_RETURN_IF_ERROR(CheckBatch(batch, P));
   const ObjectiveKind kind = options_.kind;
   const Rows rows = MakeRows(batch, kind != ObjectiveKind::kSft);

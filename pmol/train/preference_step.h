@@ -43,7 +43,9 @@ struct StepOptions {
   double group_loss_weight = 0.1;
   double group_label_smoothing = 0.1;
   double balance_loss_weight = 0.01;
-  int32_t num_preferences = 1;  // labels lie in [0, num_preferences)
+  // PMoL: labels lie in [0, num_preferences) (one per group). Without groups labels
+  // only split the metrics and may be larger.
+  int32_t num_preferences = 1;
 };
 
 StepOptions StepOptionsFromConfig(const config::ObjectiveConfig& objective,
