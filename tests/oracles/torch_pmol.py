@@ -38,6 +38,8 @@ and the adapter tensors:
   rows are run (aux losses over them); total = sft + aux. REWARD: r = score.weight . h
   with h the final-norm hidden state of each row's last token, loss/reward = mean
   -log s(r_w - r_l); aux losses over all rows; total = reward + aux.
+* Metrics (scalars, as pmol logs them; see step_metrics): rewards/chosen, rejected,
+  margins, accuracy (overall and per preference), router[/<pref>]/group<k> and /empty.
 
 Usage:
   torch_pmol.py JOBS.json   JOBS.json is a list of
@@ -46,8 +48,9 @@ Usage:
     Trainable tensors come from "adapter" (any float dtype, read as f64); a trainable
     tensor absent there (e.g. score.weight) is taken from "init" (e.g. pmol's own output).
     Writes F64 tensors: every trainable tensor `<name>`, its gradient `grad/<name>`,
-    scalars `loss/total`, `loss/dpo`, `loss/group`, `loss/balance` (+ `loss/sft` or
-    `loss/reward`), and `info/delta` [pairs] (DPO's delta, for choosing hinge betas).
+    scalars `loss/total`, `loss/dpo` (0 for SFT and REWARD, which add `loss/sft` or
+    `loss/reward`), `loss/group`, `loss/balance`, the metrics, and `info/delta` [pairs] (DPO's delta, for choosing
+    hinge betas).
   torch_pmol.py --selftest
     gradcheck (f64 finite differences) on tiny cases of every kind and loss, and
     self-consistency checks; prints one line per check, exits non-zero on a failure.
@@ -156,6 +159,11 @@ class Spec:
         self.dtype = _get(model, "dtype", "f32")
         self.kind = _get(ad, "kind", "PMOL")
         groups = ad.get("groups", [])
+        group_names = [_get(g, "name", "") for g in groups]
+        data_names = list(_get(rc, "data", {}).get("preference_names", []))
+        # Metric names per preference: data.preference_names, else the group names,
+        # else "pref<p>".
+        self.preference_names = data_names or group_names
         if groups:
             self.experts_per_group = [int(_get(g, "experts", 2)) for g in groups]
         else:
@@ -370,6 +378,10 @@ def step_losses(cfg, W, spec, P, pairs):
         main, delta = dpo_loss(spec, t(lw), t(ll), t(rw), t(rl), t(len_w), t(len_l))
         out["loss/dpo"] = main
         out["info/delta"] = delta.detach()
+        norm = spec.dpo_loss == "IPO" and spec.ipo_norm
+        ratio_w = (t(lw).detach() - t(rw)) / (t(len_w) if norm else 1)
+        ratio_l = (t(ll).detach() - t(rl)) / (t(len_l) if norm else 1)
+        out["info/rewards"] = (spec.beta * ratio_w, spec.beta * ratio_l)
     elif spec.objective == "SFT":
         total_lp, n_tok = zero, 0
         for p in pairs:
@@ -378,19 +390,21 @@ def step_losses(cfg, W, spec, P, pairs):
             n_tok += len(p["chosen"])
         main = -total_lp / n_tok
         out["loss/sft"] = main
-        out["loss/dpo"] = zero
+        out["loss/dpo"] = zero  # always written, 0 for the other objectives
     elif spec.objective == "REWARD":
         score = P["score.weight"]
-        per = []
+        per, scores = [], []
         for p in pairs:
             rewards = []
             for resp in (p["chosen"], p["rejected"]):
                 _, h = run_row(p["prompt"], resp, p["preference"], hidden=True)
                 rewards.append((h[0, -1] * score[0]).sum())
             per.append(-F.logsigmoid(rewards[0] - rewards[1]))
+            scores.append([float(r) for r in rewards])
         main = torch.stack(per).mean()
+        out["info/rewards"] = ([x[0] for x in scores], [x[1] for x in scores])
         out["loss/reward"] = main
-        out["loss/dpo"] = zero
+        out["loss/dpo"] = zero  # always written, 0 for the other objectives
     else:
         raise ValueError("unknown objective " + spec.objective)
 
@@ -409,6 +423,60 @@ def step_losses(cfg, W, spec, P, pairs):
         out["loss/group"] = zero
         out["loss/balance"] = zero
     out["loss/total"] = main + spec.group_weight * out["loss/group"] + spec.balance_weight * out["loss/balance"]
+    out.update(step_metrics(spec, cfg, pairs, out.get("info/rewards"), record, resp_masks, row_prefs))
+    out.pop("info/rewards", None)
+    return out
+
+
+def step_metrics(spec, cfg, pairs, rewards, record, resp_masks, row_prefs):
+    """The step's logged figures (scalars), as pmol names them:
+    rewards/{chosen,rejected,margins,accuracy}[/<pref>]: means over the pairs (of that
+      preference) of the implicit rewards beta*(lp - ref) (per response token with IPO
+      length normalisation) or, for REWARD, the value head's scores; accuracy counts
+      chosen > rejected. Not for SFT.
+    router[/<pref>]/group<k>, .../empty (PMoL): the dense router mass of group k (of the
+      empty slots), sum_{i in G_k} g_i, averaged over the response positions (of rows of
+      that preference), then over adapted modules."""
+    out = {}
+    grouped = spec.kind == "PMOL"
+    n_pref = spec.n_groups if grouped else max(max(1, len(spec.preference_names)),
+                                               max(p["preference"] for p in pairs) + 1)
+
+    def suffix(p):
+        if p is None:
+            return ""
+        name = spec.preference_names[p] if p < len(spec.preference_names) else ""
+        return "/" + (name or f"pref{p}")
+
+    prefs_present = [None] + [p for p in range(n_pref) if any(q["preference"] == p for q in pairs)]
+    as_t = lambda v: torch.tensor(float(v), dtype=torch.float64)
+    if rewards is not None:
+        rc, rr = rewards
+        for p in prefs_present:
+            idx = [i for i, q in enumerate(pairs) if p is None or q["preference"] == p]
+            c = sum(float(rc[i]) for i in idx) / len(idx)
+            r = sum(float(rr[i]) for i in idx) / len(idx)
+            out["rewards/chosen" + suffix(p)] = as_t(c)
+            out["rewards/rejected" + suffix(p)] = as_t(r)
+            out["rewards/margins" + suffix(p)] = as_t(c - r)
+            out["rewards/accuracy" + suffix(p)] = as_t(sum(1.0 for i in idx if float(rc[i]) > float(rr[i])) / len(idx))
+    if grouped:
+        mods = spec.modules(cfg)
+        for p in prefs_present:
+            mass = [0.0] * (spec.n_groups + 1)
+            for m in mods:
+                sel = [g[mask].detach() for g, mask, rp in zip(record[m], resp_masks, row_prefs)
+                       if p is None or rp == p]
+                g = torch.cat(sel)
+                first = 0
+                for k, n in enumerate(spec.experts_per_group):
+                    mass[k] += float(g[:, first:first + n].sum(-1).mean()) / len(mods)
+                    first += n
+                mass[-1] += float(g[:, spec.n_experts:].sum(-1).mean()) / len(mods)
+            prefix = "router" + suffix(p)
+            for k in range(spec.n_groups):
+                out[f"{prefix}/group{k}"] = as_t(mass[k])
+            out[prefix + "/empty"] = as_t(mass[-1])
     return out
 
 
