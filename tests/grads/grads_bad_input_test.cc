@@ -4,6 +4,7 @@
 // a preference label out of range in batch.json, a negative rank, zero groups, top_k
 // larger than the slot count, an unknown target module. Beyond the stated contract (the
 // prompt is non-empty; ids are token ids): an empty prompt and an id >= vocab_size.
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -54,6 +55,7 @@ class GradsBadInputTest : public ::testing::Test {
     std::string list;
     for (const std::string& n : needles) list += " '" + n + "'";
     EXPECT_TRUE(found) << "stderr mentions none of" << list << "\n" << r.Describe();
+    std::printf("%s: %s", ::testing::UnitTest::GetInstance()->current_test_info()->name(), r.err.c_str());
   }
 
   const std::string kValid = "groups { experts: 2 } groups { experts: 1 } empty_experts: 1";
