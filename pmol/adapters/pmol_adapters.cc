@@ -98,22 +98,13 @@ void PmolAdapters::Initialize(uint64_t seed) {
   }
 }
 
-NamedTensors PmolAdapters::Params() {
+NamedTensors PmolAdapters::Named(bool grads) {
   NamedTensors out;
   for (AdaptedModule& am : modules_) {
-    out.push_back({am.name + ".pmol.lora_A", am.params.lora_A});
-    out.push_back({am.name + ".pmol.lora_B", am.params.lora_B});
-    if (am.spec.has_router) out.push_back({am.name + ".pmol.router", am.params.router});
-  }
-  return out;
-}
-
-NamedTensors PmolAdapters::Grads() {
-  NamedTensors out;
-  for (AdaptedModule& am : modules_) {
-    out.push_back({am.name + ".pmol.lora_A", am.grads.lora_A});
-    out.push_back({am.name + ".pmol.lora_B", am.grads.lora_B});
-    if (am.spec.has_router) out.push_back({am.name + ".pmol.router", am.grads.router});
+    PmolLinearParams& p = grads ? am.grads : am.params;
+    out.push_back({am.name + ".pmol.lora_A", p.lora_A});
+    out.push_back({am.name + ".pmol.lora_B", p.lora_B});
+    if (am.spec.has_router) out.push_back({am.name + ".pmol.router", p.router});
   }
   return out;
 }

@@ -54,8 +54,8 @@ class PmolAdapters final : public LinearAdapters {
   // except those in `read_by_caller`, e.g. a value head).
   absl::Status Load(const std::string& path, const std::set<std::string>& read_by_caller = {});
 
-  NamedTensors Params();
-  NamedTensors Grads();  // same names as Params
+  NamedTensors Params() { return Named(false); }
+  NamedTensors Grads() { return Named(true); }  // same names as Params
   // True for router tensors (no weight decay by default).
   static bool IsRouter(const std::string& name);
   void ZeroGrads();
@@ -71,6 +71,7 @@ class PmolAdapters final : public LinearAdapters {
                 Tensor& dx) override;
 
  private:
+  NamedTensors Named(bool grads);
   AdaptedModule* Find(int64_t layer, LinearModule m);
   Tensor DropoutKeep(const AdaptedModule& am, int64_t rows) const;
 
