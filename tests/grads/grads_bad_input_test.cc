@@ -51,11 +51,11 @@ class GradsBadInputTest : public ::testing::Test {
     EXPECT_NE(r.exit_code, 0) << r.Describe();
     EXPECT_FALSE(std::filesystem::exists(out_)) << "an output was written despite the error";
     bool found = false;
-    for (const std::string& n : needles) found |= r.err.find(n) != std::string::npos;
+    for (const std::string& n : needles) found |= r.stderr_text.find(n) != std::string::npos;
     std::string list;
     for (const std::string& n : needles) list += " '" + n + "'";
     EXPECT_TRUE(found) << "stderr mentions none of" << list << "\n" << r.Describe();
-    std::printf("%s: %s", ::testing::UnitTest::GetInstance()->current_test_info()->name(), r.err.c_str());
+    std::printf("%s: %s", ::testing::UnitTest::GetInstance()->current_test_info()->name(), r.stderr_text.c_str());
   }
 
   const std::string kValid = "groups { experts: 2 } groups { experts: 1 } empty_experts: 1";

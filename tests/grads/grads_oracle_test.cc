@@ -392,9 +392,9 @@ TEST_P(GradsOracleTest, MatchesTorchOracle) {
   if (with_adapter) args.push_back("--adapter=" + adapter);
   ProcessResult run = RunProcess(args);
   if (c.objective != "DPO" && !run.ok() && run.term_signal == 0 &&
-      run.err.find("objective.kind") != std::string::npos) {
+      run.stderr_text.find("objective.kind") != std::string::npos) {
     GTEST_SKIP() << "pmol grads does not support objective.kind " << c.objective
-                 << " yet (this case is kept for when it does):\n" << run.err;
+                 << " yet (this case is kept for when it does):\n" << run.stderr_text;
   }
   ASSERT_TRUE(run.ok()) << run.Describe();
 

@@ -1,12 +1,6 @@
 // See grads_test_util.h.
 #include "tests/grads/grads_test_util.h"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -16,70 +10,16 @@
 #include "pmol/core/tensor.h"
 #include "pmol/io/safetensors.h"
 
-extern char** environ;
-
 namespace pmol::grads_test {
-namespace {
-
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-}  // namespace
 
 std::string TmpRoot() {
   const char* t = std::getenv("TEST_TMPDIR");
   return t ? t : "/tmp";
 }
 
-std::string ProcessResult::Describe() const {
-  std::ostringstream s;
-  s << "$ " << command << "\n";
-  if (term_signal != 0) {
-    s << "killed by signal " << term_signal << " (" << strsignal(term_signal) << ")\n";
-  } else {
-    s << "exit code " << exit_code << "\n";
-  }
-  s << "--- stdout ---\n" << out << "--- stderr ---\n" << err;
-  return s.str();
-}
-
 ProcessResult RunProcess(const std::vector<std::string>& args) {
-  static int counter = 0;
-  const std::string base = TmpRoot() + "/grads_run_" + std::to_string(++counter);
-  const std::string out_path = base + ".stdout", err_path = base + ".stderr";
-  std::vector<std::string> strings = args;
-  std::vector<char*> argv;
   ProcessResult r;
-  for (std::string& a : strings) {
-    argv.push_back(a.data());
-    r.command += (r.command.empty() ? "" : " ") + a;
-  }
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  const int error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (error != 0) {
-    r.err = std::string("cannot start: ") + std::strerror(error);
-    return r;
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) r.term_signal = WTERMSIG(status);
-  r.out = Slurp(out_path);
-  r.err = Slurp(err_path);
+  static_cast<CommandResult&>(r) = RunProgram(args);
   return r;
 }
 

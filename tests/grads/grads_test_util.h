@@ -11,18 +11,15 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "tests/launch/pmol_command.h"
 
 namespace pmol::grads_test {
 
 using Json = nlohmann::json;
 
-// What one subprocess did.
-struct ProcessResult {
-  int exit_code = -1;   // when it exited normally
-  int term_signal = 0;  // non-zero when a signal ended it
-  std::string out, err, command;
+// What one subprocess did (tests/launch/pmol_command.h), with a success shorthand.
+struct ProcessResult : CommandResult {
   bool ok() const { return term_signal == 0 && exit_code == 0; }
-  std::string Describe() const;
 };
 
 // Runs argv[0] (a path relative to the runfiles root, or absolute) with argv.

@@ -13,7 +13,7 @@ namespace {
 TEST(TorchPmolOracle, SelfTest) {
   ProcessResult r = RunProcess({"/usr/bin/python3", "tests/oracles/torch_pmol.py", "--selftest"});
   EXPECT_TRUE(r.ok()) << r.Describe();
-  EXPECT_NE(r.out.find("0 failures"), std::string::npos) << r.out;
+  EXPECT_NE(r.stdout_text.find("0 failures"), std::string::npos) << r.stdout_text;
 }
 
 }  // namespace

@@ -37,12 +37,17 @@ std::string CommandResult::Describe() const {
 }
 
 CommandResult RunPmol(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"launch/pmol"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProgram(argv);
+}
+
+CommandResult RunProgram(const std::vector<std::string>& args) {
   static int counter = 0;
-  const std::string base = TmpRoot() + "/pmol_run_" + std::to_string(++counter);
+  const std::string base = TmpRoot() + "/run_" + std::to_string(++counter);
   const std::string out_path = base + ".stdout", err_path = base + ".stderr";
 
-  std::vector<std::string> argv_strings = {"launch/pmol"};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<std::string> argv_strings = args;
   std::vector<char*> argv;
   CommandResult r;
   for (std::string& a : argv_strings) {

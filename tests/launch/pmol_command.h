@@ -23,6 +23,9 @@ struct CommandResult {
   std::string Describe() const;  // the command, how it ended, and its output
 };
 
+// Runs argv[0] (a path relative to the runfiles root, or absolute) with argv and waits.
+CommandResult RunProgram(const std::vector<std::string>& argv);
+
 // Runs `launch/pmol args...` and waits for it.
 CommandResult RunPmol(const std::vector<std::string>& args);
 
