@@ -20,15 +20,15 @@ void Gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta, Tenso
 // The expert outputs scaled by their gates: hs = h * gk * alpha/r (h itself for LoRA).
 Tensor ScaledExperts(const PmolLinearSpec& spec, const PmolLinearCache& cache) {
   const Tensor& h = cache.h;
-  Tensor hs = Tensor::Empty(h.shape(), h.dtype(), h.backend());
-  if (spec.has_router) {
-    h.backend()->ScaleColumnBlocks(h.dtype(), h.data(), cache.gates.data(), h.dim(0),
-                                   spec.layout.num_experts(), spec.layout.rank, spec.scaling,
-                                   hs.data());
-  } else {
-    h.backend()->Convert(h.dtype(), h.data(), h.dtype(), hs.data(), h.numel());
+  if (!spec.has_router) {
+    Tensor hs = h.Clone();
     h.backend()->Scale(h.dtype(), spec.scaling, hs.data(), hs.numel());
+    return hs;
   }
+  Tensor hs = Tensor::Empty(h.shape(), h.dtype(), h.backend());
+  h.backend()->ScaleColumnBlocks(h.dtype(), h.data(), cache.gates.data(), h.dim(0),
+                                 spec.layout.num_experts(), spec.layout.rank, spec.scaling,
+                                 hs.data());
   return hs;
 }
 
@@ -80,19 +80,18 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   Tensor dhs = Tensor::Empty({n, er}, dt, be);
   Gemm(dy, false, p.lora_B, false, 0.0, dhs);      // dhs = dy B
 
-  Tensor dh = Tensor::Empty({n, er}, dt, be);
+  // dh = dhs scaled by gk alpha/r, in place (dgates reads dhs first).
   Tensor dgates;
   if (spec.has_router) {
     dgates = Tensor::Empty({n, experts}, dt, be);
     be->ColumnBlockDots(dt, dhs.data(), cache.h.data(), n, experts, r, spec.scaling,
                         dgates.data());
     be->ScaleColumnBlocks(dt, dhs.data(), cache.gates.data(), n, experts, r, spec.scaling,
-                          dh.data());
+                          dhs.data());
   } else {
-    be->Convert(dt, dhs.data(), dt, dh.data(), dh.numel());
-    be->Scale(dt, spec.scaling, dh.data(), dh.numel());
+    be->Scale(dt, spec.scaling, dhs.data(), dhs.numel());
   }
-  dhs = Tensor();
+  const Tensor dh = std::move(dhs);
 
   const Tensor& xe = cache.keep.defined() ? cache.x_drop : x;
   Gemm(dh, true, xe, false, 1.0, grads->lora_A);   // dA += dh^T x_d
