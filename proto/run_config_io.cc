@@ -120,6 +120,70 @@ absl::StatusOr<RunConfig> ParseRunConfig(const std::string& text,
   return config;
 }
 
+absl::Status ApplyOverride(const std::string& assignment, RunConfig* config) {
+  const std::string where = absl::StrCat("--set=", assignment);
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": expected field.path=value"));
+  }
+  const std::string path = assignment.substr(0, eq);
+  std::string value = assignment.substr(eq + 1);
+  RunConfig updated = *config;
+  pb::Message* message = &updated;
+  std::vector<std::string> parts;
+  for (size_t begin = 0;;) {
+    const size_t dot = path.find('.', begin);
+    parts.push_back(path.substr(begin, dot == std::string::npos ? std::string::npos : dot - begin));
+    if (dot == std::string::npos) break;
+    begin = dot + 1;
+  }
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const pb::Descriptor* d = message->GetDescriptor();
+    const pb::FieldDescriptor* f = d->FindFieldByName(parts[i]);
+    if (f == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", d->full_name(), " has no field '",
+                                                     parts[i], "'"));
+    }
+    const bool last = i + 1 == parts.size();
+    if (!last) {
+      if (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE || f->is_repeated()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": '", parts[i], "' is ",
+            f->is_repeated() ? "a repeated field (edit the config file to change it)"
+                             : "not a message"));
+      }
+      message = message->GetReflection()->MutableMessage(message, f);
+      continue;
+    }
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": '", parts[i], "' is a message; set one of its fields"));
+    }
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING &&
+        (value.empty() || (value[0] != '"' && value[0] != '\'' && value[0] != '['))) {
+      std::string quoted = "\"";
+      for (char c : value) {
+        if (c == '"' || c == '\\') quoted += '\\';
+        quoted += c;
+      }
+      value = quoted + "\"";
+    }
+    if (f->is_repeated()) message->GetReflection()->ClearField(message, f);
+    CollectingErrors errors(where);
+    pb::TextFormat::Parser parser;
+    parser.RecordErrorsTo(&errors);
+    if (!parser.MergeFromString(absl::StrCat(f->name(), ": ", value), message)) {
+      std::string detail = errors.errors().empty() ? "cannot parse the value" : errors.errors()[0];
+      // The parser's position refers to the synthetic "field: value" line; drop it.
+      const size_t cut = detail.find(": ", where.size() + 1);
+      if (detail.rfind(where, 0) == 0 && cut != std::string::npos) detail = detail.substr(cut + 2);
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", detail));
+    }
+  }
+  *config = std::move(updated);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<RunConfig> ReadRunConfig(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {

@@ -29,6 +29,13 @@ std::string RunConfigToText(const RunConfig& config);
 // shown only when set). For logs and checkpoints, so that a run records what
 // it used even if a default changes later.
 std::string EffectiveRunConfigToText(const RunConfig& config);
+// Applies one command-line override "field.path=value" (`pmol train --set=...`): the path
+// names a singular field through singular sub-messages (optimizer.lr, adapter.kind,
+// model.path); the value is written as in text format (numbers, true/false, enum names;
+// strings with or without quotes). A repeated scalar field is replaced by the value, or
+// by a list "[a, b]". Errors name the override and the part that is wrong; `config` is
+// unchanged on error.
+absl::Status ApplyOverride(const std::string& assignment, RunConfig* config);
 
 }  // namespace pmol::config
 

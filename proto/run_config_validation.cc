@@ -214,6 +214,7 @@ absl::Status ValidateOptimizer(const OptimizerConfig& o) {
       AtLeast("optimizer.grad_accumulation_steps", o.grad_accumulation_steps(), 1));
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("optimizer.max_steps", o.max_steps(), 0));
   PMOL_CONFIG_RETURN_IF_ERROR(InRange("optimizer.epochs", o.epochs(), Positive()));
+  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("optimizer.max_skipped_steps", o.max_skipped_steps(), 0));
   return absl::OkStatus();
 }
 
@@ -307,6 +308,8 @@ absl::Status ValidateRunConfig(const RunConfig& c) {
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("checkpoint.every_steps", c.checkpoint().every_steps(), 0));
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("checkpoint.keep_last", c.checkpoint().keep_last(), 1));
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("logging.every_steps", c.logging().every_steps(), 1));
+  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("eval.every_steps", c.eval().every_steps(), 0));
+  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("eval.max_pairs", c.eval().max_pairs(), 0));
   return absl::OkStatus();
 }
 

@@ -645,3 +645,56 @@ TEST(RunConfigValidationTest, Model) {
 
 }  // namespace
 }  // namespace pmol::config
+
+namespace pmol::config {
+namespace {
+
+TEST(ApplyOverrideTest, SetsScalarsEnumsStringsAndRepeated) {
+  RunConfig c;
+  ASSERT_TRUE(ApplyOverride("optimizer.lr=3e-4", &c).ok());
+  EXPECT_DOUBLE_EQ(c.optimizer().lr(), 3e-4);
+  ASSERT_TRUE(ApplyOverride("adapter.kind=LORA", &c).ok());
+  EXPECT_EQ(c.adapter().kind(), AdapterConfig::LORA);
+  ASSERT_TRUE(ApplyOverride("model.path=/tmp/a \"b\"", &c).ok());
+  EXPECT_EQ(c.model().path(), "/tmp/a \"b\"");
+  ASSERT_TRUE(ApplyOverride("model.path=\"quoted\"", &c).ok());
+  EXPECT_EQ(c.model().path(), "quoted");
+  ASSERT_TRUE(ApplyOverride("output_dir=", &c).ok());
+  EXPECT_TRUE(c.has_output_dir());
+  EXPECT_EQ(c.output_dir(), "");
+  ASSERT_TRUE(ApplyOverride("model.recompute_activations=true", &c).ok());
+  EXPECT_TRUE(c.model().recompute_activations());
+  c.mutable_data()->add_preference_names("old");
+  ASSERT_TRUE(ApplyOverride("data.preference_names=[\"a\", \"b\"]", &c).ok());
+  ASSERT_EQ(c.data().preference_names_size(), 2);
+  EXPECT_EQ(c.data().preference_names(1), "b");
+  ASSERT_TRUE(ApplyOverride("adapter.layers=3", &c).ok());
+  ASSERT_EQ(c.adapter().layers_size(), 1);
+  EXPECT_EQ(c.adapter().layers(0), 3);
+}
+
+TEST(ApplyOverrideTest, ErrorsNameTheOverrideAndLeaveTheConfigUnchanged) {
+  RunConfig c;
+  c.mutable_optimizer()->set_lr(1e-3);
+  const RunConfig before = c;
+  struct Case {
+    const char* assignment;
+    const char* expect;
+  };
+  for (const Case& k : {Case{"optimizer.lr", "expected field.path=value"},
+                        Case{"optimizer.lrr=1", "pmol.config.OptimizerConfig has no field 'lrr'"},
+                        Case{"optimizer.lr=fast", "--set=optimizer.lr=fast: "},
+                        Case{"adapter.kind=MOE", "--set=adapter.kind=MOE: "},
+                        Case{"optimizer=1", "'optimizer' is a message"},
+                        Case{"data.train.path=x", "'train' is a repeated field"},
+                        Case{"seed.x=1", "'seed' is not a message"},
+                        Case{"model.threads=1.5", "--set=model.threads=1.5: "}}) {
+    absl::Status s = ApplyOverride(k.assignment, &c);
+    EXPECT_FALSE(s.ok()) << k.assignment;
+    EXPECT_NE(std::string(s.message()).find(k.expect), std::string::npos) << s.message();
+    EXPECT_EQ(c.DebugString(), before.DebugString()) << k.assignment;
+  }
+}
+
+}  // namespace
+}  // namespace pmol::config
