@@ -80,6 +80,12 @@ struct DataOptions {
   bool append_eos = true;
 
   BadInputPolicy on_bad_input = BadInputPolicy::kSkip;
+  // Supervised fine-tuning data: a line needs no rejected reply (the pair's rejected
+  // reply is a copy of the chosen one and is never trained on) and no preference label
+  // (preference 0). Besides the formats above, such a line may be a whole conversation
+  // {"messages": [..., {"role": "assistant", ...}]}: the prompt is every message before
+  // the last, which must be the assistant's reply.
+  bool unpaired = false;
 
   // Batching and sampling.
   int32_t micro_batch_size = 4;  // rows per micro-batch (pairs when not packing)

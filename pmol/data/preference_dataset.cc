@@ -70,7 +70,7 @@ absl::StatusOr<PreferenceDataset> LoadPreferenceDataset(const DataOptions& optio
                                               " tokens > max_length ", options.max_length)));
         continue;
       }
-      if (pair.chosen == pair.rejected) {
+      if (pair.chosen == pair.rejected && !options.unpaired) {
         // Different texts that become the same ids after truncation carry no preference.
         PMOL_RETURN_IF_ERROR(bad(BadInputReason::kIdenticalResponses, "after truncation"));
         continue;

@@ -74,10 +74,11 @@ ParseOutcome PreferenceParser::Parse(std::string_view line) const {
     }
   } else {
     auto it = j.find(options_.preference_field);
-    if (it == j.end()) {
+    if (it == j.end() && options_.unpaired) {
+      t.preference = 0;
+    } else if (it == j.end()) {
       return Fail(BadInputReason::kMissingField, "'" + options_.preference_field + "'");
-    }
-    if (it->is_string()) {
+    } else if (it->is_string()) {
       const std::string name = it->get<std::string>();
       for (size_t i = 0; i < options_.preference_names.size(); ++i) {
         if (options_.preference_names[i] == name) t.preference = static_cast<int32_t>(i);
@@ -95,8 +96,15 @@ ParseOutcome PreferenceParser::Parse(std::string_view line) const {
     }
   }
 
-  const auto chosen_it = j.find(options_.chosen_field);
-  const auto rejected_it = j.find(options_.rejected_field);
+  auto chosen_it = j.find(options_.chosen_field);
+  auto rejected_it = j.find(options_.rejected_field);
+  if (options_.unpaired) {
+    // Supervised data: a whole conversation, or prompt + chosen; the reply is its own
+    // (untrained) rejected copy.
+    const auto messages_it = j.find("messages");
+    if (chosen_it == j.end() && messages_it != j.end()) return ParseConversation(*messages_it, t);
+    if (rejected_it == j.end()) rejected_it = chosen_it;
+  }
   if (chosen_it == j.end()) return Fail(BadInputReason::kMissingField, "'" + options_.chosen_field + "'");
   if (rejected_it == j.end()) {
     return Fail(BadInputReason::kMissingField, "'" + options_.rejected_field + "'");
@@ -201,7 +209,35 @@ ParseOutcome PreferenceParser::Parse(std::string_view line) const {
   }
   if (IsBlank(t.chosen)) return Fail(BadInputReason::kEmptyResponse, "chosen");
   if (IsBlank(t.rejected)) return Fail(BadInputReason::kEmptyResponse, "rejected");
-  if (t.chosen == t.rejected) return Fail(BadInputReason::kIdenticalResponses, "");
+  if (t.chosen == t.rejected && !options_.unpaired) {
+    return Fail(BadInputReason::kIdenticalResponses, "");
+  }
+  out.ok = true;
+  return out;
+}
+
+ParseOutcome PreferenceParser::ParseConversation(const nlohmann::json& messages,
+                                                 PreferenceText& t) const {
+  std::vector<ChatMessage> conversation;
+  std::string error;
+  if (!ReadMessages(messages, "messages", &conversation, &error)) {
+    return Fail(BadInputReason::kMissingField, error);
+  }
+  if (conversation.size() < 2 || conversation.back().role != "assistant") {
+    return Fail(BadInputReason::kMalformed,
+                "'messages' must end with an assistant reply after at least one message");
+  }
+  const ChatMessage reply = conversation.back();
+  conversation.pop_back();
+  auto rendered = template_.RenderPrompt(conversation);
+  if (!rendered.ok()) return Fail(BadInputReason::kMalformed, std::string(rendered.status().message()));
+  if (IsBlank(reply.content)) return Fail(BadInputReason::kEmptyResponse, "the assistant reply");
+  ParseOutcome out;
+  out.text = std::move(t);
+  out.text.prompt = *rendered;
+  out.text.chosen = template_.RenderReply(reply.content);
+  out.text.rejected = out.text.chosen;
+  out.text.responses_need_eos = template_.reply_needs_eos();
   out.ok = true;
   return out;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "nlohmann/json.hpp"
 #include "pmol/data/bad_input.h"
 #include "pmol/data/chat_template.h"
 #include "pmol/data/data_options.h"
@@ -37,6 +38,9 @@ class PreferenceParser {
   ParseOutcome Parse(std::string_view line) const;
 
  private:
+  // options.unpaired: a {"messages": [...]} conversation ending with the reply.
+  ParseOutcome ParseConversation(const nlohmann::json& messages, PreferenceText& t) const;
+
   const DataOptions& options_;
   const DataSourceOptions& source_;
   ChatTemplate template_;

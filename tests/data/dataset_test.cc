@@ -161,6 +161,38 @@ TEST(PreferenceDataset, SourceTagOverridesAndOverlongPolicy) {
   EXPECT_LE(ds->pairs[1].prompt.size() + ds->pairs[1].chosen.size(), 64u);
 }
 
+TEST(PreferenceDataset, UnpairedSupervisedLines) {
+  auto tok = SmallTokenizer();
+  const std::string path = WriteFile(
+      "sft.jsonl",
+      R"({"messages": [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "the answer is yes"}]})" "\n"
+      R"({"prompt": "how are you", "chosen": "no thanks"})" "\n"
+      R"({"messages": [{"role": "user", "content": "hello"}]})" "\n"
+      R"({"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": " "}]})" "\n");
+  DataOptions o = BaseOptions(path);
+  o.unpaired = true;
+  auto ds = LoadPreferenceDataset(o, *tok);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->pairs.size(), 2u);
+  // The conversation's prompt is rendered by the template; the reply is the chosen one
+  // and its own rejected copy; no label means preference 0.
+  for (const TokenizedPair& p : ds->pairs) {
+    EXPECT_EQ(p.chosen, p.rejected);
+    EXPECT_EQ(p.preference, 0);
+  }
+  const std::string reply = tok->Decode(ds->pairs[0].chosen, false);
+  EXPECT_NE(reply.find("the answer is yes"), std::string::npos) << reply;
+  EXPECT_NE(tok->Decode(ds->pairs[0].prompt, false).find("hello there"), std::string::npos);
+  EXPECT_EQ(tok->Decode(ds->pairs[0].prompt, false).find("the answer"), std::string::npos);
+  EXPECT_EQ(ds->bad_input.count(BadInputReason::kMalformed), 1);      // no assistant reply
+  EXPECT_EQ(ds->bad_input.count(BadInputReason::kEmptyResponse), 1);  // blank reply
+  // Without `unpaired` the same file is all bad input (no rejected reply).
+  o.unpaired = false;
+  ds = LoadPreferenceDataset(o, *tok);
+  ASSERT_TRUE(ds.ok());
+  EXPECT_EQ(ds->pairs.size(), 0u);
+}
+
 TEST(Truncation, SameRuleForChosenAndRejected) {
   DataOptions o;
   o.max_length = 10;
