@@ -9,12 +9,6 @@
 #include "pmol/io/safetensors.h"
 
 namespace pmol {
-namespace {
-
-constexpr const char* kPeftModuleNames[kNumLinearModules] = {
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-
-}  // namespace
 
 std::string PeftTensorName(const std::string& pmol_name) {
   std::string name = pmol_name;
@@ -52,7 +46,7 @@ absl::Status ExportPeftAdapter(PmolAdapters& adapters, const std::string& dir,
   config["revision"] = nullptr;
   nlohmann::json targets = nlohmann::json::array();
   for (int m = 0; m < kNumLinearModules; ++m)
-    if (o.targets[m]) targets.push_back(kPeftModuleNames[m]);
+    if (o.targets[m]) targets.push_back(LinearModuleShortName(static_cast<LinearModule>(m)));
   config["target_modules"] = targets;
   if (o.layers.empty()) {
     config["layers_to_transform"] = nullptr;

@@ -47,6 +47,7 @@ class PmolAdapters final : public LinearAdapters {
 
   const AdapterOptions& options() const { return options_; }
   std::vector<AdaptedModule>& modules() { return modules_; }
+  const std::vector<AdaptedModule>& modules() const { return modules_; }
 
   void Initialize(uint64_t seed);
   // Loads every adapter tensor from a safetensors file (all must be present with their

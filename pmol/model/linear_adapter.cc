@@ -1,6 +1,8 @@
 // Module names of the adapter hook; see linear_adapter.h.
 #include "pmol/model/linear_adapter.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 
 namespace pmol {
@@ -16,6 +18,12 @@ const char* LinearModuleSuffix(LinearModule m) {
     case LinearModule::kDown: return "mlp.down_proj";
   }
   return "?";
+}
+
+const char* LinearModuleShortName(LinearModule m) {
+  const char* suffix = LinearModuleSuffix(m);
+  const char* dot = std::strchr(suffix, '.');
+  return dot == nullptr ? suffix : dot + 1;
 }
 
 std::string LinearModuleName(int64_t layer, LinearModule m) {

@@ -23,6 +23,8 @@ inline constexpr int kNumLinearModules = 7;
 
 // "self_attn.q_proj", ..., "mlp.down_proj".
 const char* LinearModuleSuffix(LinearModule m);
+// The module's own name, as PEFT's target_modules lists it: "q_proj", ..., "down_proj".
+const char* LinearModuleShortName(LinearModule m);
 // The HF module name, e.g. "model.layers.3.self_attn.q_proj".
 std::string LinearModuleName(int64_t layer, LinearModule m);
 

@@ -93,6 +93,14 @@ LlamaWeights ZerosLikeWeights(const LlamaConfig& config, Backend* backend, DType
   return w;
 }
 
+LlamaWeights CloneWeights(const LlamaConfig& config, LlamaWeights& weights) {
+  std::vector<std::pair<std::string, Tensor>> src = NamedWeights(config, weights);
+  LlamaWeights copy;
+  size_t i = 0;
+  ForEachWeight(config, copy, [&](const WeightSlot& slot) { *slot.tensor = src[i++].second.Clone(); });
+  return copy;
+}
+
 std::vector<std::pair<std::string, Tensor>> NamedWeights(const LlamaConfig& config,
                                                          LlamaWeights& weights) {
   std::vector<std::pair<std::string, Tensor>> out;

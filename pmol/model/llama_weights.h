@@ -67,6 +67,9 @@ LlamaWeights InitLlamaWeights(const LlamaConfig& config, uint64_t seed, double s
 // Zero tensors shaped like every weight (for gradients).
 LlamaWeights ZerosLikeWeights(const LlamaConfig& config, Backend* backend, DType dtype);
 
+// A deep copy (e.g. a frozen reference, or weights to merge an adapter into).
+LlamaWeights CloneWeights(const LlamaConfig& config, LlamaWeights& weights);
+
 // Names and tensors, for writing a checkpoint.
 std::vector<std::pair<std::string, Tensor>> NamedWeights(const LlamaConfig& config,
                                                          LlamaWeights& weights);

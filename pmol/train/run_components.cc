@@ -99,12 +99,8 @@ absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::
     run->full_grads = std::make_unique<LlamaWeights>(ZerosLikeWeights(lc, run->backend, run->dtype));
     if (objective.kind() == config::ObjectiveConfig::DPO && !objective.precompute_reference()) {
       // The one case with a second copy: full fine-tuning moves the base itself.
-      LlamaWeights frozen;
-      LlamaWeights& live = run->model->weights();
-      auto src = NamedWeights(lc, live);
-      size_t i = 0;
-      ForEachWeight(lc, frozen, [&](const WeightSlot& slot) { *slot.tensor = src[i++].second.Clone(); });
-      run->reference = std::make_unique<LlamaModel>(lc, std::move(frozen), run->backend, run->dtype);
+      run->reference = std::make_unique<LlamaModel>(lc, CloneWeights(lc, run->model->weights()),
+                                                    run->backend, run->dtype);
     }
   } else {
     run->adapters = std::make_unique<PmolAdapters>(adapter, lc, run->backend, run->dtype);
