@@ -28,8 +28,7 @@ absl::Status ErrnoError(const std::string& what, const std::string& path) {
 }
 
 double WallTimeNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string ParentDir(const std::string& path) {
@@ -147,8 +146,8 @@ std::string NewEventsPath(const std::string& dir) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsLog>> MetricsLog::Open(const std::string& jsonl_path,
-                                                              const std::string& tensorboard_dir,
-                                                              int64_t resume_step) {
+                                                             const std::string& tensorboard_dir,
+                                                             int64_t resume_step) {
   std::unique_ptr<MetricsLog> log(new MetricsLog());
   log->jsonl_path_ = jsonl_path;
   if (!jsonl_path.empty()) {
@@ -212,9 +211,9 @@ absl::Status MetricsLog::Write(int64_t step, const std::string& split,
   }
   const double wall_time = WallTimeNow();
   if (jsonl_fd_ >= 0) {
-    std::string line = absl::StrCat("{\"step\": ", step, ", \"split\": ",
-                                    nlohmann::json(split).dump(), ", \"wall_time\": ",
-                                    JsonNumber(wall_time));
+    std::string line =
+        absl::StrCat("{\"step\": ", step, ", \"split\": ", nlohmann::json(split).dump(),
+                     ", \"wall_time\": ", JsonNumber(wall_time));
     for (const auto& [name, value] : scalars) {
       absl::StrAppend(&line, ", ", nlohmann::json(name).dump(), ": ", JsonNumber(value));
     }

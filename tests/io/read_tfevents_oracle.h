@@ -12,8 +12,8 @@
 namespace pmol {
 
 struct TfEventsOracleResult {
-  CommandResult run;     // the reader's exit status and output
-  nlohmann::json json;   // its parsed stdout when it exited 0, else null
+  CommandResult run;    // the reader's exit status and output
+  nlohmann::json json;  // its parsed stdout when it exited 0, else null
 };
 
 // raw_records: `--records` (each record's length and hex bytes); otherwise decoded Events.

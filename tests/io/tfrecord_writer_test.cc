@@ -87,10 +87,10 @@ TEST(TfRecordWriterTest, CorruptedBytesMakeTheReaderReportCrcErrors) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {33 + 3, "record 2 at offset 33: length CRC mismatch"},      // a length byte
-      {33 + 12 + 50, "record 2 at offset 33: data CRC mismatch"},  // a data byte
+      {33 + 3, "record 2 at offset 33: length CRC mismatch"},           // a length byte
+      {33 + 12 + 50, "record 2 at offset 33: data CRC mismatch"},       // a data byte
       {33 + 12 + 100 + 1, "record 2 at offset 33: data CRC mismatch"},  // the data CRC
-      {16 + 9, "record 1 at offset 16: length CRC mismatch"},  // the length CRC
+      {16 + 9, "record 1 at offset 16: length CRC mismatch"},           // the length CRC
   };
   for (const Case& c : cases) {
     std::string bad = good;
@@ -116,8 +116,8 @@ TEST(TfRecordWriterTest, OpenTruncatesAnExistingFile) {
 TEST(TfRecordWriterTest, UnwritablePathIsAnErrorNamingIt) {
   const std::string dir = FreshDir(CurrentTestName());
   WriteFile(dir + "/a_file", "x");
-  for (const std::string& path : {dir + "/a_file/records.tfrecord",
-                                  dir + "/missing/records.tfrecord"}) {
+  for (const std::string& path :
+       {dir + "/a_file/records.tfrecord", dir + "/missing/records.tfrecord"}) {
     absl::StatusOr<std::unique_ptr<TfRecordWriter>> writer = TfRecordWriter::Open(path);
     ASSERT_FALSE(writer.ok()) << path;
     EXPECT_NE(std::string(writer.status().message()).find(path), std::string::npos)

@@ -28,8 +28,7 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::vector<std::string> Lines(const std::string& text) {
@@ -117,8 +116,7 @@ void WriteSteps(MetricsLog* log, const std::vector<Step>& steps) {
 }
 
 // The events file decodes (independent reader) to file_version then `steps`.
-void ExpectEvents(const std::string& path, const std::vector<Step>& steps, double lo,
-                  double hi) {
+void ExpectEvents(const std::string& path, const std::vector<Step>& steps, double lo, double hi) {
   TfEventsOracleResult read = ReadTfEventsWithOracle(path, /*raw_records=*/false);
   ASSERT_TRUE(ExitedWith(read.run, 0));
   ASSERT_EQ(read.json.size(), steps.size() + 1) << read.json.dump();
@@ -236,8 +234,9 @@ TEST(MetricsLogTest, ResumeKeepsStepsUpToKAndDropsATornLine) {
   const double hi = Now();
   lines = Lines(ReadFile(jsonl));
   ASSERT_EQ(lines.size(), 4u);
-  EXPECT_EQ(MaskWallTime(lines[3], lo, hi),
-            R"({"step": 3, "split": "train", "wall_time": W, "grad_norm": 2.0, "loss/total": 0.25, "lr": 3e-05})");
+  EXPECT_EQ(
+      MaskWallTime(lines[3], lo, hi),
+      R"({"step": 3, "split": "train", "wall_time": W, "grad_norm": 2.0, "loss/total": 0.25, "lr": 3e-05})");
   absl::StatusOr<std::vector<MetricsRecord>> after = ReadMetricsJsonl(jsonl);
   ASSERT_TRUE(after.ok()) << after.status();
   ExpectRecords(*after, {SampleSteps()[0], SampleSteps()[1], SampleSteps()[2], replay[0]});
@@ -275,8 +274,9 @@ TEST(MetricsLogTest, ResumeBeyondTheLastStepKeepsEveryWholeLine) {
 
 TEST(MetricsLogTest, AWholeLastLineWithoutNewlineIsKept) {
   const std::string path = FreshDir(CurrentTestName()) + "/metrics.jsonl";
-  WriteFile(path, "{\"step\": 1, \"split\": \"train\", \"a\": 1}\n{\"step\": 2, \"split\": "
-                  "\"train\", \"a\": null}");
+  WriteFile(path,
+            "{\"step\": 1, \"split\": \"train\", \"a\": 1}\n{\"step\": 2, \"split\": "
+            "\"train\", \"a\": null}");
   absl::StatusOr<std::vector<MetricsRecord>> records = ReadMetricsJsonl(path);
   ASSERT_TRUE(records.ok()) << records.status();
   ASSERT_EQ(records->size(), 2u);
@@ -343,8 +343,7 @@ TEST(MetricsLogTest, UnwritablePathsAreErrorsNamingThem) {
     absl::StatusOr<std::unique_ptr<MetricsLog>> log =
         MetricsLog::Open(c.jsonl, c.tb, c.resume_step);
     ASSERT_FALSE(log.ok()) << c.jsonl << " " << c.tb;
-    EXPECT_NE(std::string(log.status().message()).find(c.named), std::string::npos)
-        << log.status();
+    EXPECT_NE(std::string(log.status().message()).find(c.named), std::string::npos) << log.status();
   }
 }
 
