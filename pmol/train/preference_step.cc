@@ -2,6 +2,7 @@
 #include "pmol/train/preference_step.h"
 
 #include <algorithm>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "pmol/core/status.h"
@@ -155,6 +156,20 @@ PreferenceStep::ReferenceLogProbs(const data::PreferenceBatch& batch) {
 absl::StatusOr<StepMetrics> PreferenceStep::Run(
     const data::PreferenceBatch& batch, double loss_scale,
     const std::pair<std::vector<double>, std::vector<double>>* cached_reference) {
+  return Compute(batch, loss_scale, cached_reference, /*backward=*/true);
+}
+
+absl::StatusOr<StepMetrics> PreferenceStep::Evaluate(
+    const data::PreferenceBatch& batch,
+    const std::pair<std::vector<double>, std::vector<double>>* cached_reference) {
+  if (adapters_ != nullptr) adapters_->SetTraining(false, 0, 0);
+  return Compute(batch, /*loss_scale=*/0.0, cached_reference, /*backward=*/false);
+}
+
+absl::StatusOr<StepMetrics> PreferenceStep::Compute(
+    const data::PreferenceBatch& batch, double loss_scale,
+    const std::pair<std::vector<double>, std::vector<double>>* cached_reference,
+    bool backward) {
   // With expert groups a label names a group and must exist; otherwise labels only
   // split the metrics, and any non-negative label is fine.
   const bool grouped = adapters_ != nullptr && adapters_->options().has_router();
@@ -175,9 +190,11 @@ absl::StatusOr<StepMetrics> PreferenceStep::Run(
   m.reward_chosen_sum.assign(P + 1, 0.0);
   m.reward_rejected_sum.assign(P + 1, 0.0);
   m.correct_sum.assign(P + 1, 0.0);
-  auto add_pair = [&](int64_t i, double rc, double rr) {
+  m.main_sum.assign(P + 1, 0.0);
+  auto add_pair = [&](int64_t i, double rc, double rr, double loss) {
     for (int32_t p : {batch.preference[i], P}) {
       m.pref_pairs[p] += 1;
+      m.main_sum[p] += loss;
       m.reward_chosen_sum[p] += rc;
       m.reward_rejected_sum[p] += rr;
       m.correct_sum[p] += rc > rr ? 1.0 : 0.0;
@@ -194,10 +211,11 @@ absl::StatusOr<StepMetrics> PreferenceStep::Run(
   }
 
   ForwardState state;
+  ForwardState* keep = backward ? &state : nullptr;  // activations for the backward
   Tensor dhidden, dlogits;
   if (kind == ObjectiveKind::kReward) {
     if (value_head_ == nullptr) return absl::FailedPreconditionError("reward training needs a value head");
-    PMOL_ASSIGN_OR_RETURN(Tensor hidden, model_->ForwardHidden(rows.ids, rows.count, T, &state, adapters_));
+    PMOL_ASSIGN_OR_RETURN(Tensor hidden, model_->ForwardHidden(rows.ids, rows.count, T, keep, adapters_));
     std::vector<int64_t> chosen_rows(B), rejected_rows(B);
     for (int64_t i = 0; i < B; ++i) {
       chosen_rows[i] = i * T + rows.length[i] - 1;
@@ -206,12 +224,17 @@ absl::StatusOr<StepMetrics> PreferenceStep::Run(
     const Tensor w = value_head_->weight.Reshape({value_head_->weight.numel()});
     RewardResult r = RewardLoss(hidden, chosen_rows, rejected_rows, w, 0.0);
     m.main = r.loss;
-    for (int64_t i = 0; i < B; ++i) add_pair(i, r.rewards_chosen[i], r.rewards_rejected[i]);
-    be->Axpy(dt, loss_scale, r.dw.data(), value_head_->grad.data(), r.dw.numel());
-    dhidden = r.dh;
-    be->Scale(dt, loss_scale, dhidden.data(), dhidden.numel());
+    m.main_count = B;
+    for (int64_t i = 0; i < B; ++i)  // the per-pair Bradley-Terry loss of reward_loss.h
+      add_pair(i, r.rewards_chosen[i], r.rewards_rejected[i],
+               Softplus(-(r.rewards_chosen[i] - r.rewards_rejected[i])));
+    if (backward) {
+      be->Axpy(dt, loss_scale, r.dw.data(), value_head_->grad.data(), r.dw.numel());
+      dhidden = r.dh;
+      be->Scale(dt, loss_scale, dhidden.data(), dhidden.numel());
+    }
   } else {
-    PMOL_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(rows.ids, rows.count, T, &state, adapters_));
+    PMOL_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(rows.ids, rows.count, T, keep, adapters_));
     const SequenceLogProbsResult lp = SequenceLogProbs(
         logits, ResponseTargetsFromMask(rows.ids, rows.response, rows.count, T));
     std::vector<double> d_sums;
@@ -225,16 +248,22 @@ absl::StatusOr<StepMetrics> PreferenceStep::Run(
       in.rejected_tokens.assign(lp.counts.begin() + B, lp.counts.end());
       const DpoResult r = DpoLoss(options_.dpo, in);
       m.main = r.loss;
-      for (int64_t i = 0; i < B; ++i) add_pair(i, r.rewards_chosen[i], r.rewards_rejected[i]);
+      m.main_count = B;
+      for (int64_t i = 0; i < B; ++i)
+        add_pair(i, r.rewards_chosen[i], r.rewards_rejected[i], r.losses[i]);
       d_sums = r.d_policy_chosen;
       d_sums.insert(d_sums.end(), r.d_policy_rejected.begin(), r.d_policy_rejected.end());
     } else {
       const SftResult r = SftLoss(lp.sums, lp.counts);
       m.main = r.loss;
+      m.main_count = r.tokens;
+      for (int64_t i = 0; i < B; ++i) add_pair(i, 0.0, 0.0, 0.0);  // counts only: no rewards
       d_sums = r.d_sums;
     }
-    for (double& d : d_sums) d *= loss_scale;
-    SequenceLogProbsBackward(logits, lp.state, d_sums, &dlogits);
+    if (backward) {
+      for (double& d : d_sums) d *= loss_scale;
+      SequenceLogProbsBackward(logits, lp.state, d_sums, &dlogits);
+    }
   }
 
   // Auxiliary router losses and router-mass metrics, per adapted module.
@@ -249,27 +278,60 @@ absl::StatusOr<StepMetrics> PreferenceStep::Run(
       select[labels[n]][n] = 1;
       select[P][n] = 1;
     }
-    m.router_mass.assign(P + 1, std::vector<double>(layout.num_groups() + 1, 0.0));
+    const size_t K = layout.num_groups() + 1, S = layout.num_slots();
+    m.router_positions.assign(P + 1, 0);
+    for (int32_t p = 0; p <= P; ++p)
+      for (uint8_t s : select[p]) m.router_positions[p] += s;
+    m.router_mass.assign(P + 1, std::vector<double>(K, 0.0));
+    // Layer j of router_layers, and how many modules each layer adapts.
+    std::map<int64_t, int32_t> modules_in_layer;
+    for (const AdaptedModule& am : adapters_->modules()) ++modules_in_layer[am.layer];
+    std::map<int64_t, size_t> layer_index;
+    for (const auto& [layer, count] : modules_in_layer) {
+      layer_index[layer] = m.router_layers.size();
+      m.router_layers.push_back(layer);
+    }
+    m.router_mass_by_layer.assign(
+        P + 1, std::vector<std::vector<double>>(m.router_layers.size(), std::vector<double>(K, 0.0)));
     for (AdaptedModule& am : adapters_->modules()) {
-      am.aux_grad = Tensor::Zeros(am.cache.probs.shape(), DType::kF64, be);
+      Tensor* dg = nullptr;
+      if (backward) {
+        am.aux_grad = Tensor::Zeros(am.cache.probs.shape(), DType::kF64, be);
+        dg = &am.aux_grad;
+      }
       m.group += GroupSoftLoss(layout, am.cache.probs, labels, options_.group_label_smoothing,
-                               loss_scale * options_.group_loss_weight / modules, &am.aux_grad) /
+                               loss_scale * options_.group_loss_weight / modules, dg) /
                  modules;
       m.balance += BalanceLoss(layout, am.cache.probs, rows.valid,
-                               loss_scale * options_.balance_loss_weight / modules, &am.aux_grad) /
+                               loss_scale * options_.balance_loss_weight / modules, dg) /
                    modules;
+      const size_t j = layer_index[am.layer];
+      const double in_layer = modules_in_layer[am.layer];
       for (int32_t p = 0; p <= P; ++p) {
         const std::vector<double> mass = RouterGroupMass(layout, am.cache.probs, select[p]);
-        for (size_t k = 0; k < mass.size(); ++k) m.router_mass[p][k] += mass[k] / modules;
+        for (size_t k = 0; k < mass.size(); ++k) {
+          m.router_mass[p][k] += mass[k] / modules;
+          m.router_mass_by_layer[p][j][k] += mass[k] / in_layer;
+        }
       }
+      // L_bal's per-slot sums over non-padding positions, in BalanceLoss's order.
+      const std::vector<double> g = am.cache.probs.ToDoubles();
+      std::vector<double> sums(S, 0.0);
+      for (int64_t n = 0; n < N; ++n) {
+        if (!rows.valid[n]) continue;
+        for (size_t s = 0; s < S; ++s) sums[s] += g[n * S + s];
+      }
+      m.router_slot_sums.push_back(std::move(sums));
     }
   }
   m.loss = m.main + options_.group_loss_weight * m.group + options_.balance_loss_weight * m.balance;
 
-  if (kind == ObjectiveKind::kReward) {
-    model_->BackwardFromHidden(state, dhidden, full_grads_);
-  } else {
-    model_->Backward(state, dlogits, full_grads_);
+  if (backward) {
+    if (kind == ObjectiveKind::kReward) {
+      model_->BackwardFromHidden(state, dhidden, full_grads_);
+    } else {
+      model_->Backward(state, dlogits, full_grads_);
+    }
   }
   if (adapters_ != nullptr) adapters_->ClearCaches();
   return m;

@@ -17,7 +17,10 @@
 //   L = L_main + group_weight * L_group + balance_weight * L_bal.
 // Metrics: loss parts; rewards chosen/rejected/margins/accuracy (DPO: beta * policy-
 // reference log-ratio; REWARD: the head's scores); router mass per group over response
-// positions (mean over modules); all overall and per preference.
+// positions (mean over modules, and per layer the mean over that layer's modules); all
+// overall and per preference; plus the counts and sums that merge micro-batches exactly.
+// Evaluate computes the same metrics with a forward only (adapters in eval mode: no
+// dropout) and touches no gradient.
 #ifndef PMOL_TRAIN_PREFERENCE_STEP_H_
 #define PMOL_TRAIN_PREFERENCE_STEP_H_
 
@@ -55,11 +58,28 @@ StepOptions StepOptionsFromConfig(const config::ObjectiveConfig& objective,
 struct StepMetrics {
   double loss = 0, main = 0, group = 0, balance = 0;  // main: dpo, sft or reward loss
   int64_t pairs = 0, tokens = 0;
-  // Per preference p (index p), and overall (index num_preferences):
+  // Per preference p (index p), and overall (index num_preferences); SFT counts the
+  // pairs and leaves the reward sums at 0:
   std::vector<int64_t> pref_pairs;
   std::vector<double> reward_chosen_sum, reward_rejected_sum, correct_sum;
   // Router mass over response positions, [preference (+ overall)][group (+ empty)].
   std::vector<std::vector<double>> router_mass;
+  // The same per adapted layer: router_layers lists the adapted layers (ascending) and
+  // router_mass_by_layer[p][j][k] is the mean over layer router_layers[j]'s modules.
+  std::vector<int64_t> router_layers;
+  std::vector<std::vector<std::vector<double>>> router_mass_by_layer;
+
+  // For merging micro-batches exactly (pmol/train/evaluator.h):
+  //   main_count: what `main` is a mean over: pairs (DPO, REWARD) or chosen-response
+  //               tokens (SFT);
+  //   main_sum[p]: sum of the per-pair main losses (DPO, REWARD; zeros for SFT);
+  //   router_positions[p]: the response positions router_mass[p] averages over (also
+  //               L_group's positions, p = overall);
+  //   router_slot_sums[module][slot]: sum of g over non-padding positions (L_bal's M_i).
+  int64_t main_count = 0;
+  std::vector<double> main_sum;
+  std::vector<int64_t> router_positions;
+  std::vector<std::vector<double>> router_slot_sums;
 
   // Named scalars for logs: loss/total, loss/dpo|sft|reward, loss/group, loss/balance,
   // rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracy (means), and
@@ -92,7 +112,21 @@ class PreferenceStep {
       const data::PreferenceBatch& batch, double loss_scale,
       const std::pair<std::vector<double>, std::vector<double>>* cached_reference = nullptr);
 
+  // The same metrics with a forward only: no backward, no gradient buffer touched, no
+  // activations kept. Switches the adapters to evaluation mode (SetTraining(false): no
+  // dropout); a training loop sets training mode again before its next Run, as it does
+  // every step anyway (the dropout masks depend on the step).
+  absl::StatusOr<StepMetrics> Evaluate(
+      const data::PreferenceBatch& batch,
+      const std::pair<std::vector<double>, std::vector<double>>* cached_reference = nullptr);
+
  private:
+  // Run (backward = true) and Evaluate (backward = false).
+  absl::StatusOr<StepMetrics> Compute(
+      const data::PreferenceBatch& batch, double loss_scale,
+      const std::pair<std::vector<double>, std::vector<double>>* cached_reference,
+      bool backward);
+
   StepOptions options_;
   LlamaModel* model_;
   PmolAdapters* adapters_;

@@ -6,7 +6,12 @@
 //    reference forward;
 //  - gradient accumulation over two half micro-batches with loss_scale 1/2 equals one
 //    step on the whole batch when the loss is a mean over pairs (DPO only; the group loss
-//    is a mean over tokens, which halves do not split evenly).
+//    is a mean over tokens, which halves do not split evenly);
+//  - Evaluate (forward only) gives Run's metrics and leaves every gradient as it was, and
+//    ignores dropout (eval mode), while Run with dropout differs;
+//  - router mass per layer: layer 0's figures equal those of a run that adapts layer 0
+//    only (layer 1's adapters cannot change layer 0's routers), and with the same modules
+//    in every layer their mean over layers is the overall router mass.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -14,69 +19,28 @@
 #include "gtest/gtest.h"
 #include "pmol/train/run_components.h"
 #include "tests/model/model_test_util.h"
+#include "tests/train/train_test_util.h"
 
 namespace pmol {
 namespace {
 
-constexpr char kModelJson[] = R"({"model_type": "llama", "hidden_size": 16,
-    "intermediate_size": 24, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "num_hidden_layers": 2, "vocab_size": 48, "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": false})";
-
-std::string ModelDir() {
-  static const std::string dir = [] {
-    const std::string d = TempDir() + "/model";
-    WriteRandomModel(kModelJson, d, 17, 0.2);
-    return d;
-  }();
-  return dir;
-}
-
-config::RunConfig Config() {
-  config::RunConfig c;
-  c.mutable_model()->set_path(ModelDir());
-  c.mutable_model()->set_dtype("f64");
-  c.mutable_model()->set_threads(2);
-  c.mutable_adapter()->set_num_groups(2);
-  c.mutable_adapter()->set_experts_per_group(2);
-  c.mutable_adapter()->set_rank(3);
-  c.set_seed(5);
-  return c;
-}
-
-data::PreferenceBatch Batch(int first, int count) {
-  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5}, {6, 7, 8, 9}, {10}};
-  const std::vector<std::vector<int32_t>> chosen = {{11, 12}, {13, 14, 15}, {16}, {17, 18, 19, 20}};
-  const std::vector<std::vector<int32_t>> rejected = {{21, 22, 23}, {24}, {25, 26}, {27, 28}};
-  data::PreferenceDataset ds;
-  std::vector<int64_t> idx;
-  for (int i = first; i < first + count; ++i) {
-    data::TokenizedPair p;
-    p.prompt = prompts[i];
-    p.chosen = chosen[i];
-    p.rejected = rejected[i];
-    p.preference = i % 2;
-    ds.pairs.push_back(p);
-    idx.push_back(i - first);
-  }
-  return data::MakePaddedBatch(ds, idx, count, 8, 0);
-}
-
-// Nonzero lora_B so that adapters (and their dropout) change the outputs.
-void PerturbB(RunComponents& run) {
-  for (AdaptedModule& am : run.adapters->modules()) {
-    double* b = am.params.lora_B.data_as<double>();
-    for (int64_t i = 0; i < am.params.lora_B.numel(); ++i) b[i] = 0.05 * std::sin(1.0 + i);
-  }
-}
-
-std::vector<double> AllGrads(RunComponents& run) {
-  std::vector<double> out;
-  for (auto& [name, g] : run.TrainableGrads()) {
-    const std::vector<double> v = g.ToDoubles();
-    out.insert(out.end(), v.begin(), v.end());
-  }
-  return out;
+// Every figure of a StepMetrics, flattened (counts as doubles), for closeness checks.
+std::vector<double> Flatten(const StepMetrics& m) {
+  std::vector<double> v = {m.loss, m.main, m.group, m.balance, double(m.pairs), double(m.tokens),
+                           double(m.main_count)};
+  auto add = [&](const auto& xs) { for (auto x : xs) v.push_back(static_cast<double>(x)); };
+  add(m.pref_pairs);
+  add(m.reward_chosen_sum);
+  add(m.reward_rejected_sum);
+  add(m.correct_sum);
+  add(m.main_sum);
+  add(m.router_positions);
+  add(m.router_layers);
+  for (const auto& row : m.router_mass) add(row);
+  for (const auto& layers : m.router_mass_by_layer)
+    for (const auto& row : layers) add(row);
+  for (const auto& row : m.router_slot_sums) add(row);
+  return v;
 }
 
 std::vector<double> StepGrads(config::RunConfig c, bool recompute, double dropout) {
@@ -85,24 +49,24 @@ std::vector<double> StepGrads(config::RunConfig c, bool recompute, double dropou
   auto run = BuildRunComponents(c, "").value();
   PerturbB(*run);
   run->adapters->SetTraining(true, 99, 3);
-  EXPECT_TRUE(run->step->Run(Batch(0, 4), 1.0).ok());
+  EXPECT_TRUE(run->step->Run(TinyBatch(0, 4), 1.0).ok());
   return AllGrads(*run);
 }
 
 TEST(PreferenceStepTest, RecomputeReproducesDropoutMasks) {
-  const std::vector<double> plain = StepGrads(Config(), false, 0.3);
-  const std::vector<double> recompute = StepGrads(Config(), true, 0.3);
+  const std::vector<double> plain = StepGrads(TinyConfig(), false, 0.3);
+  const std::vector<double> recompute = StepGrads(TinyConfig(), true, 0.3);
   ExpectClose(recompute, plain, 1e-12, "recompute vs stored activations, dropout 0.3");
-  const std::vector<double> no_dropout = StepGrads(Config(), false, 0.0);
+  const std::vector<double> no_dropout = StepGrads(TinyConfig(), false, 0.0);
   double diff = 0;
   for (size_t i = 0; i < plain.size(); ++i) diff = std::max(diff, std::fabs(plain[i] - no_dropout[i]));
   EXPECT_GT(diff, 1e-4) << "dropout must change the gradients, or the check above is empty";
 }
 
 TEST(PreferenceStepTest, CachedReferenceEqualsLiveReference) {
-  auto run = BuildRunComponents(Config(), "").value();
+  auto run = BuildRunComponents(TinyConfig(), "").value();
   PerturbB(*run);
-  const data::PreferenceBatch batch = Batch(0, 4);
+  const data::PreferenceBatch batch = TinyBatch(0, 4);
   auto live = run->step->Run(batch, 1.0).value();
   const std::vector<double> live_grads = AllGrads(*run);
   run->ZeroGrads();
@@ -114,18 +78,88 @@ TEST(PreferenceStepTest, CachedReferenceEqualsLiveReference) {
 }
 
 TEST(PreferenceStepTest, AccumulatingHalvesEqualsTheWholeBatch) {
-  config::RunConfig c = Config();
+  config::RunConfig c = TinyConfig();
   c.mutable_objective()->set_group_loss_weight(0);
   c.mutable_objective()->set_balance_loss_weight(0);
   auto run = BuildRunComponents(c, "").value();
   PerturbB(*run);
-  auto whole = run->step->Run(Batch(0, 4), 1.0).value();
+  auto whole = run->step->Run(TinyBatch(0, 4), 1.0).value();
   const std::vector<double> whole_grads = AllGrads(*run);
   run->ZeroGrads();
-  auto first = run->step->Run(Batch(0, 2), 0.5).value();
-  auto second = run->step->Run(Batch(2, 2), 0.5).value();
+  auto first = run->step->Run(TinyBatch(0, 2), 0.5).value();
+  auto second = run->step->Run(TinyBatch(2, 2), 0.5).value();
   EXPECT_NEAR(0.5 * (first.main + second.main), whole.main, 1e-12);
   ExpectClose(AllGrads(*run), whole_grads, 1e-12, "two accumulated halves vs whole batch");
+}
+
+TEST(PreferenceStepTest, EvaluateGivesRunsMetricsAndLeavesGradients) {
+  auto run = BuildRunComponents(TinyConfig(), "").value();
+  PerturbB(*run);
+  const data::PreferenceBatch batch = TinyBatch(0, 4);
+  const StepMetrics trained = run->step->Run(batch, 1.0).value();
+  const std::vector<double> grads = AllGrads(*run);
+  double norm = 0;
+  for (double g : grads) norm = std::max(norm, std::fabs(g));
+  ASSERT_GT(norm, 1e-6) << "Run must leave gradients, or 'untouched' below checks nothing";
+  const StepMetrics evaluated = run->step->Evaluate(batch).value();
+  EXPECT_EQ(AllGrads(*run), grads) << "Evaluate changed a gradient";
+  const std::vector<double> want = Flatten(trained), got = Flatten(evaluated);
+  ASSERT_EQ(got.size(), want.size());
+  ExpectClose(got, want, 1e-12, "Evaluate vs Run metrics");
+  EXPECT_EQ(evaluated.Named(ObjectiveKind::kDpo, run->preference_names).size(),
+            trained.Named(ObjectiveKind::kDpo, run->preference_names).size());
+  EXPECT_GT(evaluated.group, 0.0);
+  EXPECT_GT(evaluated.balance, 0.0);
+  EXPECT_EQ(evaluated.router_layers, (std::vector<int64_t>{0, 1}));
+}
+
+TEST(PreferenceStepTest, EvaluateRunsWithoutDropout) {
+  auto plain = BuildRunComponents(TinyConfig(), "").value();
+  PerturbB(*plain);
+  const data::PreferenceBatch batch = TinyBatch(0, 4);
+  const StepMetrics want = plain->step->Run(batch, 1.0).value();
+
+  config::RunConfig c = TinyConfig();
+  c.mutable_adapter()->set_dropout(0.3);
+  auto dropped = BuildRunComponents(c, "").value();
+  PerturbB(*dropped);
+  dropped->adapters->SetTraining(true, 99, 3);
+  const StepMetrics with_dropout = dropped->step->Run(batch, 1.0).value();
+  EXPECT_GT(std::fabs(with_dropout.main - want.main), 1e-6)
+      << "dropout must change Run's loss, or the check below is empty";
+  const StepMetrics evaluated = dropped->step->Evaluate(batch).value();
+  ExpectClose(Flatten(evaluated), Flatten(want), 1e-12, "Evaluate with dropout 0.3 vs dropout 0");
+}
+
+TEST(PreferenceStepTest, RouterMassByLayer) {
+  const data::PreferenceBatch batch = TinyBatch(0, 4);
+  auto both = BuildRunComponents(TinyConfig(), "").value();
+  PerturbB(*both);
+  const StepMetrics m = both->step->Run(batch, 1.0).value();
+  ASSERT_EQ(m.router_mass_by_layer.size(), 3u);  // 2 preferences + overall
+  for (size_t p = 0; p < m.router_mass.size(); ++p) {
+    ASSERT_EQ(m.router_mass_by_layer[p].size(), 2u);
+    std::vector<double> mean(m.router_mass[p].size(), 0.0);
+    for (const auto& layer : m.router_mass_by_layer[p])
+      for (size_t k = 0; k < mean.size(); ++k) mean[k] += layer[k] / 2;
+    ExpectClose(mean, m.router_mass[p], 1e-12, "mean over layers vs router_mass");
+  }
+
+  config::RunConfig c = TinyConfig();
+  c.mutable_adapter()->add_layers(0);
+  auto first_only = BuildRunComponents(c, "").value();
+  PerturbB(*first_only);
+  const StepMetrics m0 = first_only->step->Run(batch, 1.0).value();
+  EXPECT_EQ(m0.router_layers, (std::vector<int64_t>{0}));
+  for (size_t p = 0; p < m.router_mass.size(); ++p) {
+    ExpectClose(m.router_mass_by_layer[p][0], m0.router_mass[p], 1e-12,
+                "layer 0 of a 2-layer PMoL vs a layer-0-only PMoL");
+    double diff = 0;  // the layers differ, or the per-layer split shows nothing
+    for (size_t k = 0; k < m.router_mass[p].size(); ++k)
+      diff = std::max(diff, std::fabs(m.router_mass_by_layer[p][0][k] -
+                                      m.router_mass_by_layer[p][1][k]));
+    EXPECT_GT(diff, 1e-9);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,103 @@
+// Evaluation of a run on a held-out preference set: forward-only micro-batches
+// (PreferenceStep::Evaluate) in dataset order, merged exactly into one EvalResult, and
+// that result as JSON (the run's eval.json, read back by `pmol report`).
+//
+// Merging (so that any micro-batch size gives the figures of one batch holding every
+// pair, up to rounding):
+//   main     mean over StepMetrics::main_count (pairs; SFT: response tokens), weighted
+//   group    weighted by the labelled (response) positions it averages over
+//   balance  L_bal recomputed from the per-module slot sums M_i summed over all batches
+//            (the squared CV of the whole set's expert usage, mean over groups, modules)
+//   total    main + group_loss_weight * group + balance_loss_weight * balance
+//   rewards, accuracy, per-pair losses: sums over pairs / pairs
+//   router mass (overall and per layer): weighted by the response positions of the split
+//
+// eval.json ("format": "pmol-eval-v1"; a non-finite value is written as null):
+//   {"format", "objective": "dpo"|"sft"|"reward", "pairs", "tokens",
+//    "loss": {"total", "main", "group", "balance"},
+//    "preferences": [names], "groups": [names] (PMoL; [] otherwise),
+//    "router_layers": [adapted layer indices],
+//    "per_preference": [split, ...] (one per name), "overall": split}
+//   split = {"pairs", "loss" (mean per-pair main loss; null for SFT), "accuracy",
+//            "margin", "reward_chosen", "reward_rejected" (means; null without pairs or
+//            for SFT), "router_positions", "router_mass": [groups..., empty],
+//            "router_mass_by_layer": [[groups..., empty] per router layer]}
+#ifndef PMOL_TRAIN_EVALUATOR_H_
+#define PMOL_TRAIN_EVALUATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "pmol/data/preference_dataset.h"
+#include "pmol/train/preference_step.h"
+#include "pmol/train/run_components.h"
+
+namespace pmol {
+
+// The figures of one preference's pairs, or of all pairs.
+struct EvalSplit {
+  int64_t pairs = 0;
+  // Means over the split's pairs; NaN when it has none (and, for SFT, always).
+  double loss = 0, accuracy = 0, margin = 0, reward_chosen = 0, reward_rejected = 0;
+  // PMoL: response positions and the router mass over them, [group (+ empty)], and per
+  // adapted layer [j][group (+ empty)] for layer EvalResult::router_layers[j].
+  int64_t router_positions = 0;
+  std::vector<double> router_mass;
+  std::vector<std::vector<double>> router_mass_by_layer;
+};
+
+struct EvalResult {
+  ObjectiveKind kind = ObjectiveKind::kDpo;
+  std::vector<std::string> preference_names;  // one per split of `preferences`
+  std::vector<std::string> group_names;       // PMoL: one per expert group; else empty
+  std::vector<int64_t> router_layers;         // PMoL: adapted layers, ascending
+  int64_t pairs = 0, tokens = 0;
+  double loss = 0, main = 0, group = 0, balance = 0;
+  std::vector<EvalSplit> preferences;
+  EvalSplit overall;
+
+  // The names StepMetrics::Named gives the same figures (loss/total, loss/dpo, ...,
+  // rewards/accuracy/<pref>, router/<pref>/group<k>, ...), for the metrics log.
+  std::map<std::string, double> Named() const;
+};
+
+// Reference log-probs of the eval pairs, by index into the eval set, computed once
+// before training (needed for full fine-tuning with precompute_reference, which keeps
+// no frozen copy; optional otherwise).
+struct EvalReference {
+  std::vector<double> chosen, rejected;
+};
+
+// Evaluates the first `max_pairs` pairs of `eval_set` (0: all) in order, in padded
+// micro-batches of micro_batch_size rows of seq_len tokens. Leaves the adapters in
+// evaluation mode and every gradient buffer as it was. Errors name the eval pair (index,
+// source, line) that does not fit seq_len or has a label outside the expert groups.
+absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& components,
+                                           const data::PreferenceDataset& eval_set,
+                                           int32_t micro_batch_size, int32_t seq_len,
+                                           int32_t pad_id, int64_t max_pairs,
+                                           const EvalReference* reference = nullptr);
+
+// The reference log-probs of the same pairs, batched the same way (DPO). For full
+// fine-tuning without a frozen copy (precompute_reference) the model's current weights
+// are the reference: call it before the first update.
+absl::StatusOr<EvalReference> ComputeEvalReference(RunComponents& components,
+                                                   const data::PreferenceDataset& eval_set,
+                                                   int32_t micro_batch_size, int32_t seq_len,
+                                                   int32_t pad_id, int64_t max_pairs);
+
+std::string EvalResultToJson(const EvalResult& result);
+// `where` (e.g. the file name) prefixes every error, which names the field.
+absl::StatusOr<EvalResult> EvalResultFromJson(const std::string& json, const std::string& where);
+
+// eval.json on disk: written atomically; read with errors naming the file and field.
+absl::Status WriteEvalResult(const std::string& path, const EvalResult& result);
+absl::StatusOr<EvalResult> ReadEvalResult(const std::string& path);
+
+}  // namespace pmol
+
+#endif  // PMOL_TRAIN_EVALUATOR_H_
