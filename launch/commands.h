@@ -14,10 +14,11 @@ extern const Command kTokenizeCommand;
 extern const Command kMakeDemoDataCommand;
 extern const Command kGradsCommand;
 extern const Command kExportPeftCommand;
+extern const Command kTrainCommand;
 
 inline std::vector<Command> AllCommands() {
   return {kInitModelCommand, kForwardCommand, kTokenizeCommand, kMakeDemoDataCommand,
-          kGradsCommand,     kExportPeftCommand};
+          kGradsCommand,     kExportPeftCommand,  kTrainCommand};
 }
 
 }  // namespace pmol

@@ -78,6 +78,24 @@ int main(int argc, char** argv) {
     }
     normalized.push_back(std::move(arg));
   }
+  // A repeatable flag (--set) reaches its command as one value, the occurrences joined
+  // with '\x1f' (gflags itself keeps only the last).
+  std::vector<std::string> sets, rest;
+  for (size_t i = 0; i < normalized.size(); ++i) {
+    if (normalized[i].rfind("--set=", 0) == 0) {
+      sets.push_back(normalized[i].substr(6));
+    } else if (normalized[i] == "--set" && i + 1 < normalized.size()) {
+      sets.push_back(normalized[++i]);
+    } else {
+      rest.push_back(normalized[i]);
+    }
+  }
+  if (!sets.empty()) {
+    std::string joined = "--set=";
+    for (size_t i = 0; i < sets.size(); ++i) joined += (i ? "\x1f" : "") + sets[i];
+    rest.push_back(joined);
+    normalized = std::move(rest);
+  }
   const std::string unknown = FirstUnknownFlag(normalized);
   if (!unknown.empty()) {
     std::fprintf(stderr, "%s: unknown flag '%s' (`%s --help` lists the flags)\n", program.c_str(),

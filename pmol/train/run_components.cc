@@ -66,7 +66,7 @@ absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::
   PMOL_ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(mc.path(), run->backend, run->dtype));
   run->model = std::make_unique<LlamaModel>(std::move(model));
   run->model->set_recompute_activations(mc.recompute_activations());
-  const LlamaConfig& lc = run->model->config();
+  const LlamaConfig lc = run->model->config();  // a copy: full fine-tuning replaces the model
 
   PMOL_ASSIGN_OR_RETURN(AdapterOptions adapter,
                         AdapterOptionsFromConfig(config.adapter(), lc.num_hidden_layers));
@@ -96,6 +96,10 @@ absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::
     if (!adapter_path.empty())
       return absl::InvalidArgumentError(
           "--adapter: adapter.kind is FULL (full fine-tuning), which has no adapter tensors");
+    // Loaded weights may be read-only views of the mapped file: train a private copy.
+    run->model = std::make_unique<LlamaModel>(lc, CloneWeights(lc, run->model->weights()), run->backend,
+                                              run->dtype);
+    run->model->set_recompute_activations(mc.recompute_activations());
     run->full_grads = std::make_unique<LlamaWeights>(ZerosLikeWeights(lc, run->backend, run->dtype));
     if (objective.kind() == config::ObjectiveConfig::DPO && !objective.precompute_reference()) {
       // The one case with a second copy: full fine-tuning moves the base itself.

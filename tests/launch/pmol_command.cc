@@ -36,49 +36,62 @@ std::string CommandResult::Describe() const {
   return s.str();
 }
 
+std::string PmolPath() { return "launch/pmol"; }
+
 CommandResult RunPmol(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {"launch/pmol"};
+  std::vector<std::string> argv = {PmolPath()};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunProgram(argv);
 }
 
-CommandResult RunProgram(const std::vector<std::string>& args) {
+RunningProgram StartProgram(const std::vector<std::string>& args) {
   static int counter = 0;
+  RunningProgram p;
   const std::string base = TmpRoot() + "/run_" + std::to_string(++counter);
-  const std::string out_path = base + ".stdout", err_path = base + ".stderr";
+  p.stdout_path = base + ".stdout";
+  p.stderr_path = base + ".stderr";
 
   std::vector<std::string> argv_strings = args;
   std::vector<char*> argv;
-  CommandResult r;
   for (std::string& a : argv_strings) {
     argv.push_back(a.data());
-    r.command += (r.command.empty() ? "" : " ") + a;
+    p.command += (p.command.empty() ? "" : " ") + a;
   }
   argv.push_back(nullptr);
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, p.stdout_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, p.stderr_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  const int spawn_error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  const int spawn_error = posix_spawn(&p.pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_error != 0) {
     ADD_FAILURE() << "cannot start " << argv[0] << " from " << std::filesystem::current_path()
                   << ": " << std::strerror(spawn_error);
-    return r;
+    p.pid = -1;
   }
+  return p;
+}
+
+CommandResult WaitProgram(const RunningProgram& p) {
+  CommandResult r;
+  r.command = p.command;
+  if (p.pid <= 0) return r;
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (waitpid(p.pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.term_signal = WTERMSIG(status);
-  r.stdout_text = ReadFile(out_path);
-  r.stderr_text = ReadFile(err_path);
+  r.stdout_text = ReadFile(p.stdout_path);
+  r.stderr_text = ReadFile(p.stderr_path);
   return r;
+}
+
+CommandResult RunProgram(const std::vector<std::string>& args) {
+  return WaitProgram(StartProgram(args));
 }
 
 ::testing::AssertionResult ExitedWith(const CommandResult& r, int code) {

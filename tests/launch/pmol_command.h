@@ -5,6 +5,8 @@
 #ifndef PMOL_TESTS_LAUNCH_PMOL_COMMAND_H_
 #define PMOL_TESTS_LAUNCH_PMOL_COMMAND_H_
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -25,6 +27,16 @@ struct CommandResult {
 
 // Runs argv[0] (a path relative to the runfiles root, or absolute) with argv and waits.
 CommandResult RunProgram(const std::vector<std::string>& argv);
+
+// A started program (for tests that signal it while it runs).
+struct RunningProgram {
+  pid_t pid = -1;
+  std::string command, stdout_path, stderr_path;
+};
+RunningProgram StartProgram(const std::vector<std::string>& argv);
+CommandResult WaitProgram(const RunningProgram& program);
+// The path of launch/pmol in the runfiles (for StartProgram).
+std::string PmolPath();
 
 // Runs `launch/pmol args...` and waits for it.
 CommandResult RunPmol(const std::vector<std::string>& args);

@@ -1,0 +1,73 @@
+// `pmol train --config=run.textproto [--set=field.path=value ...] [--resume|--noresume]`:
+// trains as the run config says (pmol/train/trainer.h): progress lines on stdout,
+// metrics in OUTPUT_DIR/metrics.jsonl and OUTPUT_DIR/tensorboard, checkpoints, and at
+// the end the adapter / PEFT / merged-weights folders and eval.json.
+// --set overrides one config field (repeatable; proto/run_config_io.h ApplyOverride).
+// --resume / --noresume override checkpoint.resume (default: resume when a valid
+// checkpoint exists). SIGTERM or SIGINT stops after the current step with a checkpoint
+// (a second SIGINT stops at once); running the same command again resumes.
+#include <csignal>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gflags/gflags.h"
+#include "launch/command.h"
+#include "pmol/core/status.h"
+#include "pmol/train/trainer.h"
+#include "proto/run_config_io.h"
+
+DECLARE_string(config);
+DEFINE_string(set, "",
+              "train: override a config field, field.path=value (repeat the flag for several; "
+              "e.g. --set=optimizer.lr=1e-4 --set=output_dir=runs/a)");
+DEFINE_bool(resume, true,
+            "train: continue from the newest valid checkpoint (overrides checkpoint.resume when "
+            "given; --noresume starts afresh)");
+
+namespace pmol {
+namespace {
+
+volatile std::sig_atomic_t g_stop_requested = 0;
+
+void OnStopSignal(int signal) {
+  if (signal == SIGINT && g_stop_requested) std::_Exit(130);  // second Ctrl-C: now
+  g_stop_requested = 1;
+}
+
+absl::Status RunTrain() {
+  if (FLAGS_config.empty()) return absl::InvalidArgumentError("--config (a run config, text proto) is required");
+  PMOL_ASSIGN_OR_RETURN(config::RunConfig config, config::ReadRunConfig(FLAGS_config));
+  if (!FLAGS_set.empty()) {
+    // pmol_main joins the values of a repeated --set with '\x1f'.
+    for (absl::string_view assignment : absl::StrSplit(FLAGS_set, '\x1f')) {
+      PMOL_RETURN_IF_ERROR(config::ApplyOverride(std::string(assignment), &config));
+    }
+  }
+  gflags::CommandLineFlagInfo resume;
+  if (gflags::GetCommandLineFlagInfo("resume", &resume) && !resume.is_default) {
+    config.mutable_checkpoint()->set_resume(FLAGS_resume);
+  }
+  std::signal(SIGTERM, OnStopSignal);
+  std::signal(SIGINT, OnStopSignal);
+  TrainerOptions options;
+  options.out = &std::cout;
+  options.stop_requested = &g_stop_requested;
+  absl::StatusOr<TrainerResult> result = RunTraining(config, options);
+  if (!result.ok()) {
+    return absl::Status(result.status().code(), absl::StrCat(FLAGS_config, ": ", result.status().message()));
+  }
+  std::cout << "done: " << result->steps << " steps";
+  if (result->skipped_steps > 0) std::cout << " (" << result->skipped_steps << " skipped)";
+  std::cout << "; outputs in " << result->output_dir << std::endl;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+extern const Command kTrainCommand = {
+    "train", "train (SFT, reward model, DPO with LoRA / full / PMoL) from a run config", &RunTrain};
+
+}  // namespace pmol

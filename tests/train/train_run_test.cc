@@ -1,0 +1,301 @@
+// End-to-end tests of `pmol train` (the binary, run as a subprocess) on a tiny Llama and
+// the demo corpus:
+//   * a run killed with SIGKILL at random moments and resumed (again and again) ends with
+//     the same adapter and optimizer state, byte for byte, as an uninterrupted run, and its
+//     metrics log holds every step exactly once;
+//   * SIGTERM stops with a checkpoint, and running the command again finishes the same run;
+//   * a corrupt newest checkpoint is skipped with a warning, the previous one resumes, and
+//     the run still ends with the same bytes;
+//   * a non-finite loss stops the run with a message naming optimizer.max_skipped_steps;
+//   * --set overrides, bad overrides and a checkpoint of another training are clear errors;
+//   * LoRA, full fine-tuning, SFT and reward runs write their take-away folders (adapter,
+//     PEFT, merged HF weights that `pmol forward` loads).
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/launch/pmol_command.h"
+
+namespace pmol {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The demo corpus and a tiny model, made once for the whole test binary.
+struct Fixture {
+  std::string root, data, model;
+};
+
+const Fixture& Shared() {
+  static const Fixture* fixture = [] {
+    auto* f = new Fixture;
+    f->root = FreshDir("train_shared");
+    f->data = f->root + "/data";
+    f->model = f->root + "/model";
+    CommandResult demo = RunPmol({"make-demo-data", "--out=" + f->data, "--seed=2"});
+    EXPECT_TRUE(ExitedWith(demo, 0));
+    nlohmann::json config = LlamaTiedConfig();
+    config["vocab_size"] = 1024;
+    config["hidden_size"] = 32;
+    config["intermediate_size"] = 48;
+    config["num_hidden_layers"] = 2;
+    InitModel(config, f->model, 5);
+    return f;
+  }();
+  return *fixture;
+}
+
+// A PMoL DPO run over two preferences with dropout and accumulation, so that resuming
+// must restore the sampler, the optimizer, the schedule and the dropout masks.
+std::string PmolConfig(const std::string& out, int max_steps = 24) {
+  const Fixture& f = Shared();
+  return R"(seed: 3
+output_dir: ")" + out + R"("
+model { path: ")" + f.model + R"(" threads: 2 }
+adapter {
+  kind: PMOL
+  groups { name: "helpfulness" experts: 1 }
+  groups { name: "harmlessness" experts: 2 }
+  empty_experts: 1
+  rank: 2
+  alpha: 4
+  dropout: 0.1
+}
+objective { kind: DPO beta: 0.1 }
+optimizer { lr: 5e-3 warmup_steps: 2 max_steps: )" + std::to_string(max_steps) + R"( grad_accumulation_steps: 2 weight_decay: 0.01 }
+data {
+  tokenizer: ")" + f.data + R"(/tokenizer.json"
+  preference_names: ["helpfulness", "harmlessness"]
+  train { path: ")" + f.data + R"(/preference/helpfulness/eval.jsonl" }
+  train { path: ")" + f.data + R"(/preference/harmlessness/eval.jsonl" }
+  eval { path: ")" + f.data + R"(/preference/helpfulness/eval.jsonl" }
+  max_length: 96
+  max_prompt_length: 64
+  micro_batch_size: 3
+}
+eval { every_steps: 8 max_pairs: 6 }
+checkpoint { every_steps: 3 keep_last: 2 }
+logging { every_steps: 1 }
+)";
+}
+
+std::string WriteConfig(const std::string& dir, const std::string& text) {
+  const std::string path = dir + "/run.textproto";
+  WriteFile(path, text);
+  return path;
+}
+
+std::string Bytes(const std::string& path) { return ReadFile(path); }
+
+// Steps of the "train" lines of a metrics JSONL, in order.
+std::vector<int64_t> TrainSteps(const std::string& path) {
+  std::vector<int64_t> steps;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("split", "") == "train") steps.push_back(j["step"].get<int64_t>());
+  }
+  return steps;
+}
+
+// The uninterrupted reference run, made once.
+const std::string& Reference() {
+  static const std::string* dir = [] {
+    auto* d = new std::string(FreshDir("reference"));
+    CommandResult r = RunPmol({"train", "--config=" + WriteConfig(*d, PmolConfig(*d))});
+    EXPECT_TRUE(ExitedWith(r, 0));
+    EXPECT_NE(r.stdout_text.find("step 24/24"), std::string::npos) << r.Describe();
+    return d;
+  }();
+  return *dir;
+}
+
+void ExpectSameFinalState(const std::string& dir) {
+  const std::string& ref = Reference();
+  const std::string adapter = "/adapter/adapter_model.safetensors";
+  ASSERT_TRUE(fs::exists(dir + adapter));
+  EXPECT_TRUE(Bytes(ref + adapter) == Bytes(dir + adapter)) << "final adapters differ";
+  const std::string last = "/checkpoints/step-00000024/";
+  EXPECT_TRUE(Bytes(ref + last + "optimizer.safetensors") == Bytes(dir + last + "optimizer.safetensors"));
+  EXPECT_TRUE(Bytes(ref + last + "trainable.safetensors") == Bytes(dir + last + "trainable.safetensors"));
+  std::vector<int64_t> want(24);
+  for (int i = 0; i < 24; ++i) want[i] = i + 1;
+  EXPECT_EQ(TrainSteps(dir + "/metrics.jsonl"), want);
+}
+
+TEST(TrainRunTest, WritesOutputsMetricsAndTensorBoard) {
+  const std::string& ref = Reference();
+  for (const char* file : {"/adapter/adapter_model.safetensors", "/adapter/adapter_config.json",
+                           "/eval.json", "/metrics.jsonl", "/run_config.textproto"}) {
+    EXPECT_TRUE(fs::exists(ref + file)) << file;
+  }
+  EXPECT_FALSE(fs::exists(ref + "/peft")) << "PMoL has no PEFT form";
+  bool events = false;
+  for (const auto& e : fs::directory_iterator(ref + "/tensorboard")) {
+    events |= e.path().filename().string().find("tfevents") != std::string::npos;
+  }
+  EXPECT_TRUE(events);
+  // keep_last 2: only the two newest checkpoints remain.
+  std::vector<std::string> checkpoints;
+  for (const auto& e : fs::directory_iterator(ref + "/checkpoints")) checkpoints.push_back(e.path().filename());
+  std::sort(checkpoints.begin(), checkpoints.end());
+  EXPECT_EQ(checkpoints, (std::vector<std::string>{"step-00000021", "step-00000024"}));
+}
+
+TEST(TrainRunTest, KilledAtRandomMomentsAndResumedEndsBitIdentical) {
+  const std::string& ref = Reference();
+  (void)ref;
+  const std::string dir = FreshDir("killed");
+  const std::string config = WriteConfig(dir, PmolConfig(dir));
+  // How long an uninterrupted run takes here, to spread the kills over it.
+  const auto t0 = std::chrono::steady_clock::now();
+  RunPmol({"train", "--config=" + WriteConfig(FreshDir("timing"), PmolConfig(FreshDir("timing")))});
+  const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<double> delay(0.05, std::max(0.3, run_seconds));
+  int kills = 0;
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    RunningProgram p = StartProgram({PmolPath(), "train", "--config=" + config});
+    std::this_thread::sleep_for(std::chrono::duration<double>(delay(rng)));
+    const bool killed = kill(p.pid, SIGKILL) == 0;
+    CommandResult r = WaitProgram(p);
+    if (r.term_signal == SIGKILL) {
+      ++kills;
+      continue;
+    }
+    (void)killed;
+    ASSERT_TRUE(ExitedWith(r, 0));
+    if (kills >= 6) break;  // enough kills landed; the last run finished the training
+    // Finished before the kill: start over to get more kills in.
+    fs::remove_all(dir + "/checkpoints");
+  }
+  EXPECT_GE(kills, 6);
+  // One more run (resumes from the final checkpoint) must leave everything as it is.
+  ASSERT_TRUE(ExitedWith(RunPmol({"train", "--config=" + config}), 0));
+  ExpectSameFinalState(dir);
+}
+
+TEST(TrainRunTest, SigtermStopsWithACheckpointAndTheRunResumes) {
+  const std::string dir = FreshDir("sigterm");
+  const std::string config = WriteConfig(dir, PmolConfig(dir));
+  RunningProgram p = StartProgram({PmolPath(), "train", "--config=" + config});
+  for (int i = 0; i < 600 && ReadFile(p.stdout_path).find("step 4/24") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(p.pid, SIGTERM);
+  CommandResult r = WaitProgram(p);
+  if (r.exit_code == 0) GTEST_SKIP() << "the run finished before SIGTERM arrived";
+  EXPECT_TRUE(ExitedWith(r, 1));
+  EXPECT_TRUE(StderrMentions(r, {"stopped by a signal after step", "run the same command again"}));
+  CommandResult resumed = RunPmol({"train", "--config=" + config});
+  ASSERT_TRUE(ExitedWith(resumed, 0));
+  EXPECT_NE(resumed.stdout_text.find("resumed from"), std::string::npos);
+  ExpectSameFinalState(dir);
+}
+
+TEST(TrainRunTest, CorruptNewestCheckpointIsSkippedWithAWarning) {
+  const std::string& ref = Reference();
+  const std::string dir = FreshDir("corrupt");
+  fs::copy(ref, dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  const std::string config = WriteConfig(dir, PmolConfig(dir));
+  fs::remove_all(dir + "/adapter");
+  // Flip one byte in the middle of the newest checkpoint's weights.
+  const std::string victim = dir + "/checkpoints/step-00000024/trainable.safetensors";
+  std::string bytes = ReadFile(victim);
+  bytes[bytes.size() / 2] ^= 0x5A;
+  WriteFile(victim, bytes);
+  CommandResult r = RunPmol({"train", "--config=" + config});
+  ASSERT_TRUE(ExitedWith(r, 0));
+  EXPECT_NE(r.stdout_text.find("warning: skipping checkpoint"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.stdout_text.find("step-00000024"), std::string::npos);
+  EXPECT_NE(r.stdout_text.find("resumed from " + dir + "/checkpoints/step-00000021"), std::string::npos)
+      << r.Describe();
+  ExpectSameFinalState(dir);
+}
+
+TEST(TrainRunTest, NonFiniteLossStopsTheRun) {
+  const std::string dir = FreshDir("nonfinite");
+  const std::string config = WriteConfig(dir, PmolConfig(dir));
+  CommandResult r = RunPmol({"train", "--config=" + config, "--set=optimizer.lr=1e30",
+                             "--set=optimizer.max_grad_norm=0", "--set=optimizer.warmup_steps=0"});
+  EXPECT_TRUE(ExitedWith(r, 1));
+  EXPECT_TRUE(StderrMentions(r, {"not finite", "optimizer.max_skipped_steps = 0"}));
+  EXPECT_NE(r.stdout_text.find("warning: step"), std::string::npos) << r.Describe();
+}
+
+TEST(TrainRunTest, OverridesAndConfigErrors) {
+  const std::string dir = FreshDir("overrides");
+  const std::string config = WriteConfig(dir, PmolConfig(dir));
+  CommandResult r = RunPmol({"train", "--config=" + config, "--set=optimizer.max_steps=2",
+                             "--set=logging.every_steps=1"});
+  ASSERT_TRUE(ExitedWith(r, 0));
+  EXPECT_NE(r.stdout_text.find("step 2/2"), std::string::npos) << r.Describe();
+  r = RunPmol({"train", "--config=" + config, "--set=optimizer.lrr=1"});
+  EXPECT_TRUE(ExitedWith(r, 1));
+  EXPECT_TRUE(StderrMentions(r, {"--set=optimizer.lrr=1", "has no field 'lrr'"}));
+  r = RunPmol({"train", "--config=" + config, "--set=adapter.rank=-1"});
+  EXPECT_TRUE(ExitedWith(r, 1));
+  EXPECT_TRUE(StderrMentions(r, {"adapter.rank"}));
+  // Resuming with another adapter is refused, and --noresume starts afresh.
+  r = RunPmol({"train", "--config=" + config, "--set=adapter.rank=3", "--set=optimizer.max_steps=3"});
+  EXPECT_TRUE(ExitedWith(r, 1));
+  EXPECT_TRUE(StderrMentions(r, {"different training run", "rank"}));
+  r = RunPmol({"train", "--config=" + config, "--set=adapter.rank=3", "--set=optimizer.max_steps=1",
+               "--noresume"});
+  EXPECT_TRUE(ExitedWith(r, 0));
+  r = RunPmol({"train", "--config=" + config, "--set=output_dir="});
+  EXPECT_TRUE(ExitedWith(r, 1));
+  EXPECT_TRUE(StderrMentions(r, {"output_dir"}));
+}
+
+std::string Variant(const std::string& dir, const std::string& adapter, const std::string& objective) {
+  std::string text = PmolConfig(dir, 2);
+  const size_t a = text.find("adapter {"), a_end = text.find("}\n", text.find("dropout", a)) + 2;
+  text.replace(a, a_end - a, adapter + "\n");
+  const size_t o = text.find("objective {"), o_end = text.find("}\n", o) + 2;
+  text.replace(o, o_end - o, objective + "\n");
+  return text;
+}
+
+TEST(TrainRunTest, LoraFullSftAndRewardRunsWriteTheirOutputs) {
+  const Fixture& f = Shared();
+  struct Case {
+    const char* name;
+    const char* adapter;
+    const char* objective;
+    std::vector<const char*> files;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"lora", "adapter { kind: LORA rank: 4 alpha: 8 }", "objective { kind: DPO }",
+            {"/adapter/adapter_model.safetensors", "/peft/adapter_config.json",
+             "/peft/adapter_model.safetensors", "/merged/model.safetensors", "/merged/config.json"}},
+           {"full", "adapter { kind: FULL }", "objective { kind: DPO precompute_reference: true }",
+            {"/merged/model.safetensors", "/merged/config.json", "/eval.json"}},
+           {"sft", "adapter { kind: FULL }", "objective { kind: SFT }", {"/merged/model.safetensors"}},
+           {"reward", "adapter { kind: LORA rank: 2 }", "objective { kind: REWARD }",
+            {"/adapter/adapter_model.safetensors", "/merged/model.safetensors"}}}) {
+    const std::string dir = FreshDir(std::string("variant_") + c.name);
+    CommandResult r = RunPmol({"train", "--config=" + WriteConfig(dir, Variant(dir, c.adapter, c.objective))});
+    ASSERT_TRUE(ExitedWith(r, 0)) << c.name;
+    for (const char* file : c.files) EXPECT_TRUE(fs::exists(dir + file)) << c.name << file;
+    if (fs::exists(dir + "/merged/config.json")) {
+      WriteFile(dir + "/tokens.json", "[[1, 2, 3, 4]]");
+      CommandResult fwd = RunPmol({"forward", "--model=" + dir + "/merged", "--tokens=" + dir + "/tokens.json",
+                                   "--out=" + dir + "/logits.safetensors"});
+      EXPECT_TRUE(ExitedWith(fwd, 0)) << c.name;
+    }
+  }
+  (void)f;
+}
+
+}  // namespace
+}  // namespace pmol
