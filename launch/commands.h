@@ -15,10 +15,11 @@ extern const Command kMakeDemoDataCommand;
 extern const Command kGradsCommand;
 extern const Command kExportPeftCommand;
 extern const Command kTrainCommand;
+extern const Command kReportCommand;
 
 inline std::vector<Command> AllCommands() {
-  return {kInitModelCommand, kForwardCommand, kTokenizeCommand, kMakeDemoDataCommand,
-          kGradsCommand,     kExportPeftCommand,  kTrainCommand};
+  return {kInitModelCommand, kForwardCommand,    kTokenizeCommand, kMakeDemoDataCommand,
+          kGradsCommand,     kExportPeftCommand, kTrainCommand,    kReportCommand};
 }
 
 }  // namespace pmol
