@@ -93,24 +93,31 @@ TEST(PreferenceStepTest, AccumulatingHalvesEqualsTheWholeBatch) {
 }
 
 TEST(PreferenceStepTest, EvaluateGivesRunsMetricsAndLeavesGradients) {
-  auto run = BuildRunComponents(TinyConfig(), "").value();
-  PerturbB(*run);
-  const data::PreferenceBatch batch = TinyBatch(0, 4);
-  const StepMetrics trained = run->step->Run(batch, 1.0).value();
-  const std::vector<double> grads = AllGrads(*run);
-  double norm = 0;
-  for (double g : grads) norm = std::max(norm, std::fabs(g));
-  ASSERT_GT(norm, 1e-6) << "Run must leave gradients, or 'untouched' below checks nothing";
-  const StepMetrics evaluated = run->step->Evaluate(batch).value();
-  EXPECT_EQ(AllGrads(*run), grads) << "Evaluate changed a gradient";
-  const std::vector<double> want = Flatten(trained), got = Flatten(evaluated);
-  ASSERT_EQ(got.size(), want.size());
-  ExpectClose(got, want, 1e-12, "Evaluate vs Run metrics");
-  EXPECT_EQ(evaluated.Named(ObjectiveKind::kDpo, run->preference_names).size(),
-            trained.Named(ObjectiveKind::kDpo, run->preference_names).size());
-  EXPECT_GT(evaluated.group, 0.0);
-  EXPECT_GT(evaluated.balance, 0.0);
-  EXPECT_EQ(evaluated.router_layers, (std::vector<int64_t>{0, 1}));
+  for (auto kind : {config::ObjectiveConfig::DPO, config::ObjectiveConfig::SFT,
+                    config::ObjectiveConfig::REWARD}) {
+    SCOPED_TRACE(config::ObjectiveConfig::Kind_Name(kind));
+    config::RunConfig c = TinyConfig();
+    c.mutable_objective()->set_kind(kind);
+    auto run = BuildRunComponents(c, "").value();
+    PerturbB(*run);
+    const data::PreferenceBatch batch = TinyBatch(0, 4);
+    const StepMetrics trained = run->step->Run(batch, 1.0).value();
+    const std::vector<double> grads = AllGrads(*run);
+    double norm = 0;
+    for (double g : grads) norm = std::max(norm, std::fabs(g));
+    ASSERT_GT(norm, 1e-6) << "Run must leave gradients, or 'untouched' below checks nothing";
+    const StepMetrics evaluated = run->step->Evaluate(batch).value();
+    EXPECT_EQ(AllGrads(*run), grads) << "Evaluate changed a gradient";
+    ExpectClose(Flatten(evaluated), Flatten(trained), 1e-12, "Evaluate vs Run metrics");
+    EXPECT_EQ(evaluated.pref_pairs, (std::vector<int64_t>{2, 2, 4}));
+    EXPECT_GT(evaluated.group, 0.0);
+    EXPECT_GT(evaluated.balance, 0.0);
+    EXPECT_EQ(evaluated.router_layers, (std::vector<int64_t>{0, 1}));
+    // Router figures are named for every objective (SFT included).
+    const StepOptions options = StepOptionsFromConfig(c.objective(), run->num_preferences);
+    EXPECT_EQ(evaluated.Named(options.kind, run->preference_names).count("router/pref1/group1"),
+              1u);
+  }
 }
 
 TEST(PreferenceStepTest, EvaluateRunsWithoutDropout) {
