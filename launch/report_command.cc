@@ -42,23 +42,17 @@ absl::Status RunReport() {
   const std::vector<std::string> flags = RunFlagValues();
   if (flags.empty())
     return absl::InvalidArgumentError("--run=NAME=DIR is required (once per run to compare)");
-  std::vector<RunData> runs;
+  std::vector<ReportRun> runs;
   for (const std::string& flag : flags) {
     PMOL_ASSIGN_OR_RETURN(RunSpec spec, ParseRunSpec(flag));
-    for (const RunData& seen : runs)
+    for (const ReportRun& seen : runs)
       if (seen.name == spec.name)
         return absl::InvalidArgumentError(
             absl::StrCat("--run=", flag, ": the name ", spec.name, " is used twice"));
-    PMOL_ASSIGN_OR_RETURN(RunData run, LoadRun(spec));
+    PMOL_ASSIGN_OR_RETURN(ReportRun run, LoadRun(spec));
     runs.push_back(std::move(run));
   }
   std::string text = EvalTable(runs) + RouterTables(runs);
-  std::string notes;
-  for (const RunData& run : runs)
-    if (run.log.torn_lines > 0)
-      absl::StrAppend(&notes, "note: run ", run.name, ": dropped the torn last line of ", run.dir,
-                      "/metrics.jsonl (an interrupted write)\n");
-  if (!notes.empty()) absl::StrAppend(&text, "\n", notes);
   std::fputs(text.c_str(), stdout);
   if (!FLAGS_out.empty()) {
     const std::string html = HtmlReport(runs);

@@ -97,9 +97,9 @@ std::string HtmlTable(const Table& t) {
 }
 
 // Preference names of all runs, in order of first appearance.
-std::vector<std::string> AllPreferences(const std::vector<RunData>& runs) {
+std::vector<std::string> AllPreferences(const std::vector<ReportRun>& runs) {
   std::vector<std::string> names;
-  for (const RunData& run : runs)
+  for (const ReportRun& run : runs)
     for (const std::string& n : run.eval.preference_names)
       if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
   return names;
@@ -111,7 +111,7 @@ const EvalSplit* FindSplit(const EvalResult& e, const std::string& name) {
   return nullptr;
 }
 
-Table ComparisonTable(const std::vector<RunData>& runs) {
+Table ComparisonTable(const std::vector<ReportRun>& runs) {
   const std::vector<std::string> prefs = AllPreferences(runs);
   Table t;
   t.rows.push_back({"run", "pairs", "main loss", "steps", "time (s)"});
@@ -122,11 +122,11 @@ Table ComparisonTable(const std::vector<RunData>& runs) {
     t.rows[0].push_back("acc");
     t.rows[0].push_back("margin");
   }
-  for (const RunData& run : runs) {
+  for (const ReportRun& run : runs) {
     const MetricsRecord* last = run.log.Last("train");
     std::vector<std::string> row = {run.name, absl::StrCat(run.eval.pairs), Fixed(run.eval.main),
                                     last ? absl::StrCat(last->step) : "-",
-                                    last ? Fixed(last->wall_time, 1) : "-"};
+                                    last ? Fixed(run.log.TrainSeconds(), 1) : "-"};
     for (const std::string& p : prefs) {
       const EvalSplit* s = FindSplit(run.eval, p);
       row.push_back(s != nullptr ? Fixed(s->accuracy) : "-");
@@ -139,7 +139,7 @@ Table ComparisonTable(const std::vector<RunData>& runs) {
   return t;
 }
 
-bool HasRouter(const RunData& run) { return !run.eval.group_names.empty(); }
+bool HasRouter(const ReportRun& run) { return !run.eval.group_names.empty(); }
 
 // Rows: each preference's data x (each router layer, then "all"); then all data, "all".
 Table RouterTable(const EvalResult& e) {
@@ -189,7 +189,7 @@ std::vector<std::pair<double, double>> AsDoubles(const std::vector<std::pair<int
   return out;
 }
 
-std::string CurveChart(const std::vector<RunData>& runs, const std::string& metric,
+std::string CurveChart(const std::vector<ReportRun>& runs, const std::string& metric,
                        const std::string& title, const std::string& y_label) {
   std::vector<ChartSeries> series;
   for (size_t i = 0; i < runs.size(); ++i) {
@@ -223,14 +223,14 @@ absl::StatusOr<RunSpec> ParseRunSpec(const std::string& text) {
   return RunSpec{text.substr(0, eq), text.substr(eq + 1)};
 }
 
-absl::StatusOr<RunData> LoadRun(const RunSpec& spec) {
-  RunData run;
+absl::StatusOr<ReportRun> LoadRun(const RunSpec& spec) {
+  ReportRun run;
   run.name = spec.name;
   run.dir = spec.dir;
   auto in_run = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat("run ", spec.name, ": ", s.message()));
   };
-  absl::StatusOr<MetricsLog> log = ReadMetricsLog(spec.dir + "/metrics.jsonl");
+  absl::StatusOr<MetricsHistory> log = ReadMetricsHistory(spec.dir + "/metrics.jsonl");
   if (!log.ok()) return in_run(log.status());
   run.log = std::move(*log);
   absl::StatusOr<EvalResult> eval = ReadEvalResult(spec.dir + "/eval.json");
@@ -239,15 +239,15 @@ absl::StatusOr<RunData> LoadRun(const RunSpec& spec) {
   return run;
 }
 
-std::string EvalTable(const std::vector<RunData>& runs) {
+std::string EvalTable(const std::vector<ReportRun>& runs) {
   return absl::StrCat(
       "Evaluation (eval.json): reward accuracy and mean reward margin per preference\n",
       TextTable(ComparisonTable(runs)));
 }
 
-std::string RouterTables(const std::vector<RunData>& runs) {
+std::string RouterTables(const std::vector<ReportRun>& runs) {
   std::string out;
-  for (const RunData& run : runs) {
+  for (const ReportRun& run : runs) {
     if (!HasRouter(run)) continue;
     absl::StrAppend(&out, "\nRouter mass per expert group, run ", run.name,
                     " (each preference's eval data, response tokens; per layer: mean over its "
@@ -257,7 +257,7 @@ std::string RouterTables(const std::vector<RunData>& runs) {
   return out;
 }
 
-std::string HtmlReport(const std::vector<RunData>& runs) {
+std::string HtmlReport(const std::vector<ReportRun>& runs) {
   std::string html = absl::StrCat(
       "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<title>pmol report</title>\n<style>",
@@ -265,7 +265,6 @@ std::string HtmlReport(const std::vector<RunData>& runs) {
   for (size_t i = 0; i < runs.size(); ++i) {
     absl::StrAppend(&html, i ? "; " : "", "<b>", XmlEscape(runs[i].name), "</b> (",
                     XmlEscape(runs[i].dir), ")");
-    if (runs[i].log.torn_lines > 0) absl::StrAppend(&html, " [torn last log line dropped]");
   }
   absl::StrAppend(&html, "</p>\n<h2>Evaluation</h2>\n",
                   "<p class=\"note\">Reward accuracy and mean reward margin on the eval set, per "
@@ -279,7 +278,7 @@ std::string HtmlReport(const std::vector<RunData>& runs) {
       CurveChart(runs, "loss/total", "Loss (loss/total)", "loss"),
       CurveChart(runs, "rewards/accuracy", "Reward accuracy (rewards/accuracy)", "accuracy"));
   bool any_router = false;
-  for (const RunData& run : runs) {
+  for (const ReportRun& run : runs) {
     if (!HasRouter(run)) continue;
     if (!any_router) {
       absl::StrAppend(&html, "<h2>Router mass per expert group</h2>\n",

@@ -1,5 +1,5 @@
 // The comparison report of `pmol report`: for each run (a name and its output dir) it
-// reads DIR/metrics.jsonl (metrics_log.h) and DIR/eval.json (pmol/train/evaluator.h) and
+// reads DIR/metrics.jsonl (metrics_history.h) and DIR/eval.json (pmol/train/evaluator.h) and
 // renders
 //   * a terminal table: one row per run with the eval pairs, the objective's loss (DPO,
 //     SFT or reward, without the router terms), the training steps and wall time, and
@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "pmol/eval/metrics_log.h"
+#include "pmol/eval/metrics_history.h"
 #include "pmol/train/evaluator.h"
 
 namespace pmol {
@@ -30,19 +30,19 @@ struct RunSpec {
 // "NAME=DIR" (split at the first '='; both parts non-empty).
 absl::StatusOr<RunSpec> ParseRunSpec(const std::string& text);
 
-struct RunData {
+struct ReportRun {
   std::string name, dir;
-  MetricsLog log;
+  MetricsHistory log;
   EvalResult eval;
 };
 
 // Errors name the run and the file (missing, unreadable, or a bad line / field).
-absl::StatusOr<RunData> LoadRun(const RunSpec& spec);
+absl::StatusOr<ReportRun> LoadRun(const RunSpec& spec);
 
-std::string EvalTable(const std::vector<RunData>& runs);
+std::string EvalTable(const std::vector<ReportRun>& runs);
 // Empty when no run has expert groups.
-std::string RouterTables(const std::vector<RunData>& runs);
-std::string HtmlReport(const std::vector<RunData>& runs);
+std::string RouterTables(const std::vector<ReportRun>& runs);
+std::string HtmlReport(const std::vector<ReportRun>& runs);
 
 }  // namespace pmol
 

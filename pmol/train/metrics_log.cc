@@ -80,6 +80,8 @@ absl::StatusOr<MetricsRecord> ParseRecord(const nlohmann::json& j, const std::st
     return LineError(path, line, "\"split\" is missing or not a string");
   }
   record.split = split->get<std::string>();
+  const auto wall_time = j.find("wall_time");
+  if (wall_time != j.end() && wall_time->is_number()) record.wall_time = wall_time->get<double>();
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "step" || it.key() == "split" || it.key() == "wall_time") continue;
     if (it->is_null()) {

@@ -13,6 +13,7 @@
 #define PMOL_TRAIN_METRICS_LOG_H_
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -61,12 +62,13 @@ class MetricsLog {
 };
 
 // A metrics JSONL read back (for reports and tests): one record per whole line; null
-// values read as NaN; "wall_time" is not kept. A final line without its newline that is
+// values read as NaN; "wall_time" is kept apart from the scalars. A final line without its newline that is
 // not a complete JSON object (a torn write) is dropped. Errors name path:line.
 struct MetricsRecord {
   int64_t step;
   std::string split;
   std::map<std::string, double> scalars;
+  double wall_time = std::numeric_limits<double>::quiet_NaN();  // seconds since the epoch
 };
 absl::StatusOr<std::vector<MetricsRecord>> ReadMetricsJsonl(const std::string& path);
 

