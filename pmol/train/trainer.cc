@@ -100,12 +100,11 @@ class Trainer {
  private:
   absl::Status Setup();
   absl::Status PrecomputeReference();
-  absl::StatusOr<ReferencePair> PrecomputeFor(const data::PreferenceDataset& set);
   absl::Status Resume();
   absl::Status TrainStep();
   absl::Status Evaluate(bool final_eval);
   absl::Status Checkpoint();
-  ReferencePair CachedReference(const ReferencePair& cache, const data::PreferenceBatch& batch) const;
+  ReferencePair CachedReference(const EvalReference& cache, const data::PreferenceBatch& batch) const;
 
   config::RunConfig config_;
   TrainerOptions options_;
@@ -125,8 +124,7 @@ class Trainer {
   int64_t resumed_from_ = -1;
   int64_t last_checkpoint_step_ = -1;
   bool precompute_ = false;
-  ReferencePair train_reference_;
-  EvalReference eval_reference_;
+  EvalReference train_reference_, eval_reference_;  // precomputed reference log-probs
 
   // Since the last progress line.
   StepMetrics window_;
@@ -215,29 +213,12 @@ absl::Status Trainer::Setup() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ReferencePair> Trainer::PrecomputeFor(const data::PreferenceDataset& set) {
-  ReferencePair cache;
-  cache.first.resize(set.pairs.size());
-  cache.second.resize(set.pairs.size());
-  const int32_t mbs = config_.data().micro_batch_size();
-  for (size_t begin = 0; begin < set.pairs.size(); begin += mbs) {
-    std::vector<int64_t> indices;
-    for (size_t i = begin; i < std::min(set.pairs.size(), begin + mbs); ++i) indices.push_back(i);
-    data::PreferenceBatch batch = TrimPadding(
-        set, data::MakePaddedBatch(set, indices, mbs, config_.data().max_length(), data_.pad_id), data_.pad_id);
-    PMOL_ASSIGN_OR_RETURN(ReferencePair ref, run_->step->ReferenceLogProbs(batch));
-    for (size_t i = 0; i < indices.size(); ++i) {
-      cache.first[indices[i]] = ref.first[i];
-      cache.second[indices[i]] = ref.second[i];
-    }
-  }
-  return cache;
-}
-
 absl::Status Trainer::PrecomputeReference() {
   if (!precompute_) return absl::OkStatus();
   const Clock::time_point start = Clock::now();
-  PMOL_ASSIGN_OR_RETURN(train_reference_, PrecomputeFor(data_.train));
+  PMOL_ASSIGN_OR_RETURN(train_reference_,
+                        ComputeEvalReference(*run_, data_.train, config_.data().micro_batch_size(),
+                                             config_.data().max_length(), data_.pad_id, /*max_pairs=*/0));
   if (!data_.eval.pairs.empty()) {
     PMOL_ASSIGN_OR_RETURN(eval_reference_,
                           ComputeEvalReference(*run_, data_.eval, config_.data().micro_batch_size(),
@@ -250,12 +231,12 @@ absl::Status Trainer::PrecomputeReference() {
   return absl::OkStatus();
 }
 
-ReferencePair Trainer::CachedReference(const ReferencePair& cache,
+ReferencePair Trainer::CachedReference(const EvalReference& cache,
                                        const data::PreferenceBatch& batch) const {
   ReferencePair ref;
   for (int32_t i = 0; i < batch.num_pairs; ++i) {
-    ref.first.push_back(cache.first[batch.pair_index[i]]);
-    ref.second.push_back(cache.second[batch.pair_index[i]]);
+    ref.first.push_back(cache.chosen[batch.pair_index[i]]);
+    ref.second.push_back(cache.rejected[batch.pair_index[i]]);
   }
   return ref;
 }
