@@ -189,6 +189,16 @@ std::vector<std::pair<double, double>> AsDoubles(const std::vector<std::pair<int
   return out;
 }
 
+// The objective's loss in the metrics log: loss/dpo, loss/sft or loss/reward.
+std::string MainLossName(const std::vector<ReportRun>& runs) {
+  for (const char* name : {"loss/dpo", "loss/sft", "loss/reward"}) {
+    for (const ReportRun& run : runs) {
+      if (!run.log.Series("train", name).empty()) return name;
+    }
+  }
+  return "loss/total";
+}
+
 std::string CurveChart(const std::vector<ReportRun>& runs, const std::string& metric,
                        const std::string& title, const std::string& y_label) {
   std::vector<ChartSeries> series;
@@ -275,7 +285,13 @@ std::string HtmlReport(const std::vector<ReportRun>& runs) {
       &html, "<h2>Training curves</h2>\n",
       "<p class=\"note\">Lines: training metrics, trailing moving average over about "
       "1/25 of the logged steps; dots: evaluations.</p>\n",
-      CurveChart(runs, "loss/total", "Loss (loss/total)", "loss"),
+      // The objective's own loss is comparable across methods; loss/total adds PMoL's
+      // router terms.
+      CurveChart(runs, "loss/total", "Loss with the router terms (loss/total)", "loss"),
+      MainLossName(runs) == "loss/total"
+          ? std::string()
+          : CurveChart(runs, MainLossName(runs),
+                       absl::StrCat("Objective loss (", MainLossName(runs), ")"), "loss"),
       CurveChart(runs, "rewards/accuracy", "Reward accuracy (rewards/accuracy)", "accuracy"));
   bool any_router = false;
   for (const ReportRun& run : runs) {

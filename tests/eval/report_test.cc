@@ -38,13 +38,13 @@ std::string MetricsText(double eval_accuracy) {
   for (int s = 1; s <= 30; ++s) {
     out += absl::StrFormat(
         "{\"step\": %d, \"split\": \"train\", \"wall_time\": %.1f, \"loss/total\": %.6f, "
-        "\"rewards/accuracy\": %.4f}\n",
-        s, 0.5 * s, 1.0 / s, s / 40.0);
+        "\"loss/dpo\": %.6f, \"rewards/accuracy\": %.4f}\n",
+        s, 0.5 * s, 1.0 / s, 0.8 / s, s / 40.0);
     if (s % 10 == 0)
       out += absl::StrFormat(
           "{\"step\": %d, \"split\": \"eval\", \"wall_time\": %.1f, \"loss/total\": %.6f, "
-          "\"rewards/accuracy\": %.4f}\n",
-          s, 0.5 * s, 0.9 / s, eval_accuracy);
+          "\"loss/dpo\": %.6f, \"rewards/accuracy\": %.4f}\n",
+          s, 0.5 * s, 0.9 / s, 0.7 / s, eval_accuracy);
   }
   return out + "{\"step\": 31, \"split\": \"tr";
 }
@@ -162,12 +162,13 @@ TEST(ReportTest, HtmlIsSelfContainedAndHoldsTheReport) {
     EXPECT_TRUE(has(texts, run.name + " eval"));
   }
   EXPECT_TRUE(has(cells, "helpful"));  // span header
-  // Two curve charts and one heat map (the PMoL run only).
-  EXPECT_EQ(found["counts"]["svg"], 3);
-  EXPECT_EQ(found["counts"]["polyline"], 4);              // train lines: 2 runs x 2 charts
-  EXPECT_EQ(found["counts"]["circle"], 2 * 2 * (3 + 1));  // eval dots + legend dots
+  // Three curve charts (loss/total, loss/dpo, accuracy) and one heat map (PMoL run only).
+  EXPECT_EQ(found["counts"]["svg"], 4);
+  EXPECT_EQ(found["counts"]["polyline"], 6);              // train lines: 2 runs x 3 charts
+  EXPECT_EQ(found["counts"]["circle"], 3 * 2 * (3 + 1));  // eval dots + legend dots
   // Heat map: (2 preferences x (2 layers + all) + all data) rows x 3 columns of cells.
-  EXPECT_EQ(found["counts"]["rect"], 2 /*chart frames*/ + 7 * 3);
+  EXPECT_EQ(found["counts"]["rect"], 3 /*chart frames*/ + 7 * 3);
+  EXPECT_TRUE(has(texts, "Objective loss (loss/dpo)"));
   EXPECT_TRUE(has(texts, "Run pmol-dpo"));
   EXPECT_TRUE(has(texts, "harmless / layer 1"));
   EXPECT_TRUE(has(texts, F3(runs[0].eval.preferences[1].router_mass_by_layer[1][1])));
