@@ -11,133 +11,12 @@
 #include "pmol/core/status.h"
 #include "pmol/data/batching.h"
 #include "pmol/io/atomic_file.h"
-#include "pmol/objectives/router_losses.h"
 
 namespace pmol {
 namespace {
 
 constexpr char kFormat[] = "pmol-eval-v1";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// Running sums of one split.
-struct SplitSums {
-  int64_t pairs = 0, router_positions = 0;
-  double main = 0, reward_chosen = 0, reward_rejected = 0, correct = 0;
-  std::vector<double> mass;                   // [k] sum of mass * positions
-  std::vector<std::vector<double>> by_layer;  // [j][k]
-};
-
-// Adds StepMetrics of successive micro-batches; Finish() gives the merged figures.
-class Accumulator {
- public:
-  Accumulator(int32_t num_preferences, ObjectiveKind kind, const StepOptions& options,
-              const ExpertLayout* layout, Backend* backend)
-      : kind_(kind),
-        options_(options),
-        layout_(layout),
-        backend_(backend),
-        splits_(num_preferences + 1) {}
-
-  void Add(const StepMetrics& m) {
-    const size_t batch_p = m.pref_pairs.size() - 1;  // this batch's overall index
-    const size_t overall = splits_.size() - 1;
-    PMOL_CHECK(batch_p <= overall);
-    pairs_ += m.pairs;
-    tokens_ += m.tokens;
-    main_ += m.main * m.main_count;
-    main_count_ += m.main_count;
-    if (!m.router_positions.empty()) {
-      group_ += m.group * m.router_positions[batch_p];
-      group_count_ += m.router_positions[batch_p];
-      if (slot_sums_.empty()) {
-        slot_sums_ = m.router_slot_sums;
-        router_layers_ = m.router_layers;
-      } else {
-        PMOL_CHECK(slot_sums_.size() == m.router_slot_sums.size());
-        for (size_t i = 0; i < slot_sums_.size(); ++i)
-          for (size_t s = 0; s < slot_sums_[i].size(); ++s)
-            slot_sums_[i][s] += m.router_slot_sums[i][s];
-      }
-    }
-    for (size_t p = 0; p <= batch_p; ++p) {
-      SplitSums& s = splits_[p == batch_p ? overall : p];
-      s.pairs += m.pref_pairs[p];
-      s.main += m.main_sum[p];
-      s.reward_chosen += m.reward_chosen_sum[p];
-      s.reward_rejected += m.reward_rejected_sum[p];
-      s.correct += m.correct_sum[p];
-      if (m.router_positions.empty()) continue;
-      const double n = static_cast<double>(m.router_positions[p]);
-      s.router_positions += m.router_positions[p];
-      const auto& mass = m.router_mass[p];
-      const auto& by_layer = m.router_mass_by_layer[p];
-      if (s.mass.empty()) {
-        s.mass.assign(mass.size(), 0.0);
-        s.by_layer.assign(by_layer.size(), std::vector<double>(mass.size(), 0.0));
-      }
-      for (size_t k = 0; k < mass.size(); ++k) s.mass[k] += n * mass[k];
-      for (size_t j = 0; j < by_layer.size(); ++j)
-        for (size_t k = 0; k < mass.size(); ++k) s.by_layer[j][k] += n * by_layer[j][k];
-    }
-  }
-
-  EvalResult Finish() const {
-    EvalResult r;
-    r.kind = kind_;
-    r.pairs = pairs_;
-    r.tokens = tokens_;
-    r.main = main_count_ > 0 ? main_ / main_count_ : 0.0;
-    r.group = group_count_ > 0 ? group_ / group_count_ : 0.0;
-    if (!slot_sums_.empty()) {
-      // L_bal of the whole set: BalanceLoss on one "position" holding the sums M_i.
-      for (const std::vector<double>& sums : slot_sums_) {
-        const Tensor g = Tensor::FromHost(sums.data(), {1, static_cast<int64_t>(sums.size())},
-                                          DType::kF64, backend_);
-        r.balance += BalanceLoss(*layout_, g, {1}, 0.0, nullptr) / slot_sums_.size();
-      }
-      r.router_layers = router_layers_;
-    }
-    r.loss =
-        r.main + options_.group_loss_weight * r.group + options_.balance_loss_weight * r.balance;
-    for (size_t p = 0; p < splits_.size(); ++p) {
-      const SplitSums& s = splits_[p];
-      EvalSplit e;
-      e.pairs = s.pairs;
-      const bool rewards = kind_ != ObjectiveKind::kSft && s.pairs > 0;
-      const double n = static_cast<double>(s.pairs);
-      e.loss = rewards ? s.main / n : kNaN;
-      e.accuracy = rewards ? s.correct / n : kNaN;
-      e.margin = rewards ? (s.reward_chosen - s.reward_rejected) / n : kNaN;
-      e.reward_chosen = rewards ? s.reward_chosen / n : kNaN;
-      e.reward_rejected = rewards ? s.reward_rejected / n : kNaN;
-      e.router_positions = s.router_positions;
-      const double positions = static_cast<double>(s.router_positions);
-      for (double v : s.mass) e.router_mass.push_back(positions > 0 ? v / positions : 0.0);
-      for (const std::vector<double>& layer : s.by_layer) {
-        e.router_mass_by_layer.emplace_back();
-        for (double v : layer)
-          e.router_mass_by_layer.back().push_back(positions > 0 ? v / positions : 0.0);
-      }
-      if (p + 1 == splits_.size()) {
-        r.overall = std::move(e);
-      } else {
-        r.preferences.push_back(std::move(e));
-      }
-    }
-    return r;
-  }
-
- private:
-  ObjectiveKind kind_;
-  StepOptions options_;
-  const ExpertLayout* layout_;
-  Backend* backend_;
-  std::vector<SplitSums> splits_;
-  int64_t pairs_ = 0, tokens_ = 0, main_count_ = 0, group_count_ = 0;
-  double main_ = 0, group_ = 0;
-  std::vector<std::vector<double>> slot_sums_;
-  std::vector<int64_t> router_layers_;
-};
 
 std::string PairName(const data::PreferenceDataset& set, int64_t i) {
   const data::TokenizedPair& p = set.pairs[i];
@@ -185,10 +64,6 @@ std::vector<int64_t> BatchIndices(int64_t first, int64_t count, int32_t micro_ba
 
 std::string Prefixed(const std::vector<int64_t>& indices) {
   return absl::StrCat("eval pairs [", indices.front(), ", ", indices.back() + 1, "): ");
-}
-
-std::string NameOr(const std::vector<std::string>& names, size_t i, const char* stem) {
-  return i < names.size() && !names[i].empty() ? names[i] : absl::StrCat(stem, i);
 }
 
 // --- JSON ---
@@ -299,35 +174,6 @@ class JsonReader {
 
 }  // namespace
 
-std::map<std::string, double> EvalResult::Named() const {
-  std::map<std::string, double> out;
-  out["loss/total"] = loss;
-  out[kind == ObjectiveKind::kDpo   ? "loss/dpo"
-      : kind == ObjectiveKind::kSft ? "loss/sft"
-                                    : "loss/reward"] = main;
-  out["loss/group"] = group;
-  out["loss/balance"] = balance;
-  for (size_t p = 0; p <= preferences.size(); ++p) {
-    const bool all = p == preferences.size();
-    const EvalSplit& s = all ? overall : preferences[p];
-    if (s.pairs == 0) continue;
-    const std::string suffix =
-        all ? std::string() : absl::StrCat("/", NameOr(preference_names, p, "pref"));
-    if (kind != ObjectiveKind::kSft) {
-      out["rewards/chosen" + suffix] = s.reward_chosen;
-      out["rewards/rejected" + suffix] = s.reward_rejected;
-      out["rewards/margins" + suffix] = s.margin;
-      out["rewards/accuracy" + suffix] = s.accuracy;
-    }
-    for (size_t k = 0; k < s.router_mass.size(); ++k) {
-      const bool empty = k + 1 == s.router_mass.size();
-      out[absl::StrCat("router", suffix, empty ? "/empty" : absl::StrCat("/group", k))] =
-          s.router_mass[k];
-    }
-  }
-  return out;
-}
-
 absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& c, const data::PreferenceDataset& set,
                                            int32_t micro_batch_size, int32_t seq_len,
                                            int32_t pad_id, int64_t max_pairs,
@@ -342,7 +188,7 @@ absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& c, const data::Prefere
                                                    " are evaluated"));
   const StepOptions options = StepOptionsFromConfig(c.config.objective(), c.num_preferences);
   const bool grouped = c.adapters != nullptr && c.adapters->options().has_router();
-  Accumulator acc(prefs, options.kind, options, grouped ? &c.adapters->options().layout : nullptr,
+  MetricsAccumulator acc(prefs, options.kind, options, grouped ? &c.adapters->options().layout : nullptr,
                   c.backend);
   for (int64_t first = 0; first < count; first += micro_batch_size) {
     const std::vector<int64_t> indices = BatchIndices(first, count, micro_batch_size);
@@ -362,11 +208,11 @@ absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& c, const data::Prefere
   }
   EvalResult r = acc.Finish();
   for (int32_t p = 0; p < prefs; ++p)
-    r.preference_names.push_back(NameOr(c.preference_names, p, "pref"));
+    r.preference_names.push_back(IndexedName(c.preference_names, p, "pref"));
   if (grouped) {
     const AdapterOptions& a = c.adapters->options();
     for (int32_t k = 0; k < a.layout.num_groups(); ++k)
-      r.group_names.push_back(NameOr(a.group_names, k, "group"));
+      r.group_names.push_back(IndexedName(a.group_names, k, "group"));
   }
   return r;
 }

@@ -2,15 +2,7 @@
 // (PreferenceStep::Evaluate) in dataset order, merged exactly into one EvalResult, and
 // that result as JSON (the run's eval.json, read back by `pmol report`).
 //
-// Merging (so that any micro-batch size gives the figures of one batch holding every
-// pair, up to rounding):
-//   main     mean over StepMetrics::main_count (pairs; SFT: response tokens), weighted
-//   group    weighted by the labelled (response) positions it averages over
-//   balance  L_bal recomputed from the per-module slot sums M_i summed over all batches
-//            (the squared CV of the whole set's expert usage, mean over groups, modules)
-//   total    main + group_loss_weight * group + balance_loss_weight * balance
-//   rewards, accuracy, per-pair losses: sums over pairs / pairs
-//   router mass (overall and per layer): weighted by the response positions of the split
+// Merging: metrics_accumulator.h (exact for any micro-batch size).
 //
 // eval.json ("format": "pmol-eval-v1"; a non-finite value is written as null):
 //   {"format", "objective": "dpo"|"sft"|"reward", "pairs", "tokens",
@@ -33,37 +25,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "pmol/data/preference_dataset.h"
+#include "pmol/train/metrics_accumulator.h"
 #include "pmol/train/preference_step.h"
 #include "pmol/train/run_components.h"
 
 namespace pmol {
-
-// The figures of one preference's pairs, or of all pairs.
-struct EvalSplit {
-  int64_t pairs = 0;
-  // Means over the split's pairs; NaN when it has none (and, for SFT, always).
-  double loss = 0, accuracy = 0, margin = 0, reward_chosen = 0, reward_rejected = 0;
-  // PMoL: response positions and the router mass over them, [group (+ empty)], and per
-  // adapted layer [j][group (+ empty)] for layer EvalResult::router_layers[j].
-  int64_t router_positions = 0;
-  std::vector<double> router_mass;
-  std::vector<std::vector<double>> router_mass_by_layer;
-};
-
-struct EvalResult {
-  ObjectiveKind kind = ObjectiveKind::kDpo;
-  std::vector<std::string> preference_names;  // one per split of `preferences`
-  std::vector<std::string> group_names;       // PMoL: one per expert group; else empty
-  std::vector<int64_t> router_layers;         // PMoL: adapted layers, ascending
-  int64_t pairs = 0, tokens = 0;
-  double loss = 0, main = 0, group = 0, balance = 0;
-  std::vector<EvalSplit> preferences;
-  EvalSplit overall;
-
-  // The names StepMetrics::Named gives the same figures (loss/total, loss/dpo, ...,
-  // rewards/accuracy/<pref>, router/<pref>/group<k>, ...), for the metrics log.
-  std::map<std::string, double> Named() const;
-};
 
 // Reference log-probs of the eval pairs, by index into the eval set, computed once
 // before training (needed for full fine-tuning with precompute_reference, which keeps

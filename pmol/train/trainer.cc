@@ -18,6 +18,7 @@
 #include "pmol/optim/grad_clip.h"
 #include "pmol/optim/lr_schedule.h"
 #include "pmol/train/evaluator.h"
+#include "pmol/train/metrics_accumulator.h"
 #include "pmol/train/metrics_log.h"
 #include "pmol/train/progress.h"
 #include "pmol/train/run_components.h"
@@ -57,39 +58,6 @@ data::PreferenceBatch TrimPadding(const data::PreferenceDataset& dataset, data::
   return trimmed;
 }
 
-// Merges micro-batch / step metrics: sums add, means are weighted by pairs.
-void MergeMetrics(const StepMetrics& m, StepMetrics* into) {
-  const double a = static_cast<double>(into->pairs), b = static_cast<double>(m.pairs);
-  const double wa = a + b > 0 ? a / (a + b) : 0, wb = a + b > 0 ? b / (a + b) : 0;
-  into->loss = wa * into->loss + wb * m.loss;
-  into->main = wa * into->main + wb * m.main;
-  into->group = wa * into->group + wb * m.group;
-  into->balance = wa * into->balance + wb * m.balance;
-  auto add = [](const auto& src, auto* dst) {
-    if (dst->empty()) dst->assign(src.size(), {});
-    for (size_t i = 0; i < src.size(); ++i) (*dst)[i] += src[i];
-  };
-  add(m.pref_pairs, &into->pref_pairs);
-  add(m.reward_chosen_sum, &into->reward_chosen_sum);
-  add(m.reward_rejected_sum, &into->reward_rejected_sum);
-  add(m.correct_sum, &into->correct_sum);
-  // Router mass is a mean over each preference's response positions: weight by pairs.
-  if (into->router_mass.empty()) {
-    into->router_mass = m.router_mass;
-  } else {
-    for (size_t p = 0; p < m.router_mass.size(); ++p) {
-      const double pa = static_cast<double>(into->pref_pairs[p] - m.pref_pairs[p]);
-      const double pb = static_cast<double>(m.pref_pairs[p]);
-      if (pa + pb == 0) continue;
-      for (size_t k = 0; k < m.router_mass[p].size(); ++k) {
-        into->router_mass[p][k] = (pa * into->router_mass[p][k] + pb * m.router_mass[p][k]) / (pa + pb);
-      }
-    }
-  }
-  into->pairs += m.pairs;
-  into->tokens += m.tokens;
-}
-
 class Trainer {
  public:
   Trainer(config::RunConfig config, const TrainerOptions& options)
@@ -127,12 +95,21 @@ class Trainer {
   EvalReference train_reference_, eval_reference_;  // precomputed reference log-probs
 
   // Since the last progress line.
-  StepMetrics window_;
+  std::unique_ptr<MetricsAccumulator> window_;
+  MetricsAccumulator NewWindow() const;
   double window_grad_norm_ = 0;
   int64_t window_steps_ = 0;
   Clock::time_point window_start_, run_start_;
   int64_t run_start_step_ = 0;
 };
+
+MetricsAccumulator Trainer::NewWindow() const {
+  const bool grouped = run_->adapters != nullptr && run_->adapters->options().has_router();
+  return MetricsAccumulator(run_->num_preferences,
+                            StepOptionsFromConfig(config_.objective(), run_->num_preferences).kind,
+                            StepOptionsFromConfig(config_.objective(), run_->num_preferences),
+                            grouped ? &run_->adapters->options().layout : nullptr, run_->backend);
+}
 
 absl::Status Trainer::Setup() {
   absl::Status valid = config::ValidateRunConfig(config_);
@@ -258,7 +235,9 @@ absl::Status Trainer::Resume() {
 
 absl::Status Trainer::TrainStep() {
   run_->ZeroGrads();
-  StepMetrics step_metrics;
+  std::vector<StepMetrics> micro;
+  double loss = 0;
+  int64_t tokens = 0;
   for (int32_t a = 0; a < accumulation_; ++a) {
     data::PreferenceBatch batch = TrimPadding(data_.train, batcher_->Next(), data_.pad_id);
     if (run_->adapters) run_->adapters->SetTraining(true, config_.seed(), state_.step * accumulation_ + a);
@@ -266,32 +245,34 @@ absl::Status Trainer::TrainStep() {
     if (precompute_) cached = CachedReference(train_reference_, batch);
     PMOL_ASSIGN_OR_RETURN(StepMetrics m,
                           run_->step->Run(batch, 1.0 / accumulation_, precompute_ ? &cached : nullptr));
-    MergeMetrics(m, &step_metrics);
+    loss += m.loss / accumulation_;  // each micro-batch's loss enters with weight 1/A
+    tokens += m.tokens;
+    micro.push_back(std::move(m));
   }
   state_.sampler = sampler_->state();
   std::vector<Tensor> grads;
   for (auto& [name, g] : run_->TrainableGrads()) grads.push_back(g);
   const double norm = ClipGradNorm(grads, config_.optimizer().max_grad_norm());
   const double lr = LearningRate(schedule_, state_.step);
-  if (!std::isfinite(step_metrics.loss) || !std::isfinite(norm)) {
+  if (!std::isfinite(loss) || !std::isfinite(norm)) {
     ++state_.skipped_steps;
     out_ << absl::StrFormat("warning: step %d skipped: loss %g, gradient norm %g (%d skipped so far)\n",
-                            state_.step + 1, step_metrics.loss, norm, state_.skipped_steps);
+                            state_.step + 1, loss, norm, state_.skipped_steps);
     if (state_.skipped_steps > config_.optimizer().max_skipped_steps()) {
       return absl::AbortedError(absl::StrFormat(
           "stopping at step %d: the loss or gradient norm is not finite (loss %g, norm %g) and %d "
           "step(s) were skipped, more than optimizer.max_skipped_steps = %d; lower optimizer.lr, "
           "check the data, or resume from the last checkpoint",
-          state_.step + 1, step_metrics.loss, norm, state_.skipped_steps,
+          state_.step + 1, loss, norm, state_.skipped_steps,
           config_.optimizer().max_skipped_steps()));
     }
   } else {
     optimizer_->Step(lr);
-    MergeMetrics(step_metrics, &window_);
+    for (const StepMetrics& m : micro) window_->Add(m);
     window_grad_norm_ += norm;
     ++window_steps_;
   }
-  state_.tokens_seen += step_metrics.tokens;
+  state_.tokens_seen += tokens;
   ++state_.step;
 
   const bool last = state_.step == total_steps_;
@@ -302,11 +283,12 @@ absl::Status Trainer::TrainStep() {
     f.total_steps = total_steps_;
     f.epoch = state_.sampler.epoch +
               static_cast<double>(state_.sampler.consumed) / std::max<int64_t>(sampler_->epoch_size(), 1);
-    const StepOptions so = StepOptionsFromConfig(config_.objective(), run_->num_preferences);
-    f.metrics = window_.Named(so.kind, run_->preference_names);
+    EvalResult summary = window_->Finish();
+    summary.preference_names = run_->preference_names;
+    f.metrics = summary.Named();
     f.lr = lr;
     f.grad_norm = window_steps_ > 0 ? window_grad_norm_ / window_steps_ : norm;
-    f.tokens_per_second = window_seconds > 0 ? window_.tokens / window_seconds : 0;
+    f.tokens_per_second = window_seconds > 0 ? window_->tokens() / window_seconds : 0;
     f.elapsed_seconds = Seconds(run_start_);
     const int64_t done = state_.step - run_start_step_;
     f.eta_seconds = done > 0 ? f.elapsed_seconds / done * (total_steps_ - state_.step) : 0;
@@ -319,7 +301,7 @@ absl::Status Trainer::TrainStep() {
     scalars["tokens_seen"] = static_cast<double>(state_.tokens_seen);
     scalars["skipped_steps"] = static_cast<double>(state_.skipped_steps);
     if (metrics_) PMOL_RETURN_IF_ERROR(metrics_->Write(state_.step, "train", scalars));
-    window_ = StepMetrics();
+    window_ = std::make_unique<MetricsAccumulator>(NewWindow());
     window_grad_norm_ = 0;
     window_steps_ = 0;
     window_start_ = Clock::now();
@@ -375,6 +357,7 @@ absl::StatusOr<TrainerResult> Trainer::Run() {
   PMOL_RETURN_IF_ERROR(WriteFileAtomically(output_dir_ + "/run_config.textproto",
                                            {config::EffectiveRunConfigToText(config_)}));
 
+  window_ = std::make_unique<MetricsAccumulator>(NewWindow());
   run_start_ = window_start_ = Clock::now();
   run_start_step_ = state_.step;
   const int32_t eval_every = config_.eval().every_steps();
