@@ -24,7 +24,9 @@ Router probabilities of all modules are stacked for the auxiliary losses:
   L_bal:   per-expert mass over all positions; per group var/mean^2 (population); mean
            over groups, then modules.
 
-Usage: torch_pmol_dpo_peer.py SETUP.json [--dtype float32|float64]
+Usage: torch_pmol_dpo_peer.py SETUP.json [--dtype float32|float64] [--env default|tuned]
+--env tuned sets OPENBLAS_NUM_THREADS = threads and OMP_WAIT_POLICY = PASSIVE before
+torch loads (see thread_environment); default leaves the environment as it is.
 SETUP.json (written by train_benchmark) names the model folder, the adapter tensors
 (safetensors: <module>.pmol.lora_A [E*r, d_in], .lora_B [d_out, E*r], .router [S, d_in]),
 the batch (token ids, prompt length, preferences) and every hyperparameter.
@@ -35,23 +37,46 @@ Then it serves commands, one per line on stdin, answering one JSON line on stdou
   dump PATH       one training step, then writes PATH (safetensors, F64): loss/total,
                   loss/dpo, loss/group, loss/balance, grad_norm (pre-clip), lr,
                   grad/<name> (pre-clip gradients) and <name> (tensors after the update)
+  profile N       N repetitions of each phase, medians in seconds: {"reference": ...,
+                  "policy": ..., "clip": ..., "adamw": ..., "frozen_fwd": ...,
+                  "frozen_fwd_bwd": ...} (policy: losses + backward with the reference
+                  log-probs cached; frozen: the base model alone, logits for every
+                  position, backward to the embedding output from zero dlogits)
   reset_peak      resets VmHWM (peak RSS) to the current RSS; {"reset": true|false}
-  quit            {"peak_rss_mb": ru_maxrss of this process, "peak_train_rss_mb": VmHWM
-                  since reset_peak}; exits
+  peak            {"peak_rss_mb": ru_maxrss of this process, "peak_train_rss_mb": VmHWM
+                  since reset_peak}
+  quit            the same as peak, then exits
 "seconds" is the wall time of the whole step (zero_grad to scheduler.step), timed here so
 the pipe is not counted.
 """
 import gc
 import json
 import math
+import os
 import resource
+import statistics
 import struct
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+
+def thread_environment():
+    """--env tuned: OpenBLAS limited to the thread count and OpenMP threads that sleep
+    when idle. Must run before numpy/torch load OpenBLAS and libgomp. Debian's torch
+    computes GEMMs with OpenBLAS's own pthreads (torch.set_num_threads does not reach
+    them) and everything else with OpenMP threads; with both pools spinning on the same
+    cores a 2-thread step is ~2x slower than either pool alone."""
+    if __name__ == "__main__" and "--env" in sys.argv and sys.argv[sys.argv.index("--env") + 1] == "tuned":
+        with open(sys.argv[1]) as f:
+            threads = json.load(f)["threads"]
+        os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+thread_environment()
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 NP_DTYPES = {"F32": np.float32, "F64": np.float64}
 TARGETS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -145,7 +170,10 @@ class PmolLlama(torch.nn.Module):
         return self.base[name] * (x * torch.rsqrt(var + self.eps))
 
     def forward(self, ids):
-        B, T = ids.shape
+        return self.from_embeddings(F.embedding(ids, self.base["model.embed_tokens.weight"]))
+
+    def from_embeddings(self, x):
+        B, T, _ = x.shape
         nh, nkv, hd = self.nh, self.nkv, self.hd
         cos, sin = self.cos[:T], self.sin[:T]
 
@@ -153,7 +181,6 @@ class PmolLlama(torch.nn.Module):
             h = t.shape[-1] // 2
             return torch.cat((-t[..., h:], t[..., :h]), -1)
 
-        x = F.embedding(ids, self.base["model.embed_tokens.weight"])
         for i in range(self.cfg["num_hidden_layers"]):
             pre = f"model.layers.{i}."
             h = self.norm(x, pre + "input_layernorm.weight")
@@ -218,12 +245,18 @@ class Trainer:
         sched = (setup["schedule"], setup["warmup_steps"], setup["total_steps"], setup["min_lr_ratio"])
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, *sched))
 
-    def losses(self):
-        s, m, B, P = self.s, self.model, self.B, self.P
+    def reference(self):
+        m = self.model
         with torch.no_grad():
             m.use_adapters = False
-            ref = response_logps(m(self.ids), self.ids, P)
+            ref = response_logps(m(self.ids), self.ids, self.P)
             m.use_adapters = True
+        return ref
+
+    def losses(self, ref=None):
+        s, m, B, P = self.s, self.model, self.B, self.P
+        if ref is None:
+            ref = self.reference()
         m.record = []
         pol = response_logps(m(self.ids), self.ids, P)
         delta = (pol[:B] - ref[:B]) - (pol[B:] - ref[B:])
@@ -264,6 +297,38 @@ class Trainer:
             write_safetensors(dump, {k: v.reshape(v.shape) for k, v in out.items()})
         return {"seconds": seconds, "loss": float(total)}
 
+    def profile(self, reps):
+        """Medians of each phase of step(), and of the frozen model alone."""
+        t = {k: [] for k in ("reference", "policy", "clip", "adamw", "frozen_fwd", "frozen_fwd_bwd")}
+        m = self.model
+        for _ in range(reps):
+            self.opt.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            ref = self.reference()
+            t["reference"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            self.losses(ref)[0].backward()
+            t["policy"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(self.params, self.s["max_grad_norm"])
+            t["clip"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            self.opt.step()
+            self.sched.step()
+            t["adamw"].append(time.perf_counter() - t0)
+            m.use_adapters = False
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                m(self.ids)
+            t["frozen_fwd"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            x = F.embedding(self.ids, m.base["model.embed_tokens.weight"]).requires_grad_(True)
+            logits = m.from_embeddings(x)
+            logits.backward(torch.zeros_like(logits))
+            t["frozen_fwd_bwd"].append(time.perf_counter() - t0)
+            m.use_adapters = True
+        return {k: statistics.median(v) for k, v in t.items()}
+
 
 def reset_peak_rss():
     """Resets VmHWM to the current RSS (as train_benchmark does for itself)."""
@@ -303,13 +368,17 @@ def main():
             reply = trainer.step()
         elif cmd[0] == "dump":
             reply = trainer.step(dump=cmd[1])
+        elif cmd[0] == "profile":
+            reply = trainer.profile(int(cmd[1]))
         elif cmd[0] == "reset_peak":
             gc.collect()
             reply = {"reset": reset_peak_rss()}
-        elif cmd[0] == "quit":
-            print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                              "peak_train_rss_mb": vm_rss_mb()}), flush=True)
-            return
+        elif cmd[0] in ("peak", "quit"):
+            reply = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                     "peak_train_rss_mb": vm_rss_mb()}
+            if cmd[0] == "quit":
+                print(json.dumps(reply), flush=True)
+                return
         else:
             reply = {"error": "unknown command " + cmd[0]}
         print(json.dumps(reply), flush=True)
