@@ -573,9 +573,10 @@ int Main() {
     auto scalar = [&](const std::shared_ptr<SafetensorsFile>& f, const std::string& name) {
       return get(f, name)[0];
     };
-    std::printf("step %d (lr %.6g): loss pmol %.8f  PyTorch %.8f%s\n", s + 1, mine.lr, mine.total,
-                scalar(theirs, "loss/total"),
-                exact ? absl::StrCat("  PyTorch-f64 ", scalar(exact, "loss/total")).c_str() : "");
+    std::printf("step %d (lr %.6g): loss pmol %.8f  PyTorch %.8f", s + 1, mine.lr, mine.total,
+                scalar(theirs, "loss/total"));
+    if (exact) std::printf("  PyTorch-f64 %.8f", scalar(exact, "loss/total"));
+    std::printf("\n");
     auto report = [&](const std::string& what, double d, double d64a, double d64b, double tol) {
       const bool ok = d <= tol && std::isfinite(d);
       agree = agree && ok;
