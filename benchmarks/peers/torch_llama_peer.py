@@ -7,12 +7,22 @@ Usage: torch_llama_peer.py MODEL_DIR BATCH SEQ THREADS STEPS MODE(frozen|full)
 Prints one JSON line: {"tokens_per_s": ..., "seconds_per_step": ..., "peak_rss_mb": ...}.
 "frozen": weights frozen, gradient taken at the embedding output (what adapters need);
 "full": every weight gets a gradient too.
+Debian's torch runs its GEMMs on OpenBLAS's own thread pool, which torch.set_num_threads does
+not limit: THREADS also limits that pool (OPENBLAS_NUM_THREADS, set before torch is imported)
+and OpenMP threads sleep when idle (OMP_WAIT_POLICY=PASSIVE), as pmol does; otherwise the two
+pools spin on the same cores and PyTorch runs about 2.5x slower than it can.
 """
+import os
+import sys
+
+if __name__ == "__main__" and len(sys.argv) > 4:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", sys.argv[4])
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import json
 import math
 import resource
 import struct
-import sys
 import time
 
 import numpy as np
