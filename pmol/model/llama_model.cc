@@ -107,6 +107,37 @@ Tensor LlamaModel::Backward(ForwardState& s, const Tensor& dlogits, LlamaWeights
   return BackwardFromHidden(s, df, grads);
 }
 
+Tensor LlamaModel::HeadAt(const Tensor& hidden, const Tensor& positions) const {
+  const int64_t m = positions.numel(), h = config_.hidden_size, v = config_.vocab_size;
+  PMOL_CHECK(positions.dtype() == DType::kI32 && hidden.dim(-1) == h && hidden.dtype() == dtype_);
+  Tensor selected = Tensor::Empty({m, h}, dtype_, backend_);
+  backend_->EmbeddingForward(dtype_, hidden.data(), positions.data_as<int32_t>(), m, h, selected.data());
+  Tensor logits = Tensor::Empty({m, v}, dtype_, backend_);
+  backend_->Gemm(dtype_, false, true, m, v, h, 1.0, selected.data(), h, Head().data(), h, 0.0,
+                 logits.data(), v);
+  return logits;
+}
+
+Tensor LlamaModel::HeadAtBackward(const Tensor& hidden, const Tensor& positions, const Tensor& dlogits,
+                                  LlamaWeights* grads) const {
+  const int64_t m = positions.numel(), n = hidden.numel() / config_.hidden_size;
+  const int64_t h = config_.hidden_size, v = config_.vocab_size;
+  PMOL_CHECK(dlogits.numel() == m * v && dlogits.dtype() == dtype_);
+  Tensor dselected = Tensor::Empty({m, h}, dtype_, backend_);
+  backend_->Gemm(dtype_, false, false, m, h, v, 1.0, dlogits.data(), v, Head().data(), h, 0.0,
+                 dselected.data(), h);
+  if (grads != nullptr) {
+    Tensor selected = Tensor::Empty({m, h}, dtype_, backend_);
+    backend_->EmbeddingForward(dtype_, hidden.data(), positions.data_as<int32_t>(), m, h, selected.data());
+    Tensor& dhead = config_.tie_word_embeddings ? grads->embed : grads->lm_head;
+    backend_->Gemm(dtype_, true, false, v, h, m, 1.0, dlogits.data(), v, selected.data(), h, 1.0,
+                   dhead.data(), h);
+  }
+  Tensor dhidden = Tensor::Zeros({n, h}, dtype_, backend_);
+  backend_->EmbeddingBackward(dtype_, dselected.data(), positions.data_as<int32_t>(), m, h, dhidden.data());
+  return dhidden;
+}
+
 Tensor LlamaModel::BackwardFromHidden(ForwardState& s, const Tensor& df, LlamaWeights* grads) {
   const int64_t n = s.batch * s.seq, h = config_.hidden_size;
   PMOL_CHECK(df.numel() == n * h && df.dtype() == dtype_);

@@ -63,6 +63,17 @@ class LlamaModel {
   // From the gradient at the final hidden states [N, H] (what ForwardHidden returned).
   Tensor BackwardFromHidden(ForwardState& state, const Tensor& dhidden, LlamaWeights* grads);
 
+  // The LM head at selected positions only: logits [M, vocab] = hidden[positions] W_head^T,
+  // for hidden [N, H] from ForwardHidden and `positions` an i32 [M] tensor of row indices
+  // on this model's backend (distinct). Objectives that score response tokens need no
+  // logits at prompt and padding positions, so their vocabulary GEMM is skipped.
+  Tensor HeadAt(const Tensor& hidden, const Tensor& positions) const;
+  // Its backward: the gradient at the hidden states [N, H] (zero at unselected rows) from
+  // dlogits [M, vocab], and the head's weight gradient into `grads` (lm_head, or embed when
+  // tied) when not null.
+  Tensor HeadAtBackward(const Tensor& hidden, const Tensor& positions, const Tensor& dlogits,
+                        LlamaWeights* grads) const;
+
  private:
   BlockInput MakeBlockInput(const ForwardState& state, int64_t layer);
   const Tensor& Head() const { return config_.tie_word_embeddings ? weights_.embed : weights_.lm_head; }

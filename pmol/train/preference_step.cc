@@ -45,6 +45,39 @@ Rows MakeRows(const data::PreferenceBatch& b, bool with_rejected) {
   return r;
 }
 
+// Response log-probs with the LM head applied at response positions only
+// (LlamaModel::HeadAt): prompt and padding positions need no vocabulary GEMM.
+struct ResponseLogits {
+  Tensor hidden;     // [N, H] final hidden states (the head's input)
+  Tensor positions;  // i32 [M] on the backend: the rows of `hidden` that predict a reply token
+  Tensor logits;     // [1, M, V]
+  SequenceLogProbsResult lp;
+};
+
+absl::StatusOr<ResponseLogits> ResponseLogProbs(LlamaModel* model, const Rows& rows, ForwardState* keep,
+                                                LinearAdapters* adapters) {
+  ResponseLogits r;
+  PMOL_ASSIGN_OR_RETURN(r.hidden, model->ForwardHidden(rows.ids, rows.count, rows.seq, keep, adapters));
+  const std::vector<int32_t> targets = ResponseTargetsFromMask(rows.ids, rows.response, rows.count, rows.seq);
+  std::vector<int32_t> positions, selected, sequence_of;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (targets[i] < 0) continue;
+    positions.push_back(static_cast<int32_t>(i));
+    selected.push_back(targets[i]);
+    sequence_of.push_back(static_cast<int32_t>(i / rows.seq));
+  }
+  if (positions.empty()) {  // no reply token at all: one uncounted position keeps shapes valid
+    positions.push_back(0);
+    selected.push_back(-1);
+    sequence_of.push_back(-1);
+  }
+  const int64_t m = static_cast<int64_t>(positions.size());
+  r.positions = Tensor::FromHost(positions.data(), {m}, DType::kI32, model->backend());
+  r.logits = model->HeadAt(r.hidden, r.positions).Reshape({1, m, model->config().vocab_size});
+  r.lp = SequenceLogProbs(r.logits, selected, sequence_of, rows.count);
+  return r;
+}
+
 std::vector<double> Slice(const std::vector<double>& v, size_t begin, size_t count) {
   return std::vector<double>(v.begin() + begin, v.begin() + begin + count);
 }
@@ -145,10 +178,8 @@ PreferenceStep::ReferenceLogProbs(const data::PreferenceBatch& batch) {
     return absl::FailedPreconditionError(
         "DPO with full fine-tuning needs a frozen reference model or precomputed reference "
         "log-probs");
-  PMOL_ASSIGN_OR_RETURN(Tensor logits, ref->Forward(rows.ids, rows.count, rows.seq, nullptr,
-                                                    /*adapters=*/nullptr));
-  const SequenceLogProbsResult lp =
-      SequenceLogProbs(logits, ResponseTargetsFromMask(rows.ids, rows.response, rows.count, rows.seq));
+  PMOL_ASSIGN_OR_RETURN(const ResponseLogits head, ResponseLogProbs(ref, rows, nullptr, /*adapters=*/nullptr));
+  const SequenceLogProbsResult& lp = head.lp;
   const size_t B = batch.num_pairs;
   return std::make_pair(Slice(lp.sums, 0, B), Slice(lp.sums, B, B));
 }
@@ -212,7 +243,7 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
 
   ForwardState state;
   ForwardState* keep = backward ? &state : nullptr;  // activations for the backward
-  Tensor dhidden, dlogits;
+  Tensor dhidden;
   if (kind == ObjectiveKind::kReward) {
     if (value_head_ == nullptr) return absl::FailedPreconditionError("reward training needs a value head");
     PMOL_ASSIGN_OR_RETURN(Tensor hidden, model_->ForwardHidden(rows.ids, rows.count, T, keep, adapters_));
@@ -234,9 +265,8 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
       be->Scale(dt, loss_scale, dhidden.data(), dhidden.numel());
     }
   } else {
-    PMOL_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(rows.ids, rows.count, T, keep, adapters_));
-    const SequenceLogProbsResult lp = SequenceLogProbs(
-        logits, ResponseTargetsFromMask(rows.ids, rows.response, rows.count, T));
+    PMOL_ASSIGN_OR_RETURN(const ResponseLogits head, ResponseLogProbs(model_, rows, keep, adapters_));
+    const SequenceLogProbsResult& lp = head.lp;
     std::vector<double> d_sums;
     if (kind == ObjectiveKind::kDpo) {
       DpoInputs in;
@@ -262,7 +292,11 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
     }
     if (backward) {
       for (double& d : d_sums) d *= loss_scale;
-      SequenceLogProbsBackward(logits, lp.state, d_sums, &dlogits);
+      Tensor dlogits;
+      SequenceLogProbsBackward(head.logits, lp.state, d_sums, &dlogits);
+      dhidden = model_->HeadAtBackward(head.hidden, head.positions,
+                                       dlogits.Reshape({head.positions.numel(), dlogits.dim(-1)}),
+                                       full_grads_);
     }
   }
 
@@ -327,11 +361,7 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
   m.loss = m.main + options_.group_loss_weight * m.group + options_.balance_loss_weight * m.balance;
 
   if (backward) {
-    if (kind == ObjectiveKind::kReward) {
-      model_->BackwardFromHidden(state, dhidden, full_grads_);
-    } else {
-      model_->Backward(state, dlogits, full_grads_);
-    }
+    model_->BackwardFromHidden(state, dhidden, full_grads_);
   }
   if (adapters_ != nullptr) adapters_->ClearCaches();
   return m;
