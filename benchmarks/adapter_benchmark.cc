@@ -50,6 +50,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/process_memory.h"
 #include "gflags/gflags.h"
 #include "pmol/adapters/pmol_adapters.h"
 #include "pmol/adapters/router.h"
@@ -265,24 +266,6 @@ double Median(std::vector<double> v) {
   return v.size() % 2 ? v[k] : 0.5 * (v[k - 1] + v[k]);
 }
 
-// KiB from /proc/self/status ("VmRSS", "VmHWM"); -1 if unreadable.
-double ProcStatusKb(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::atof(line.c_str() + key.size() + 1);
-  }
-  return -1;
-}
-
-// Resets VmHWM to the current RSS; false where the kernel does not allow it.
-bool ResetPeakRss() {
-  std::ofstream out("/proc/self/clear_refs");
-  if (!out) return false;
-  out << "5";
-  out.flush();
-  return static_cast<bool>(out);
-}
 
 void FillRandom(Tensor& t, Rng& rng, double stddev) {
   std::vector<double> v(t.numel());

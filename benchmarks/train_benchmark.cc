@@ -83,6 +83,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "benchmarks/process_memory.h"
 #include "gflags/gflags.h"
 #include "nlohmann/json.hpp"
 #include "pmol/core/rng.h"
@@ -122,23 +123,6 @@ double Median(std::vector<double> v) {
   return v.size() % 2 ? v[k] : 0.5 * (v[k - 1] + v[k]);
 }
 
-// KiB from /proc/self/status ("VmHWM"); -1 if unreadable.
-double ProcStatusKb(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::atof(line.c_str() + key.size() + 1);
-  return -1;
-}
-
-// Resets VmHWM to the current RSS; false where the kernel does not allow it.
-bool ResetPeakRss() {
-  std::ofstream out("/proc/self/clear_refs");
-  if (!out) return false;
-  out << "5";
-  out.flush();
-  return static_cast<bool>(out);
-}
 
 // As nproc: the CPUs this process may run on.
 int AvailableCpus() {
