@@ -259,6 +259,40 @@ TEST(TrainRunTest, OverridesAndConfigErrors) {
   EXPECT_TRUE(StderrMentions(r, {"output_dir"}));
 }
 
+TEST(TrainRunTest, BadDataAndModelsAreClearErrorsAndWriteNoCheckpoint) {
+  const Fixture& f = Shared();
+  const std::string dir = FreshDir("bad_input");
+  const std::string config = WriteConfig(dir, PmolConfig(dir));
+  struct Case {
+    std::vector<std::string> sets;
+    std::vector<std::string> mentions;
+  };
+  // A model whose vocabulary is smaller than the tokenizer's.
+  nlohmann::json small = LlamaTiedConfig();
+  small["vocab_size"] = 100;
+  small["hidden_size"] = 32;
+  small["intermediate_size"] = 48;
+  small["num_hidden_layers"] = 2;
+  InitModel(small, dir + "/small_model", 5);
+  for (const Case& c : std::vector<Case>{
+           {{"--set=data.tokenizer=" + dir + "/missing/tokenizer.json"}, {"missing/tokenizer.json"}},
+           {{"--set=model.path=" + dir + "/small_model"},
+            {"outside the model's vocabulary [0, 100)", "data.tokenizer does not belong to model.path"}},
+           {{"--set=model.path=" + dir + "/nowhere"}, {"nowhere"}},
+           {{"--set=data.packing=true"}, {"data.packing"}},
+           {{"--set=data.on_bad_input=fail", "--set=data.max_length=8", "--set=data.max_prompt_length=4",
+             "--set=data.truncate_responses=false"},
+            {"eval.jsonl:1:"}}}) {
+    std::vector<std::string> args = {"train", "--config=" + config};
+    args.insert(args.end(), c.sets.begin(), c.sets.end());
+    CommandResult r = RunPmol(args);
+    EXPECT_TRUE(ExitedWith(r, 1)) << c.sets[0];
+    EXPECT_TRUE(StderrMentions(r, c.mentions)) << c.sets[0];
+    EXPECT_FALSE(fs::exists(dir + "/checkpoints") && !fs::is_empty(dir + "/checkpoints")) << c.sets[0];
+  }
+  (void)f;
+}
+
 std::string Variant(const std::string& dir, const std::string& adapter, const std::string& objective) {
   std::string text = PmolConfig(dir, 2);
   const size_t a = text.find("adapter {"), a_end = text.find("}\n", text.find("dropout", a)) + 2;
