@@ -178,3 +178,37 @@ TEST(LogSoftmaxTest, F32AgreesWithF64) {
 
 }  // namespace
 }  // namespace pmol::testing
+
+namespace pmol {
+namespace {
+
+// f32 rows with a NaN or +inf logit (in the vectorised body or in the tail) give NaN
+// log-probs and gradients, so a diverged model shows up as a non-finite loss; rows with
+// -inf logits are finite (those terms are exactly 0).
+TEST(LogSoftmaxTest, F32NonFiniteLogitsPropagate) {
+  Backend* be = GetBackend(DeviceType::kCpu, 2).value();
+  const int64_t rows = 5, vocab = 19;  // two 8-wide blocks and a tail of 3
+  std::vector<float> x(rows * vocab);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * static_cast<float>(i % 7) - 0.3f;
+  x[0 * vocab + 4] = NAN;       // in a vector block
+  x[1 * vocab + 17] = NAN;      // in the tail
+  x[2 * vocab + 9] = INFINITY;  // +inf
+  x[3 * vocab + 2] = -INFINITY;  // -inf: a zero term
+  const std::vector<int32_t> targets = {0, 0, 0, 0, 1};
+  std::vector<float> logp(rows), lse(rows), dlogp(rows, 1.0f), dx(rows * vocab);
+  be->LogSoftmaxGather(DType::kF32, x.data(), targets.data(), rows, vocab, logp.data(), lse.data());
+  be->LogSoftmaxGatherBackward(DType::kF32, x.data(), targets.data(), lse.data(), dlogp.data(), rows,
+                               vocab, dx.data());
+  for (int64_t r : {0, 1, 2}) {
+    EXPECT_TRUE(std::isnan(logp[r])) << r;
+    EXPECT_TRUE(std::isnan(dx[r * vocab + 5])) << r;
+  }
+  for (int64_t r : {3, 4}) {
+    EXPECT_TRUE(std::isfinite(logp[r])) << r;
+    EXPECT_TRUE(std::isfinite(lse[r])) << r;
+  }
+  EXPECT_EQ(dx[3 * vocab + 2], 0.0f);
+}
+
+}  // namespace
+}  // namespace pmol
