@@ -22,27 +22,12 @@ if __name__ == "__main__" and len(sys.argv) > 4:
 import json
 import math
 import resource
-import struct
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def load(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        b, end = e["data_offsets"]
-        arr = np.frombuffer(data[8 + n + b: 8 + n + end], dtype=np.float32).reshape(e["shape"])
-        out[name] = torch.from_numpy(arr.copy())
-    return out
+from torch_pmol_dpo_peer import read_safetensors  # the peers' one safetensors reader
 
 
 class Llama(torch.nn.Module):
@@ -103,7 +88,7 @@ def main():
     torch.manual_seed(0)
     with open(model_dir + "/config.json") as f:
         cfg = json.load(f)
-    model = Llama(cfg, load(model_dir + "/model.safetensors"))
+    model = Llama(cfg, read_safetensors(model_dir + "/model.safetensors", torch.float32))
     for p in model.parameters():
         p.requires_grad_(mode == "full")
     ids = torch.randint(0, cfg["vocab_size"], (batch, seq))
