@@ -105,9 +105,8 @@ class Trainer {
 
 MetricsAccumulator Trainer::NewWindow() const {
   const bool grouped = run_->adapters != nullptr && run_->adapters->options().has_router();
-  return MetricsAccumulator(run_->num_preferences,
-                            StepOptionsFromConfig(config_.objective(), run_->num_preferences).kind,
-                            StepOptionsFromConfig(config_.objective(), run_->num_preferences),
+  const StepOptions options = StepOptionsFromConfig(config_.objective(), run_->num_preferences);
+  return MetricsAccumulator(run_->num_preferences, options.kind, options,
                             grouped ? &run_->adapters->options().layout : nullptr, run_->backend);
 }
 
