@@ -237,6 +237,7 @@ absl::Status ValidateSources(const std::string& field,
 
 absl::Status ValidateData(const DataConfig& d) {
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("data.micro_batch_size", d.micro_batch_size(), 1));
+  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("data.global_batch_size", d.global_batch_size(), 0));
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("data.max_length", d.max_length(), 2));
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("data.max_prompt_length", d.max_prompt_length(), 0));
   if (d.max_prompt_length() >= d.max_length()) {
@@ -274,12 +275,16 @@ absl::Status ValidateData(const DataConfig& d) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateParallelism(const ParallelismConfig& p) {
-  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("parallelism.expert_parallel", p.expert_parallel(), 1));
+absl::Status ValidateParallel(const ParallelConfig& p) {
+  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("parallel.dp", p.dp(), 0));
+  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("parallel.ep", p.ep(), 1));
   if (p.zero_stage() < 0 || p.zero_stage() > 2) {
-    return Bad("parallelism.zero_stage", absl::StrCat("must be 0, 1 or 2, got ", p.zero_stage()));
+    return Bad("parallel.zero_stage", absl::StrCat("must be 0, 1 or 2, got ", p.zero_stage()));
   }
-  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("parallelism.bucket_mb", p.bucket_mb(), 1));
+  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("parallel.bucket_mb", p.bucket_mb(), 1));
+  if (!(p.collective_timeout_s() > 0)) {
+    return Bad("parallel.collective_timeout_s", absl::StrCat("must be > 0, got ", p.collective_timeout_s()));
+  }
   return absl::OkStatus();
 }
 
@@ -304,7 +309,7 @@ absl::Status ValidateRunConfig(const RunConfig& c) {
   PMOL_CONFIG_RETURN_IF_ERROR(ValidateObjective(c.objective()));
   PMOL_CONFIG_RETURN_IF_ERROR(ValidateOptimizer(c.optimizer()));
   PMOL_CONFIG_RETURN_IF_ERROR(ValidateData(c.data()));
-  PMOL_CONFIG_RETURN_IF_ERROR(ValidateParallelism(c.parallelism()));
+  PMOL_CONFIG_RETURN_IF_ERROR(ValidateParallel(c.parallel()));
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("checkpoint.every_steps", c.checkpoint().every_steps(), 0));
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("checkpoint.keep_last", c.checkpoint().keep_last(), 1));
   PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("logging.every_steps", c.logging().every_steps(), 1));

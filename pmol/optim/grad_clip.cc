@@ -14,7 +14,7 @@ bool IsComputeType(DType dt) { return dt == DType::kF32 || dt == DType::kF64; }
 
 }  // namespace
 
-double GlobalGradNorm(const std::vector<Tensor>& grads) {
+double GradSumOfSquares(const std::vector<Tensor>& grads) {
   // One f64 accumulator per backend, in order of first appearance.
   std::vector<std::pair<Backend*, Tensor>> accumulators;
   for (const Tensor& g : grads) {
@@ -38,14 +38,21 @@ double GlobalGradNorm(const std::vector<Tensor>& grads) {
   }
   double total = 0.0;
   for (const auto& [backend, acc] : accumulators) total += acc.ToDoubles()[0];
-  return std::sqrt(total);
+  return total;
 }
+
+double GlobalGradNorm(const std::vector<Tensor>& grads) { return std::sqrt(GradSumOfSquares(grads)); }
 
 double ClipGradNorm(std::vector<Tensor>& grads, double max_norm) {
   const double norm = GlobalGradNorm(grads);
-  if (!(max_norm > 0) || !std::isfinite(norm)) return norm;
+  ScaleToMaxNorm(grads, norm, max_norm);
+  return norm;
+}
+
+void ScaleToMaxNorm(std::vector<Tensor>& grads, double norm, double max_norm) {
+  if (!(max_norm > 0) || !std::isfinite(norm)) return;
   const double coef = max_norm / (norm + kClipGradNormEps);
-  if (!(coef < 1.0)) return norm;
+  if (!(coef < 1.0)) return;
   for (Tensor& g : grads) {
     if (!g.defined() || g.numel() == 0) continue;
     Backend* backend = g.backend();
@@ -57,7 +64,6 @@ double ClipGradNorm(std::vector<Tensor>& grads, double max_norm) {
       backend->Convert(DType::kF32, g32.data(), g.dtype(), g.data(), g.numel());
     }
   }
-  return norm;
 }
 
 }  // namespace pmol

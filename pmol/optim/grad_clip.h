@@ -21,8 +21,16 @@ namespace pmol {
 
 inline constexpr double kClipGradNormEps = 1e-6;
 
+// The sum of squares of all gradients together (f64). Empty list: 0.
+double GradSumOfSquares(const std::vector<Tensor>& grads);
+
 // The L2 norm of all gradients together, as if concatenated. Empty list: 0.
 double GlobalGradNorm(const std::vector<Tensor>& grads);
+
+// Scales every gradient by max_norm / (norm + 1e-6) when that is below 1, given the
+// global norm (computed elsewhere, e.g. over the shards of several ranks). Does nothing
+// when max_norm <= 0 or the norm is not finite.
+void ScaleToMaxNorm(std::vector<Tensor>& grads, double norm, double max_norm);
 
 // Returns the pre-clip global norm and scales every gradient in place by
 // max_norm / (norm + 1e-6) when that is below 1. max_norm <= 0 turns clipping off (the
