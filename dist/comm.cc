@@ -45,6 +45,19 @@ std::string Comm::BroadcastString(const std::string& value, int root) {
   return out;
 }
 
+absl::Status AgreeOnStatus(Comm& comm, const absl::Status& status) {
+  if (comm.size() == 1) return status;
+  double first = status.ok() ? comm.size() : comm.rank();
+  comm.AllReduce(&first, 1, DType::kF64, ReduceOp::kMin);
+  if (first >= comm.size()) return absl::OkStatus();
+  const int root = static_cast<int>(first);
+  double code = static_cast<double>(status.code());
+  comm.Broadcast(&code, 1, DType::kF64, root);
+  const std::string message = comm.BroadcastString(std::string(status.message()), root);
+  return absl::Status(static_cast<absl::StatusCode>(static_cast<int>(code)),
+                      "rank " + std::to_string(root) + ": " + message);
+}
+
 std::vector<int64_t> EvenBlocks(int64_t total, int parts) {
   std::vector<int64_t> blocks(parts, total / parts);
   for (int64_t i = 0; i < total % parts; ++i) ++blocks[i];

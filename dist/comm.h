@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "kernels/dtype.h"
 
 namespace pmol::dist {
@@ -98,6 +99,12 @@ class Comm {
 
   CommStats stats_;
 };
+
+// An error on any rank of `comm`, on every rank (a collective): OK when every rank is
+// OK, else the error of the lowest failing rank, its message prefixed with "rank R: "
+// when `comm` has several ranks. Lets ranks leave a phase together instead of one rank
+// returning while the others wait for it in the next collective.
+absl::Status AgreeOnStatus(Comm& comm, const absl::Status& status);
 
 // Element counts of the blocks when `total` elements are split over `parts` ranks as
 // evenly as possible (the first total % parts blocks one longer); uneven totals are

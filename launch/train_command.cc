@@ -6,7 +6,13 @@
 // --resume / --noresume override checkpoint.resume (default: resume when a valid
 // checkpoint exists). SIGTERM or SIGINT stops after the current step with a checkpoint
 // (a second SIGINT stops at once); running the same command again resumes.
+// Started by mpirun or srun (several ranks), the world comes from MPI; only rank 0
+// prints. With model.threads: 0, the cores of a node are shared out between its ranks.
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
+#include <memory>
+#include <thread>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -14,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gflags/gflags.h"
+#include "dist/mpi_comm.h"
 #include "launch/command.h"
 #include "pmol/core/status.h"
 #include "pmol/train/trainer.h"
@@ -55,10 +62,27 @@ absl::Status RunTrain() {
   TrainerOptions options;
   options.out = &std::cout;
   options.stop_requested = &g_stop_requested;
+  std::unique_ptr<dist::Comm> world;
+  if (dist::LaunchedByMpiLauncher()) {
+    PMOL_ASSIGN_OR_RETURN(dist::MpiWorld mpi, dist::InitMpiWorld(config.parallel().collective_timeout_s()));
+    world = std::move(mpi.world);
+    options.world = world.get();
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    if (config.model().threads() == 0 && mpi.local_size > 1) {
+      config.mutable_model()->set_threads(std::max(1, cores / mpi.local_size));
+    }
+    if (world->rank() == 0 && world->size() > 1) {
+      std::cout << world->size() << " ranks (" << mpi.local_size << " on this node, "
+                << config.model().threads() << " threads each)" << std::endl;
+    }
+  }
   absl::StatusOr<TrainerResult> result = RunTraining(config, options);
   if (!result.ok()) {
+    // The ranks agree on errors (the trainer returns the same one everywhere): rank 0 reports.
+    if (world != nullptr && world->rank() != 0) std::exit(1);
     return absl::Status(result.status().code(), absl::StrCat(FLAGS_config, ": ", result.status().message()));
   }
+  if (world != nullptr && world->rank() != 0) return absl::OkStatus();
   std::cout << "done: " << result->steps << " steps";
   if (result->skipped_steps > 0) std::cout << " (" << result->skipped_steps << " skipped)";
   std::cout << "; outputs in " << result->output_dir << std::endl;

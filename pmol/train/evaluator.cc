@@ -177,7 +177,7 @@ class JsonReader {
 absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& c, const data::PreferenceDataset& set,
                                            int32_t micro_batch_size, int32_t seq_len,
                                            int32_t pad_id, int64_t max_pairs,
-                                           const EvalReference* reference) {
+                                           const EvalReference* reference, dist::Comm* comm) {
   int32_t prefs = 1;
   PMOL_ASSIGN_OR_RETURN(const int64_t count,
                         CheckEvalSet(c, set, micro_batch_size, seq_len, max_pairs, &prefs));
@@ -190,7 +190,9 @@ absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& c, const data::Prefere
   const bool grouped = c.adapters != nullptr && c.adapters->options().has_router();
   MetricsAccumulator acc(prefs, options.kind, options, grouped ? &c.adapters->options().layout : nullptr,
                   c.backend);
-  for (int64_t first = 0; first < count; first += micro_batch_size) {
+  const int64_t rank = comm ? comm->rank() : 0, ranks = comm ? comm->size() : 1;
+  absl::Status failure = absl::OkStatus();
+  for (int64_t first = rank * micro_batch_size; first < count; first += ranks * micro_batch_size) {
     const std::vector<int64_t> indices = BatchIndices(first, count, micro_batch_size);
     const data::PreferenceBatch batch =
         data::MakePaddedBatch(set, indices, micro_batch_size, seq_len, pad_id);
@@ -202,10 +204,17 @@ absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& c, const data::Prefere
       }
     }
     absl::StatusOr<StepMetrics> m = c.step->Evaluate(batch, reference ? &cached : nullptr);
-    if (!m.ok())
-      return absl::Status(m.status().code(), Prefixed(indices) + std::string(m.status().message()));
+    if (!m.ok()) {
+      failure = absl::Status(m.status().code(), Prefixed(indices) + std::string(m.status().message()));
+      break;
+    }
     acc.Add(*m);
   }
+  if (comm != nullptr) {
+    PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*comm, failure));  // a rank's error stops every rank
+    acc.MergeAcross(*comm);
+  }
+  PMOL_RETURN_IF_ERROR(failure);
   EvalResult r = acc.Finish();
   for (int32_t p = 0; p < prefs; ++p)
     r.preference_names.push_back(IndexedName(c.preference_names, p, "pref"));
@@ -220,7 +229,8 @@ absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& c, const data::Prefere
 absl::StatusOr<EvalReference> ComputeEvalReference(RunComponents& c,
                                                    const data::PreferenceDataset& set,
                                                    int32_t micro_batch_size, int32_t seq_len,
-                                                   int32_t pad_id, int64_t max_pairs) {
+                                                   int32_t pad_id, int64_t max_pairs,
+                                                   dist::Comm* comm) {
   int32_t prefs = 1;
   PMOL_ASSIGN_OR_RETURN(const int64_t count,
                         CheckEvalSet(c, set, micro_batch_size, seq_len, max_pairs, &prefs));
@@ -236,16 +246,29 @@ absl::StatusOr<EvalReference> ComputeEvalReference(RunComponents& c,
     step = own.get();
   }
   EvalReference ref;
-  for (int64_t first = 0; first < count; first += micro_batch_size) {
+  ref.chosen.assign(count, 0.0);
+  ref.rejected.assign(count, 0.0);
+  const int64_t rank = comm ? comm->rank() : 0, ranks = comm ? comm->size() : 1;
+  absl::Status failure = absl::OkStatus();
+  for (int64_t first = rank * micro_batch_size; first < count; first += ranks * micro_batch_size) {
     const std::vector<int64_t> indices = BatchIndices(first, count, micro_batch_size);
     const data::PreferenceBatch batch =
         data::MakePaddedBatch(set, indices, micro_batch_size, seq_len, pad_id);
     auto lp = step->ReferenceLogProbs(batch);
-    if (!lp.ok())
-      return absl::Status(lp.status().code(),
-                          Prefixed(indices) + std::string(lp.status().message()));
-    ref.chosen.insert(ref.chosen.end(), lp->first.begin(), lp->first.end());
-    ref.rejected.insert(ref.rejected.end(), lp->second.begin(), lp->second.end());
+    if (!lp.ok()) {
+      failure = absl::Status(lp.status().code(), Prefixed(indices) + std::string(lp.status().message()));
+      break;
+    }
+    for (size_t i = 0; i < indices.size(); ++i) {
+      ref.chosen[indices[i]] = lp->first[i];
+      ref.rejected[indices[i]] = lp->second[i];
+    }
+  }
+  if (comm != nullptr) PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*comm, failure));
+  PMOL_RETURN_IF_ERROR(failure);
+  if (comm != nullptr && comm->size() > 1) {  // each value comes from one rank, zeros elsewhere
+    comm->AllReduceSum(ref.chosen);
+    comm->AllReduceSum(ref.rejected);
   }
   return ref;
 }

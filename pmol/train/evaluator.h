@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "dist/comm.h"
 #include "pmol/data/preference_dataset.h"
 #include "pmol/train/metrics_accumulator.h"
 #include "pmol/train/preference_step.h"
@@ -42,19 +43,24 @@ struct EvalReference {
 // micro-batches of micro_batch_size rows of seq_len tokens. Leaves the adapters in
 // evaluation mode and every gradient buffer as it was. Errors name the eval pair (index,
 // source, line) that does not fit seq_len or has a label outside the expert groups.
+// With `comm` (several ranks), rank r evaluates micro-batches r, r + N, ... and the
+// figures are merged over the ranks (a collective): every rank gets the whole result.
 absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& components,
                                            const data::PreferenceDataset& eval_set,
                                            int32_t micro_batch_size, int32_t seq_len,
                                            int32_t pad_id, int64_t max_pairs,
-                                           const EvalReference* reference = nullptr);
+                                           const EvalReference* reference = nullptr,
+                                           dist::Comm* comm = nullptr);
 
 // The reference log-probs of the same pairs, batched the same way (DPO). For full
 // fine-tuning without a frozen copy (precompute_reference) the model's current weights
-// are the reference: call it before the first update.
+// are the reference: call it before the first update. With `comm`, the micro-batches
+// are shared out over the ranks as in EvaluateDataset and every rank gets every value.
 absl::StatusOr<EvalReference> ComputeEvalReference(RunComponents& components,
                                                    const data::PreferenceDataset& eval_set,
                                                    int32_t micro_batch_size, int32_t seq_len,
-                                                   int32_t pad_id, int64_t max_pairs);
+                                                   int32_t pad_id, int64_t max_pairs,
+                                                   dist::Comm* comm = nullptr);
 
 std::string EvalResultToJson(const EvalResult& result);
 // `where` (e.g. the file name) prefixes every error, which names the field.

@@ -1,7 +1,9 @@
 // Exact merging of micro-batch metrics; see metrics_accumulator.h.
 #include "pmol/train/metrics_accumulator.h"
 
+#include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "pmol/objectives/router_losses.h"
@@ -63,6 +65,58 @@ void MetricsAccumulator::Add(const StepMetrics& m) {
     for (size_t j = 0; j < by_layer.size(); ++j)
       for (size_t k = 0; k < mass.size(); ++k) s.by_layer[j][k] += n * by_layer[j][k];
   }
+}
+
+void MetricsAccumulator::MergeAcross(dist::Comm& comm) {
+  if (comm.size() == 1) return;
+  // Shapes first (a rank without router data has empty vectors): the largest of each.
+  size_t mass_k = 0, layers = 0;
+  for (const SplitSums& s : splits_) {
+    mass_k = std::max(mass_k, s.mass.size());
+    layers = std::max(layers, s.by_layer.size());
+  }
+  std::vector<double> shape = {static_cast<double>(slot_sums_.size()),
+                               slot_sums_.empty() ? 0.0 : static_cast<double>(slot_sums_[0].size()),
+                               static_cast<double>(mass_k), static_cast<double>(layers),
+                               static_cast<double>(router_layers_.size())};
+  comm.AllReduce(shape.data(), static_cast<int64_t>(shape.size()), DType::kF64, dist::ReduceOp::kMax);
+  const size_t modules = static_cast<size_t>(shape[0]), slots = static_cast<size_t>(shape[1]);
+  mass_k = static_cast<size_t>(shape[2]);
+  layers = static_cast<size_t>(shape[3]);
+  if (slot_sums_.empty()) slot_sums_.assign(modules, std::vector<double>(slots, 0.0));
+  std::vector<double> ids(static_cast<size_t>(shape[4]), -1.0);
+  for (size_t i = 0; i < router_layers_.size(); ++i) ids[i] = static_cast<double>(router_layers_[i]);
+  if (!ids.empty()) comm.AllReduce(ids.data(), static_cast<int64_t>(ids.size()), DType::kF64, dist::ReduceOp::kMax);
+  router_layers_.assign(ids.begin(), ids.end());
+  for (SplitSums& s : splits_) {
+    if (s.mass.empty()) s.mass.assign(mass_k, 0.0);
+    if (s.by_layer.empty()) s.by_layer.assign(layers, std::vector<double>(mass_k, 0.0));
+  }
+  // Then every sum, in one all-reduce (counts travel as doubles: exact below 2^53).
+  std::vector<double> v;
+  auto visit = [&](bool pack) {
+    size_t at = 0;
+    auto one = [&](auto& x) {
+      if (pack) {
+        v.push_back(static_cast<double>(x));
+      } else {
+        x = static_cast<std::remove_reference_t<decltype(x)>>(v[at++]);
+      }
+    };
+    one(pairs_), one(tokens_), one(main_count_), one(group_count_), one(main_), one(group_);
+    for (auto& row : slot_sums_)
+      for (double& x : row) one(x);
+    for (SplitSums& s : splits_) {
+      one(s.pairs), one(s.router_positions), one(s.main), one(s.reward_chosen), one(s.reward_rejected);
+      one(s.correct);
+      for (double& x : s.mass) one(x);
+      for (auto& row : s.by_layer)
+        for (double& x : row) one(x);
+    }
+  };
+  visit(true);
+  comm.AllReduceSum(v);
+  visit(false);
 }
 
 EvalResult MetricsAccumulator::Finish() const {

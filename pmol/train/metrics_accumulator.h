@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/comm.h"
 #include "pmol/adapters/expert_layout.h"
 #include "pmol/train/preference_step.h"
 
@@ -67,6 +68,10 @@ class MetricsAccumulator {
   MetricsAccumulator(int32_t num_preferences, ObjectiveKind kind, const StepOptions& options,
                      const ExpertLayout* layout, Backend* backend);
   void Add(const StepMetrics& m);
+  // Adds up the accumulators of every rank of `comm` (a collective): afterwards each
+  // rank holds the sums over all ranks' micro-batches, as if it had added them all. A
+  // rank that added nothing takes part with zeros.
+  void MergeAcross(dist::Comm& comm);
   EvalResult Finish() const;
   int64_t pairs() const { return pairs_; }
   int64_t tokens() const { return tokens_; }

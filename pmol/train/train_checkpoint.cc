@@ -1,9 +1,13 @@
 // Writing and reading a training checkpoint's files; see train_checkpoint.h.
 #include "pmol/train/train_checkpoint.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <map>
+#include <optional>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "pmol/core/status.h"
@@ -15,7 +19,7 @@ namespace pmol {
 namespace {
 
 constexpr char kTrainable[] = "trainable.safetensors";
-constexpr char kOptimizer[] = "optimizer.safetensors";
+constexpr char kOptimizerPrefix[] = "optimizer-shard-";
 constexpr char kState[] = "trainer_state.json";
 constexpr char kConfig[] = "run_config.textproto";
 
@@ -29,7 +33,20 @@ config::RunConfig TrainingPart(config::RunConfig c) {
   c.mutable_optimizer()->clear_max_steps();
   c.mutable_optimizer()->clear_epochs();
   c.mutable_optimizer()->clear_max_skipped_steps();
+  c.clear_parallel();
   return c;
+}
+
+// The names of the plain files in `dir`, sorted.
+absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.is_regular_file()) names.push_back(entry.path().filename().string());
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat(dir, ": cannot list: ", ec.message()));
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 }  // namespace
@@ -50,36 +67,73 @@ std::string TrainingConfigDifference(const config::RunConfig& saved, const confi
   }
 }
 
-absl::StatusOr<CheckpointInfo> SaveTrainCheckpoint(CheckpointStore& store,
-                                                   const config::RunConfig& config,
-                                                   const TrainerState& state,
-                                                   const NamedTensors& trainable,
-                                                   const AdamW& optimizer) {
-  PMOL_ASSIGN_OR_RETURN(PendingCheckpoint pending, store.Begin(state.step));
-  const std::string dir = pending.dir();
-  PMOL_RETURN_IF_ERROR(WriteSafetensors(dir + "/" + kTrainable, trainable, {{"format", "pt"}}));
-  PMOL_RETURN_IF_ERROR(WriteSafetensors(dir + "/" + kOptimizer, optimizer.NamedState()));
-  nlohmann::json j;
-  j["step"] = state.step;
-  j["sampler_epoch"] = state.sampler.epoch;
-  j["sampler_consumed"] = state.sampler.consumed;
-  j["skipped_steps"] = state.skipped_steps;
-  j["tokens_seen"] = state.tokens_seen;
-  j["seed"] = state.seed;
-  j["world_size"] = state.world_size;
-  const std::string json = j.dump(2) + "\n";
-  PMOL_RETURN_IF_ERROR(WriteFileAtomically(dir + "/" + kState, {json}));
-  const std::string text = config::EffectiveRunConfigToText(config);
-  PMOL_RETURN_IF_ERROR(WriteFileAtomically(dir + "/" + kConfig, {text}));
-  return store.Commit(std::move(pending), {{"step", std::to_string(state.step)}});
+absl::StatusOr<std::string> SaveTrainCheckpoint(CheckpointStore* store, dist::Comm& comm,
+                                                const config::RunConfig& config,
+                                                const TrainerState& state,
+                                                const NamedTensors& trainable,
+                                                const dist::ZeroOptimizer& optimizer) {
+  const bool root = comm.rank() == 0;
+  // Rank 0 opens the temporary directory; every rank learns its name.
+  std::optional<PendingCheckpoint> pending;
+  absl::Status status = absl::OkStatus();
+  if (root) {
+    absl::StatusOr<PendingCheckpoint> begun = store->Begin(state.step);
+    if (begun.ok()) {
+      pending.emplace(std::move(*begun));
+    } else {
+      status = begun.status();
+    }
+  }
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, status));
+  const std::string dir = comm.BroadcastString(root ? pending->dir() : "", 0);
+  // Each rank its optimizer shard; rank 0 the rest.
+  if (optimizer.writes_state()) {
+    const dist::StatePiece piece = optimizer.ShardState();
+    NamedTensors tensors = {{"exp_avg", piece.exp_avg}, {"exp_avg_sq", piece.exp_avg_sq}};
+    if (piece.master.defined()) tensors.emplace_back("master", piece.master);
+    const double step = static_cast<double>(optimizer.step());
+    tensors.emplace_back(AdamW::kStepName,
+                         Tensor::FromHost(&step, {}, DType::kF64, GetBackend(DeviceType::kCpu).value()));
+    status = WriteSafetensors(absl::StrCat(dir, "/", kOptimizerPrefix, comm.rank(), ".safetensors"), tensors,
+                              {{"flat_begin", std::to_string(piece.begin)},
+                               {"flat_end", std::to_string(piece.end)},
+                               {"flat_size", std::to_string(optimizer.flat_size())},
+                               {"layout", optimizer.layout_signature()}});
+  }
+  if (root && status.ok()) {
+    status = WriteSafetensors(dir + "/" + kTrainable, trainable, {{"format", "pt"}});
+    if (status.ok()) {
+      nlohmann::json j;
+      j["step"] = state.step;
+      j["sampler_epoch"] = state.sampler.epoch;
+      j["sampler_consumed"] = state.sampler.consumed;
+      j["skipped_steps"] = state.skipped_steps;
+      j["tokens_seen"] = state.tokens_seen;
+      j["seed"] = state.seed;
+      j["world_size"] = state.world_size;
+      status = WriteFileAtomically(dir + "/" + kState, {j.dump(2) + "\n"});
+    }
+    if (status.ok()) status = WriteFileAtomically(dir + "/" + kConfig, {config::EffectiveRunConfigToText(config)});
+  }
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, status));
+  // Every file is written: rank 0 publishes.
+  std::string published;
+  if (root) {
+    absl::StatusOr<CheckpointInfo> info = store->Commit(std::move(*pending), {{"step", std::to_string(state.step)}});
+    status = info.status();
+    if (info.ok()) published = info->dir;
+  }
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, status));
+  return comm.BroadcastString(published, 0);
 }
 
-absl::StatusOr<TrainerState> LoadTrainCheckpoint(const CheckpointInfo& checkpoint,
+absl::StatusOr<TrainerState> LoadTrainCheckpoint(const std::string& dir, int64_t step,
                                                  const config::RunConfig& config,
-                                                 NamedTensors& trainable, AdamW& optimizer) {
-  const std::string where = checkpoint.dir;
+                                                 NamedTensors& trainable, dist::ZeroOptimizer& optimizer) {
+  const std::string& where = dir;
+  auto path = [&](const std::string& name) { return dir + "/" + name; };
   // The config first: a checkpoint of another training is not resumed.
-  PMOL_ASSIGN_OR_RETURN(config::RunConfig saved, config::ReadRunConfig(checkpoint.FilePath(kConfig)));
+  PMOL_ASSIGN_OR_RETURN(config::RunConfig saved, config::ReadRunConfig(path(kConfig)));
   const std::string diff = TrainingConfigDifference(saved, config);
   if (!diff.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -87,7 +141,7 @@ absl::StatusOr<TrainerState> LoadTrainCheckpoint(const CheckpointInfo& checkpoin
         "); use another output_dir / checkpoint.dir, or start afresh with --resume=false"));
   }
   // Trainer state.
-  PMOL_ASSIGN_OR_RETURN(std::string text, ReadFileToString(checkpoint.FilePath(kState)));
+  PMOL_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path(kState)));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   TrainerState state;
   try {
@@ -100,15 +154,15 @@ absl::StatusOr<TrainerState> LoadTrainCheckpoint(const CheckpointInfo& checkpoin
     state.seed = j.at("seed").get<uint64_t>();
     state.world_size = j.at("world_size").get<int32_t>();
   } catch (const std::exception& e) {
-    return absl::DataLossError(absl::StrCat(checkpoint.FilePath(kState), ": ", e.what()));
+    return absl::DataLossError(absl::StrCat(path(kState), ": ", e.what()));
   }
-  if (state.step != checkpoint.step) {
-    return absl::DataLossError(absl::StrCat(checkpoint.FilePath(kState), ": step ", state.step,
-                                            " but the checkpoint is for step ", checkpoint.step));
+  if (state.step != step) {
+    return absl::DataLossError(absl::StrCat(path(kState), ": step ", state.step,
+                                            " but the checkpoint is for step ", step));
   }
   // Tensors: read and check everything, then copy.
   PMOL_ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> weights,
-                        SafetensorsFile::Open(checkpoint.FilePath(kTrainable)));
+                        SafetensorsFile::Open(path(kTrainable)));
   NamedTensors loaded;
   for (auto& [name, tensor] : trainable) {
     const SafetensorsEntry* e = weights->Find(name);
@@ -127,15 +181,65 @@ absl::StatusOr<TrainerState> LoadTrainCheckpoint(const CheckpointInfo& checkpoin
     return absl::DataLossError(absl::StrCat(weights->path(), ": holds ", weights->entries().size(),
                                             " tensors, this run trains ", trainable.size()));
   }
-  PMOL_ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> opt,
-                        SafetensorsFile::Open(checkpoint.FilePath(kOptimizer)));
-  NamedTensors opt_state;
-  for (const SafetensorsEntry& e : opt->entries()) {
-    PMOL_ASSIGN_OR_RETURN(Tensor t, opt->Load(e.name, trainable.empty() ? nullptr : trainable[0].second.backend(), e.dtype));
-    opt_state.push_back({e.name, t.Clone()});
+  // Optimizer pieces: every optimizer-shard-*.safetensors of the directory.
+  std::vector<dist::StatePiece> pieces;
+  std::vector<std::shared_ptr<SafetensorsFile>> files;  // keep the mmaps alive
+  int64_t opt_step = -1;
+  PMOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir));
+  for (const std::string& name : names) {
+    if (name.rfind(kOptimizerPrefix, 0) != 0) continue;
+    PMOL_ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> f, SafetensorsFile::Open(path(name)));
+    files.push_back(f);
+    auto meta = [&](const char* key) -> absl::StatusOr<std::string> {
+      auto it = f->metadata().find(key);
+      if (it == f->metadata().end()) return absl::DataLossError(absl::StrCat(f->path(), ": no metadata ", key));
+      return it->second;
+    };
+    PMOL_ASSIGN_OR_RETURN(std::string layout, meta("layout"));
+    if (layout != optimizer.layout_signature()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          f->path(), ": its optimizer state is laid out over other tensors than this run trains"));
+    }
+    dist::StatePiece piece;
+    PMOL_ASSIGN_OR_RETURN(std::string begin, meta("flat_begin"));
+    PMOL_ASSIGN_OR_RETURN(std::string end, meta("flat_end"));
+    if (!absl::SimpleAtoi(begin, &piece.begin) || !absl::SimpleAtoi(end, &piece.end) || piece.begin < 0 ||
+        piece.end < piece.begin || piece.end > optimizer.flat_size()) {
+      return absl::DataLossError(absl::StrCat(f->path(), ": bad range [", begin, ", ", end, ")"));
+    }
+    Backend* cpu = GetBackend(DeviceType::kCpu).value();
+    for (const SafetensorsEntry& e : f->entries()) {
+      PMOL_ASSIGN_OR_RETURN(Tensor t, f->Load(e.name, cpu, e.dtype));
+      if (e.name == AdamW::kStepName) {
+        const double s = t.ToDoubles()[0];
+        if (opt_step >= 0 && s != opt_step) {
+          return absl::DataLossError(absl::StrCat(f->path(), ": step ", s, ", other shards ", opt_step));
+        }
+        opt_step = static_cast<int64_t>(s);
+      } else if (e.name == "exp_avg") {
+        piece.exp_avg = t;
+      } else if (e.name == "exp_avg_sq") {
+        piece.exp_avg_sq = t;
+      } else if (e.name == "master") {
+        piece.master = t;
+      } else {
+        return absl::DataLossError(absl::StrCat(f->path(), ": unexpected tensor ", e.name));
+      }
+    }
+    if (!piece.exp_avg.defined() || !piece.exp_avg_sq.defined()) {
+      return absl::DataLossError(absl::StrCat(f->path(), ": exp_avg or exp_avg_sq is missing"));
+    }
+    pieces.push_back(piece);
   }
-  absl::Status s = optimizer.LoadState(opt_state);
-  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(opt->path(), ": ", s.message()));
+  if (!pieces.empty() && opt_step < 0) {
+    return absl::DataLossError(absl::StrCat(where, ": the optimizer shards hold no step"));
+  }
+  if (pieces.empty()) {
+    return absl::DataLossError(absl::StrCat(where, ": holds no ", kOptimizerPrefix,
+                                            "*.safetensors (a checkpoint of an older pmol?)"));
+  }
+  absl::Status s = optimizer.LoadState(pieces, opt_step);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
   for (size_t i = 0; i < trainable.size(); ++i) trainable[i].second.CopyFrom(loaded[i].second);
   return state;
 }

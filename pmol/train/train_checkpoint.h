@@ -2,8 +2,13 @@
 // checkpoint store (pmol/io/checkpoint_store.h: atomic publication, CRC-32C manifest):
 //   trainable.safetensors    every trainable tensor under its name (adapter tensors,
 //                            or all weights for full fine-tuning; score.weight)
-//   optimizer.safetensors    AdamW state (<name>.exp_avg, <name>.exp_avg_sq,
-//                            <name>.master for bf16, step)
+//   optimizer-shard-R.safetensors  the AdamW state of rank R's shard of the flat
+//                            trainable vector (dist/zero_optimizer.h): exp_avg,
+//                            exp_avg_sq (and master for bf16/f16), 1-D, and step; the
+//                            metadata holds its range (flat_begin, flat_end), the flat
+//                            size and the tensor layout. One file (rank 0's) for ZeRO
+//                            stage 0, one per rank for stages 1 and 2; a resumed run of
+//                            any size reads the pieces that overlap its own shards.
 //   trainer_state.json       step, sampler position (epoch, consumed), skipped steps,
 //                            tokens seen, seed, world size
 //   run_config.textproto     the effective run config (every field, defaults included)
@@ -11,8 +16,11 @@
 // micro-step), so step + sampler position + tensors are the whole state: a run resumed
 // from a checkpoint takes exactly the steps the uninterrupted run takes.
 // Resuming checks that the checkpoint's config describes the same training (model,
-// adapter, objective, data, seed); the length of training, logging, evaluation and
-// checkpointing may change.
+// adapter, objective, data, seed); the length of training, logging, evaluation,
+// checkpointing and the parallel layout (dp, ep, ZeRO stage, buckets) may change.
+// Several ranks: rank 0 opens and commits the checkpoint (a directory every rank can
+// reach, e.g. on a shared file system), each rank writes its own optimizer shard, and
+// the ranks agree on success before and after the commit.
 #ifndef PMOL_TRAIN_TRAIN_CHECKPOINT_H_
 #define PMOL_TRAIN_TRAIN_CHECKPOINT_H_
 
@@ -20,6 +28,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "dist/comm.h"
+#include "dist/zero_optimizer.h"
 #include "pmol/data/sampler.h"
 #include "pmol/io/checkpoint_store.h"
 #include "pmol/optim/adamw.h"
@@ -36,18 +46,22 @@ struct TrainerState {
   int32_t world_size = 1;
 };
 
-absl::StatusOr<CheckpointInfo> SaveTrainCheckpoint(CheckpointStore& store,
-                                                   const config::RunConfig& config,
-                                                   const TrainerState& state,
-                                                   const NamedTensors& trainable,
-                                                   const AdamW& optimizer);
+// A collective over `comm`: `store` is used on rank 0 only (may be null elsewhere).
+// Returns the published directory on every rank; an error on any rank is returned on
+// every rank (naming the rank), and then nothing is published.
+absl::StatusOr<std::string> SaveTrainCheckpoint(CheckpointStore* store, dist::Comm& comm,
+                                                const config::RunConfig& config,
+                                                const TrainerState& state,
+                                                const NamedTensors& trainable,
+                                                const dist::ZeroOptimizer& optimizer);
 
-// Restores `trainable` (copied in place: names, shapes must match) and the optimizer
-// from a verified checkpoint and returns its trainer state. Nothing is changed on error
-// (everything is read and checked before anything is copied).
-absl::StatusOr<TrainerState> LoadTrainCheckpoint(const CheckpointInfo& checkpoint,
+// Restores `trainable` (copied in place: names, shapes must match) and this rank's shard
+// of the optimizer from a verified checkpoint directory and returns its trainer state.
+// Nothing is changed on error (everything is read and checked before anything is
+// copied).
+absl::StatusOr<TrainerState> LoadTrainCheckpoint(const std::string& dir, int64_t step,
                                                  const config::RunConfig& config,
-                                                 NamedTensors& trainable, AdamW& optimizer);
+                                                 NamedTensors& trainable, dist::ZeroOptimizer& optimizer);
 
 // Empty when `saved` (a checkpoint's run_config.textproto) describes the same training
 // as `current`; else the first differing line of the two effective configs.

@@ -9,6 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "dist/local_comm.h"
+#include "dist/process_groups.h"
+#include "dist/zero_optimizer.h"
 #include "pmol/core/status.h"
 #include "pmol/data/batching.h"
 #include "pmol/data/sampler.h"
@@ -61,7 +64,12 @@ data::PreferenceBatch TrimPadding(const data::PreferenceDataset& dataset, data::
 class Trainer {
  public:
   Trainer(config::RunConfig config, const TrainerOptions& options)
-      : config_(std::move(config)), options_(options), out_(options.out ? *options.out : std::cout) {}
+      : config_(std::move(config)), options_(options), null_out_(nullptr) {
+    if (options.world == nullptr) local_world_ = std::make_unique<dist::LocalComm>();
+    world_ = options.world ? options.world : local_world_.get();
+    root_ = world_->rank() == 0;
+    out_ = root_ ? (options.out ? options.out : &std::cout) : &null_out_;  // only rank 0 prints
+  }
 
   absl::StatusOr<TrainerResult> Run();
 
@@ -72,22 +80,28 @@ class Trainer {
   absl::Status TrainStep();
   absl::Status Evaluate(bool final_eval);
   absl::Status Checkpoint();
+  bool StopRequested();
   ReferencePair CachedReference(const EvalReference& cache, const data::PreferenceBatch& batch) const;
 
   config::RunConfig config_;
   TrainerOptions options_;
-  std::ostream& out_;
+  std::unique_ptr<dist::Comm> local_world_;
+  dist::Comm* world_ = nullptr;
+  bool root_ = true;
+  bool groups_made_ = false;
+  std::ostream null_out_;  // no stream buffer: discards what other ranks would print
+  std::ostream* out_ = nullptr;
   std::string output_dir_, checkpoint_dir_;
   std::unique_ptr<RunComponents> run_;
   RunData data_;
   std::unique_ptr<data::Sampler> sampler_;
-  std::unique_ptr<data::PreferenceBatcher> batcher_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<dist::ZeroOptimizer> optimizer_;
   std::unique_ptr<CheckpointStore> store_;
   std::unique_ptr<MetricsLog> metrics_;
   LrScheduleOptions schedule_;
   int64_t total_steps_ = 0;
-  int32_t accumulation_ = 1;
+  int32_t accumulation_ = 1;  // micro-batches per rank and step
+  int64_t pairs_per_step_ = 0;  // over all ranks
   TrainerState state_;
   int64_t resumed_from_ = -1;
   int64_t last_checkpoint_step_ = -1;
@@ -121,10 +135,18 @@ absl::Status Trainer::Setup() {
   output_dir_ = config_.output_dir();
   if (output_dir_.empty()) return absl::InvalidArgumentError("output_dir: required by `pmol train`");
   checkpoint_dir_ = config_.checkpoint().dir().empty() ? output_dir_ + "/checkpoints" : config_.checkpoint().dir();
+  // The groups first: a collective every rank reaches, whatever fails after it.
+  PMOL_ASSIGN_OR_RETURN(dist::ProcessGroups groups, dist::MakeProcessGroups(world_, config_.parallel()));
+  groups_made_ = true;
+  if (groups.ep > 1) {
+    return absl::UnimplementedError(absl::StrCat(
+        "parallel.ep = ", groups.ep, ": expert parallelism is not available yet; use parallel.ep: 1 "
+        "(data parallelism over all ", world_->size(), " ranks, each holding every expert)"));
+  }
   PMOL_RETURN_IF_ERROR(MakeDirectories(output_dir_));
 
   PMOL_ASSIGN_OR_RETURN(run_, BuildRunComponents(config_, ""));
-  PMOL_ASSIGN_OR_RETURN(data_, LoadRunData(config_, run_->model->config().vocab_size, &out_));
+  PMOL_ASSIGN_OR_RETURN(data_, LoadRunData(config_, run_->model->config().vocab_size, out_));
   if (run_->adapters && run_->adapters->options().has_router()) {
     for (const data::TokenizedPair& p : data_.train.pairs) {
       if (p.preference < run_->num_preferences) continue;
@@ -133,19 +155,29 @@ absl::Status Trainer::Setup() {
           " has no expert group (adapter has ", run_->num_preferences, " groups)"));
     }
   }
+  // One sample stream for the whole world (each step's pairs are split over the ranks
+  // by the trainer), so that the data does not depend on the number of ranks.
   sampler_ = std::make_unique<data::Sampler>(data_.train.source_sizes, data_.train.mix_weights,
                                              /*samples_per_epoch=*/0, data_.train_options.shuffle,
                                              config_.seed(), /*rank=*/0, /*world_size=*/1);
-  batcher_ = std::make_unique<data::PreferenceBatcher>(data_.train, data_.train_options, sampler_.get(),
-                                                       data_.pad_id);
 
   const config::OptimizerConfig& oc = config_.optimizer();
+  const int64_t micro = config_.data().micro_batch_size(), ranks = world_->size();
   accumulation_ = oc.grad_accumulation_steps();
-  const int64_t pairs_per_step = static_cast<int64_t>(config_.data().micro_batch_size()) * accumulation_;
+  if (config_.data().global_batch_size() > 0) {
+    const int64_t global = config_.data().global_batch_size();
+    if (global % (micro * ranks) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "data.global_batch_size = ", global, " is not a multiple of data.micro_batch_size x ranks = ", micro,
+          " x ", ranks, "; choose a micro-batch size and rank count whose product divides it"));
+    }
+    accumulation_ = static_cast<int32_t>(global / (micro * ranks));
+  }
+  pairs_per_step_ = micro * accumulation_ * ranks;
   total_steps_ = oc.max_steps() > 0
                      ? oc.max_steps()
                      : static_cast<int64_t>(std::ceil(oc.epochs() * sampler_->epoch_size() /
-                                                      static_cast<double>(pairs_per_step)));
+                                                      static_cast<double>(pairs_per_step_)));
   total_steps_ = std::max<int64_t>(total_steps_, 1);
   schedule_.kind = oc.schedule() == config::OptimizerConfig::CONSTANT ? LrScheduleOptions::kConstant
                    : oc.schedule() == config::OptimizerConfig::LINEAR ? LrScheduleOptions::kLinear
@@ -164,14 +196,16 @@ absl::Status Trainer::Setup() {
   ao.weight_decay = oc.weight_decay();
   absl::Status adam = ValidateAdamWOptions(ao);
   if (!adam.ok()) return absl::InvalidArgumentError(absl::StrCat("optimizer.", adam.message()));
-  optimizer_ = std::make_unique<AdamW>(ao);
   NamedTensors params = run_->TrainableParams(), grads = run_->TrainableGrads();
-  for (size_t i = 0; i < params.size(); ++i) {
-    PMOL_RETURN_IF_ERROR(optimizer_->AddParam(params[i].first, params[i].second, grads[i].second,
-                                              run_->Decays(params[i].first)));
-  }
+  std::vector<bool> decay;
+  for (const auto& [name, p] : params) decay.push_back(run_->Decays(name));
+  dist::ZeroOptions zo;
+  zo.stage = config_.parallel().zero_stage();
+  zo.bucket_bytes = static_cast<int64_t>(config_.parallel().bucket_mb()) << 20;
+  PMOL_ASSIGN_OR_RETURN(optimizer_, dist::ZeroOptimizer::Create(&groups.data_parallel(), params, grads, decay, ao, zo));
   store_ = std::make_unique<CheckpointStore>(checkpoint_dir_, config_.checkpoint().keep_last());
   state_.seed = config_.seed();
+  state_.world_size = world_->size();
   precompute_ = config_.objective().kind() == config::ObjectiveConfig::DPO &&
                 config_.objective().precompute_reference();
 
@@ -179,13 +213,19 @@ absl::Status Trainer::Setup() {
   for (const auto& [name, t] : params) trainable += t.numel();
   int64_t model_params = 0;
   for (const auto& [name, t] : NamedWeights(run_->model->config(), run_->model->weights())) model_params += t.numel();
-  out_ << absl::StrFormat(
+  *out_ << absl::StrFormat(
       "model %s: %.2fM parameters; trains %d tensors, %.3fM parameters (%.2f%%)\n",
       config_.model().path(), model_params / 1e6, params.size(), trainable / 1e6,
       100.0 * trainable / std::max<int64_t>(model_params, 1));
-  out_ << absl::StrFormat("%d optimizer steps of %d pairs (%d x %d), %d pairs per epoch\n", total_steps_,
-                          pairs_per_step, config_.data().micro_batch_size(), accumulation_,
-                          sampler_->epoch_size());
+  if (ranks == 1) {
+    *out_ << absl::StrFormat("%d optimizer steps of %d pairs (%d x %d), %d pairs per epoch\n", total_steps_,
+                             pairs_per_step_, micro, accumulation_, sampler_->epoch_size());
+  } else {
+    *out_ << absl::StrFormat(
+        "%d ranks (data-parallel, ZeRO stage %d); %d optimizer steps of %d pairs (%d x %d x %d ranks), %d "
+        "pairs per epoch\n",
+        ranks, zo.stage, total_steps_, pairs_per_step_, micro, accumulation_, ranks, sampler_->epoch_size());
+  }
   return absl::OkStatus();
 }
 
@@ -194,14 +234,14 @@ absl::Status Trainer::PrecomputeReference() {
   const Clock::time_point start = Clock::now();
   PMOL_ASSIGN_OR_RETURN(train_reference_,
                         ComputeEvalReference(*run_, data_.train, config_.data().micro_batch_size(),
-                                             config_.data().max_length(), data_.pad_id, /*max_pairs=*/0));
+                                             config_.data().max_length(), data_.pad_id, /*max_pairs=*/0, world_));
   if (!data_.eval.pairs.empty()) {
     PMOL_ASSIGN_OR_RETURN(eval_reference_,
                           ComputeEvalReference(*run_, data_.eval, config_.data().micro_batch_size(),
                                                config_.data().max_length(), data_.pad_id,
-                                               config_.eval().max_pairs()));
+                                               config_.eval().max_pairs(), world_));
   }
-  out_ << absl::StrFormat("reference log-probs of %d train + %d eval pairs precomputed in %s\n",
+  *out_ << absl::StrFormat("reference log-probs of %d train + %d eval pairs precomputed in %s\n",
                           data_.train.pairs.size(), eval_reference_.chosen.size(),
                           FormatDuration(Seconds(start)));
   return absl::OkStatus();
@@ -219,43 +259,85 @@ ReferencePair Trainer::CachedReference(const EvalReference& cache,
 
 absl::Status Trainer::Resume() {
   if (!config_.checkpoint().resume()) return absl::OkStatus();
-  std::vector<std::string> warnings;
-  PMOL_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> latest, store_->LatestValid(&warnings));
-  for (const std::string& w : warnings) out_ << "warning: " << w << "\n";
-  if (!latest.has_value()) return absl::OkStatus();
+  // Rank 0 picks the newest checkpoint that verifies; every rank loads it.
+  std::string dir;
+  double step = -1;
+  absl::Status status = absl::OkStatus();
+  if (root_) {
+    std::vector<std::string> warnings;
+    absl::StatusOr<std::optional<CheckpointInfo>> latest = store_->LatestValid(&warnings);
+    for (const std::string& w : warnings) *out_ << "warning: " << w << "\n";
+    status = latest.status();
+    if (latest.ok() && latest->has_value()) {
+      dir = (*latest)->dir;
+      step = static_cast<double>((*latest)->step);
+    }
+  }
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, status));
+  dir = world_->BroadcastString(dir, 0);
+  world_->Broadcast(&step, 1, DType::kF64, 0);
+  if (dir.empty()) return absl::OkStatus();
   NamedTensors params = run_->TrainableParams();
-  PMOL_ASSIGN_OR_RETURN(state_, LoadTrainCheckpoint(*latest, config_, params, *optimizer_));
+  absl::StatusOr<TrainerState> loaded =
+      LoadTrainCheckpoint(dir, static_cast<int64_t>(step), config_, params, *optimizer_);
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, loaded.status()));
+  state_ = *loaded;
   PMOL_RETURN_IF_ERROR(sampler_->Restore(state_.sampler));
   resumed_from_ = state_.step;
   last_checkpoint_step_ = state_.step;
-  out_ << "resumed from " << latest->dir << " (step " << state_.step << ")\n";
+  *out_ << "resumed from " << dir << " (step " << state_.step << ")";
+  if (state_.world_size != world_->size()) {
+    *out_ << absl::StrFormat("; it was written by %d rank(s), this run has %d", state_.world_size, world_->size());
+    if (config_.data().global_batch_size() == 0) {
+      *out_ << " (without data.global_batch_size the pairs per step change with the rank count)";
+    }
+  }
+  *out_ << "\n";
+  state_.world_size = world_->size();
   return absl::OkStatus();
 }
 
 absl::Status Trainer::TrainStep() {
   run_->ZeroGrads();
-  std::vector<StepMetrics> micro;
-  double loss = 0;
+  optimizer_->BeginStep();
+  // The step's pairs, the same on every rank; this rank takes micro-batches a N + r.
+  const int32_t micro = config_.data().micro_batch_size(), ranks = world_->size(), rank = world_->rank();
+  std::vector<int64_t> pairs(pairs_per_step_);
+  for (int64_t& p : pairs) p = sampler_->Next();
+  const int64_t micro_per_step = static_cast<int64_t>(accumulation_) * ranks;
+  std::vector<StepMetrics> done;
+  double loss = 0;  // this rank's share of the step's loss
   int64_t tokens = 0;
   for (int32_t a = 0; a < accumulation_; ++a) {
-    data::PreferenceBatch batch = TrimPadding(data_.train, batcher_->Next(), data_.pad_id);
-    if (run_->adapters) run_->adapters->SetTraining(true, config_.seed(), state_.step * accumulation_ + a);
+    const int64_t m = static_cast<int64_t>(a) * ranks + rank;
+    const std::vector<int64_t> mine(pairs.begin() + m * micro, pairs.begin() + (m + 1) * micro);
+    const data::PreferenceBatch batch = TrimPadding(
+        data_.train, data::MakePaddedBatch(data_.train, mine, micro, config_.data().max_length(), data_.pad_id),
+        data_.pad_id);
+    if (run_->adapters) run_->adapters->SetTraining(true, config_.seed(), state_.step * micro_per_step + m);
     ReferencePair cached;
     if (precompute_) cached = CachedReference(train_reference_, batch);
-    PMOL_ASSIGN_OR_RETURN(StepMetrics m,
-                          run_->step->Run(batch, 1.0 / accumulation_, precompute_ ? &cached : nullptr));
-    loss += m.loss / accumulation_;  // each micro-batch's loss enters with weight 1/A
-    tokens += m.tokens;
-    micro.push_back(std::move(m));
+    absl::StatusOr<StepMetrics> metrics =
+        run_->step->Run(batch, 1.0 / micro_per_step, precompute_ ? &cached : nullptr);
+    // Every rank leaves together when one fails, before the next collective.
+    PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, metrics.status()));
+    optimizer_->AfterMicroBatch();
+    loss += metrics->loss / micro_per_step;  // each micro-batch's loss enters with weight 1/(A N)
+    tokens += metrics->tokens;
+    done.push_back(std::move(*metrics));
   }
   state_.sampler = sampler_->state();
-  std::vector<Tensor> grads;
-  for (auto& [name, g] : run_->TrainableGrads()) grads.push_back(g);
-  const double norm = ClipGradNorm(grads, config_.optimizer().max_grad_norm());
+  if (ranks > 1) {
+    std::vector<double> totals = {loss, static_cast<double>(tokens)};
+    world_->AllReduceSum(totals);
+    loss = totals[0];
+    tokens = static_cast<int64_t>(totals[1]);
+  }
+  const double norm = optimizer_->ReduceAndClip(config_.optimizer().max_grad_norm());
   const double lr = LearningRate(schedule_, state_.step);
   if (!std::isfinite(loss) || !std::isfinite(norm)) {
     ++state_.skipped_steps;
-    out_ << absl::StrFormat("warning: step %d skipped: loss %g, gradient norm %g (%d skipped so far)\n",
+    *out_ << absl::StrFormat("warning: step %d skipped: loss %g, gradient norm %g (%d skipped so far)\n",
                             state_.step + 1, loss, norm, state_.skipped_steps);
     if (state_.skipped_steps > config_.optimizer().max_skipped_steps()) {
       return absl::AbortedError(absl::StrFormat(
@@ -267,7 +349,7 @@ absl::Status Trainer::TrainStep() {
     }
   } else {
     optimizer_->Step(lr);
-    for (const StepMetrics& m : micro) window_->Add(m);
+    for (const StepMetrics& m : done) window_->Add(m);
     window_grad_norm_ += norm;
     ++window_steps_;
   }
@@ -282,6 +364,7 @@ absl::Status Trainer::TrainStep() {
     f.total_steps = total_steps_;
     f.epoch = state_.sampler.epoch +
               static_cast<double>(state_.sampler.consumed) / std::max<int64_t>(sampler_->epoch_size(), 1);
+    window_->MergeAcross(*world_);  // every rank's micro-batches
     EvalResult summary = window_->Finish();
     summary.preference_names = run_->preference_names;
     f.metrics = summary.Named();
@@ -291,7 +374,7 @@ absl::Status Trainer::TrainStep() {
     f.elapsed_seconds = Seconds(run_start_);
     const int64_t done = state_.step - run_start_step_;
     f.eta_seconds = done > 0 ? f.elapsed_seconds / done * (total_steps_ - state_.step) : 0;
-    out_ << ProgressLine(f) << std::endl;
+    *out_ << ProgressLine(f) << std::endl;
     std::map<std::string, double> scalars = f.metrics;
     scalars["lr"] = lr;
     scalars["grad_norm"] = f.grad_norm;
@@ -299,7 +382,8 @@ absl::Status Trainer::TrainStep() {
     scalars["tokens_per_second"] = f.tokens_per_second;
     scalars["tokens_seen"] = static_cast<double>(state_.tokens_seen);
     scalars["skipped_steps"] = static_cast<double>(state_.skipped_steps);
-    if (metrics_) PMOL_RETURN_IF_ERROR(metrics_->Write(state_.step, "train", scalars));
+    PMOL_RETURN_IF_ERROR(
+        dist::AgreeOnStatus(*world_, metrics_ ? metrics_->Write(state_.step, "train", scalars) : absl::OkStatus()));
     window_ = std::make_unique<MetricsAccumulator>(NewWindow());
     window_grad_norm_ = 0;
     window_steps_ = 0;
@@ -315,9 +399,11 @@ absl::Status Trainer::Evaluate(bool final_eval) {
   PMOL_ASSIGN_OR_RETURN(
       EvalResult result,
       EvaluateDataset(*run_, data_.eval, config_.data().micro_batch_size(), config_.data().max_length(),
-                      data_.pad_id, config_.eval().max_pairs(), precompute_ ? &eval_reference_ : nullptr));
+                      data_.pad_id, config_.eval().max_pairs(), precompute_ ? &eval_reference_ : nullptr, world_));
   const std::map<std::string, double> named = result.Named();
-  if (metrics_) PMOL_RETURN_IF_ERROR(metrics_->Write(state_.step, "eval", named));
+  absl::Status written = metrics_ ? metrics_->Write(state_.step, "eval", named) : absl::OkStatus();
+  if (written.ok() && final_eval && root_) written = WriteEvalResult(output_dir_ + "/eval.json", result);
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, written));
   auto get = [&](const char* name) {
     auto it = named.find(name);
     return it == named.end() ? std::nan("") : it->second;
@@ -327,34 +413,46 @@ absl::Status Trainer::Evaluate(bool final_eval) {
   if (result.kind != ObjectiveKind::kSft) {
     absl::StrAppendFormat(&line, " | acc %.3f | margin %.3f", get("rewards/accuracy"), get("rewards/margins"));
   }
-  out_ << line << " | " << FormatDuration(Seconds(start)) << "\n";
-  if (final_eval) {
-    PMOL_RETURN_IF_ERROR(WriteEvalResult(output_dir_ + "/eval.json", result));
-  }
+  *out_ << line << " | " << FormatDuration(Seconds(start)) << "\n";
   return absl::OkStatus();
 }
 
 absl::Status Trainer::Checkpoint() {
   if (last_checkpoint_step_ == state_.step) return absl::OkStatus();
   const Clock::time_point start = Clock::now();
-  PMOL_ASSIGN_OR_RETURN(CheckpointInfo info, SaveTrainCheckpoint(*store_, config_, state_,
-                                                                  run_->TrainableParams(), *optimizer_));
-  if (metrics_) PMOL_RETURN_IF_ERROR(metrics_->Flush());
+  PMOL_ASSIGN_OR_RETURN(std::string dir, SaveTrainCheckpoint(root_ ? store_.get() : nullptr, *world_, config_,
+                                                              state_, run_->TrainableParams(), *optimizer_));
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, metrics_ ? metrics_->Flush() : absl::OkStatus()));
   last_checkpoint_step_ = state_.step;
-  out_ << "checkpoint " << info.dir << " (" << FormatDuration(Seconds(start)) << ")\n";
+  *out_ << "checkpoint " << dir << " (" << FormatDuration(Seconds(start)) << ")\n";
   return absl::OkStatus();
 }
 
+bool Trainer::StopRequested() {
+  double stop = options_.stop_requested != nullptr && *options_.stop_requested ? 1 : 0;
+  return world_->size() > 1 ? world_->AllReduceMax(stop) > 0 : stop > 0;  // any rank's signal stops all
+}
+
 absl::StatusOr<TrainerResult> Trainer::Run() {
-  PMOL_RETURN_IF_ERROR(Setup());
+  absl::Status setup = Setup();
+  if (!groups_made_) return setup;  // failed before the first collective: the same on every rank
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, setup));
   PMOL_RETURN_IF_ERROR(PrecomputeReference());  // from the base weights, before a resume
   PMOL_RETURN_IF_ERROR(Resume());
-  const std::string jsonl = config_.logging().metrics_file().empty() ? output_dir_ + "/metrics.jsonl"
-                                                                      : config_.logging().metrics_file();
-  const std::string tensorboard = config_.logging().tensorboard() ? output_dir_ + "/tensorboard" : "";
-  PMOL_ASSIGN_OR_RETURN(metrics_, MetricsLog::Open(jsonl, tensorboard, resumed_from_));
-  PMOL_RETURN_IF_ERROR(WriteFileAtomically(output_dir_ + "/run_config.textproto",
-                                           {config::EffectiveRunConfigToText(config_)}));
+  if (root_) {  // metrics and the effective config: rank 0's
+    const std::string jsonl = config_.logging().metrics_file().empty() ? output_dir_ + "/metrics.jsonl"
+                                                                        : config_.logging().metrics_file();
+    const std::string tensorboard = config_.logging().tensorboard() ? output_dir_ + "/tensorboard" : "";
+    absl::StatusOr<std::unique_ptr<MetricsLog>> log = MetricsLog::Open(jsonl, tensorboard, resumed_from_);
+    absl::Status status = log.status();
+    if (log.ok()) {
+      metrics_ = std::move(*log);
+      status = WriteFileAtomically(output_dir_ + "/run_config.textproto", {config::EffectiveRunConfigToText(config_)});
+    }
+    PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, status));
+  } else {
+    PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, absl::OkStatus()));
+  }
 
   window_ = std::make_unique<MetricsAccumulator>(NewWindow());
   run_start_ = window_start_ = Clock::now();
@@ -362,7 +460,7 @@ absl::StatusOr<TrainerResult> Trainer::Run() {
   const int32_t eval_every = config_.eval().every_steps();
   const int32_t checkpoint_every = config_.checkpoint().every_steps();
   while (state_.step < total_steps_) {
-    if (options_.stop_requested != nullptr && *options_.stop_requested) {
+    if (StopRequested()) {
       PMOL_RETURN_IF_ERROR(Checkpoint());
       return absl::CancelledError(absl::StrCat("stopped by a signal after step ", state_.step,
                                                "; the checkpoint in ", checkpoint_dir_,
@@ -379,8 +477,12 @@ absl::StatusOr<TrainerResult> Trainer::Run() {
   }
   PMOL_RETURN_IF_ERROR(Checkpoint());
   PMOL_RETURN_IF_ERROR(Evaluate(true));
-  PMOL_RETURN_IF_ERROR(metrics_->Flush());
-  PMOL_RETURN_IF_ERROR(WriteRunOutputs(*run_, output_dir_, &out_));
+  absl::Status outputs = absl::OkStatus();
+  if (root_) {
+    outputs = metrics_->Flush();
+    if (outputs.ok()) outputs = WriteRunOutputs(*run_, output_dir_, out_);
+  }
+  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, outputs));
   TrainerResult result;
   result.steps = state_.step;
   result.skipped_steps = state_.skipped_steps;

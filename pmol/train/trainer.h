@@ -1,14 +1,25 @@
 // The training loop of `pmol train`: SFT, reward modelling, DPO with LoRA, full
 // fine-tuning or PMoL, from one RunConfig.
 //
-// One optimizer step s (0-based) of A = optimizer.grad_accumulation_steps micro-batches:
-//   zero the gradients; for each micro-batch a: draw data.micro_batch_size pairs from the
-//   sampler, pad them to the longest sequence of the batch (rounded up to 8), dropout
-//   masks of micro-step s*A + a, gradients += (1/A) dL/dtheta (PreferenceStep);
-//   g_norm = global gradient norm, clipped to optimizer.max_grad_norm;
-//   if the loss or g_norm is not finite the step is skipped (no update; the run stops
-//   after optimizer.max_skipped_steps such steps); else AdamW with lr(s) (lr_schedule.h).
-// Length: optimizer.max_steps, or ceil(epochs * pairs / (micro_batch_size * A)) steps.
+// Ranks: N (the world from mpirun / srun, or 1), each taking A micro-batches of B =
+// data.micro_batch_size pairs per step; A = optimizer.grad_accumulation_steps, or
+// data.global_batch_size / (B N) when that is set, so that G = B A N pairs per step.
+// One optimizer step s (0-based):
+//   zero the gradients; the step's G pairs are the sampler's next G (the same stream on
+//   every rank and for any N); micro-batch m = a N + r (a < A, rank r) holds pairs
+//   [m B, (m + 1) B) of them, padded to its longest sequence (rounded up to 8), with the
+//   dropout masks of micro-step s A N + m, and adds (1 / (A N)) dL/dtheta; so the set of
+//   micro-batches, and the step, do not depend on N;
+//   the gradients are reduced over the ranks and the update is AdamW with lr(s)
+//   (lr_schedule.h), sharded by parallel.zero_stage (dist/zero_optimizer.h), after
+//   clipping the global gradient norm to optimizer.max_grad_norm; if the loss or the
+//   norm is not finite the step is skipped on every rank (no update; the run stops after
+//   optimizer.max_skipped_steps such steps).
+// Length: optimizer.max_steps, or ceil(epochs * pairs / G) steps.
+// Several ranks: only rank 0 prints and writes the metrics and outputs; metrics and
+// evaluations are merged over all ranks; each rank writes its optimizer shard into the
+// checkpoints. A run resumes on any number of ranks. Runs on different N agree up to
+// the order in which the reductions add the ranks' gradients.
 // Every logging.every_steps: the progress line and the metrics (JSONL, TensorBoard),
 // averaged over the logged steps' pairs; every eval.every_steps (and at the end): the
 // held-out pairs (evaluator.h); every checkpoint.every_steps (and at the end, and when a
@@ -30,6 +41,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "dist/comm.h"
 #include "proto/run_config.pb.h"
 
 namespace pmol {
@@ -38,7 +50,10 @@ struct TrainerOptions {
   std::ostream* out = nullptr;  // progress, summaries and warnings; null: std::cout
   // Set (e.g. by a SIGTERM / SIGINT handler) to stop after the current step with a
   // checkpoint; Run() then returns CancelledError.
+  // (Every rank's flag counts: the ranks stop together.)
   const volatile std::sig_atomic_t* stop_requested = nullptr;
+  // The ranks of the run (from dist/mpi_comm.h); null: this process alone.
+  dist::Comm* world = nullptr;
 };
 
 struct TrainerResult {

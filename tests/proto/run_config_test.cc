@@ -109,9 +109,12 @@ TEST(RunConfigTest, EmptyConfigHasDocumentedDefaults) {
   EXPECT_EQ(c.data().on_bad_input(), "skip");
   EXPECT_EQ(c.data().chat_template(), "chatml");
   EXPECT_EQ(c.data().micro_batch_size(), 4);
-  EXPECT_EQ(c.parallelism().expert_parallel(), 1);
-  EXPECT_EQ(c.parallelism().zero_stage(), 0);
-  EXPECT_EQ(c.parallelism().bucket_mb(), 25);
+  EXPECT_EQ(c.parallel().dp(), 0);
+  EXPECT_EQ(c.parallel().ep(), 1);
+  EXPECT_EQ(c.parallel().zero_stage(), 0);
+  EXPECT_EQ(c.parallel().bucket_mb(), 25);
+  EXPECT_EQ(c.parallel().collective_timeout_s(), 600);
+  EXPECT_EQ(c.data().global_batch_size(), 0);
   EXPECT_EQ(c.checkpoint().every_steps(), 0);
   EXPECT_EQ(c.checkpoint().keep_last(), 2);
   EXPECT_TRUE(c.checkpoint().resume());
@@ -162,7 +165,7 @@ TEST(RunConfigTest, FullConfigParses) {
       prompt_truncation: "keep_start" truncate_responses: false add_special_tokens: false
       append_eos: false on_bad_input: "fail" micro_batch_size: 2 packing: true shuffle: false
     }
-    parallelism { expert_parallel: 2 zero_stage: 2 bucket_mb: 50 preference_aware_sampling: true }
+    parallel { dp: 1 ep: 2 zero_stage: 2 bucket_mb: 50 preference_aware_sampling: true }
     checkpoint { dir: "/ck" every_steps: 10 keep_last: 3 resume: false }
     logging { every_steps: 5 metrics_file: "/m.jsonl" }
   )pb");
@@ -178,7 +181,8 @@ TEST(RunConfigTest, FullConfigParses) {
   EXPECT_EQ(c.optimizer().max_steps(), 100);
   EXPECT_EQ(c.data().train(0).preference(), "a");
   EXPECT_EQ(c.data().eval(0).format(), "auto");
-  EXPECT_EQ(c.parallelism().zero_stage(), 2);
+  EXPECT_EQ(c.parallel().zero_stage(), 2);
+  EXPECT_EQ(c.parallel().ep(), 2);
   EXPECT_EQ(c.checkpoint().keep_last(), 3);
   EXPECT_EQ(c.logging().metrics_file(), "/m.jsonl");
   EXPECT_TRUE(ValidateRunConfig(c).ok()) << ValidateRunConfig(c);
@@ -308,7 +312,7 @@ TEST(RunConfigTest, ExampleConfigParsesAndValidates) {
   EXPECT_TRUE(c->has_objective());
   EXPECT_TRUE(c->has_optimizer());
   EXPECT_TRUE(c->has_data());
-  EXPECT_TRUE(c->has_parallelism());
+  EXPECT_TRUE(c->has_parallel());
   EXPECT_TRUE(c->has_checkpoint());
   EXPECT_TRUE(c->has_logging());
   EXPECT_EQ(c->adapter().groups_size(), c->data().preference_names_size());
@@ -610,15 +614,19 @@ TEST(RunConfigValidationTest, PreferenceNames) {
 
 // ---------------------------------------------------------------- the rest
 
-TEST(RunConfigValidationTest, Parallelism) {
-  ExpectInvalid([](RunConfig& c) { c.mutable_parallelism()->set_expert_parallel(0); },
-                "parallelism.expert_parallel");
-  ExpectInvalid([](RunConfig& c) { c.mutable_parallelism()->set_zero_stage(3); },
-                "parallelism.zero_stage", {"got 3"});
-  ExpectInvalid([](RunConfig& c) { c.mutable_parallelism()->set_zero_stage(-1); },
-                "parallelism.zero_stage");
-  ExpectInvalid([](RunConfig& c) { c.mutable_parallelism()->set_bucket_mb(0); },
-                "parallelism.bucket_mb");
+TEST(RunConfigValidationTest, Parallel) {
+  ExpectInvalid([](RunConfig& c) { c.mutable_parallel()->set_ep(0); }, "parallel.ep");
+  ExpectInvalid([](RunConfig& c) { c.mutable_parallel()->set_dp(-1); }, "parallel.dp");
+  ExpectInvalid([](RunConfig& c) { c.mutable_parallel()->set_zero_stage(3); },
+                "parallel.zero_stage", {"got 3"});
+  ExpectInvalid([](RunConfig& c) { c.mutable_parallel()->set_zero_stage(-1); },
+                "parallel.zero_stage");
+  ExpectInvalid([](RunConfig& c) { c.mutable_parallel()->set_bucket_mb(0); },
+                "parallel.bucket_mb");
+  ExpectInvalid([](RunConfig& c) { c.mutable_parallel()->set_collective_timeout_s(0); },
+                "parallel.collective_timeout_s");
+  ExpectInvalid([](RunConfig& c) { c.mutable_data()->set_global_batch_size(-2); },
+                "data.global_batch_size");
 }
 
 TEST(RunConfigValidationTest, CheckpointAndLogging) {
