@@ -1,0 +1,382 @@
+// `pmol train` on several ranks under a real `mpirun` (the binary as a subprocess, tiny
+// Llama, demo corpus, a PMoL DPO run with dropout and gradient accumulation):
+//   * 2 and 4 ranks, ZeRO stages 0, 1 and 2, train the same model as one process: the
+//     final adapter and every step's loss agree within 1e-5 relative;
+//   * a checkpoint of 4 ranks resumes on 2 ranks and on 1 process (the optimizer shards
+//     are re-cut) and still ends with the one-process weights;
+//   * a rank killed with SIGKILL ends the whole job within seconds, the launcher naming
+//     the rank; the checkpoints left are whole, and the run resumes on fewer ranks to the
+//     uninterrupted weights;
+//   * a rank that stops answering (SIGSTOP) ends the job after parallel.collective_timeout_s
+//     with a message saying so, instead of a hang;
+//   * config errors that depend on the world size are printed once, by rank 0.
+// Tolerance 1e-5 relative (to the largest element of each tensor): the ranks sum their
+// gradients in another order than one process does (float32 all-reduce vs accumulation),
+// so the runs differ by rounding only, about 1e-6 relative over these runs; a wrong share
+// of the batch, a wrong scale or a lost shard moves weights by 1e-2 and more.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "pmol/core/tensor.h"
+#include "pmol/io/safetensors.h"
+#include "tests/launch/pmol_command.h"
+
+namespace pmol {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr double kRelTol = 1e-5;
+
+struct Fixture {
+  std::string root, data, model;
+};
+
+const Fixture& Shared() {
+  static const Fixture* fixture = [] {
+    auto* f = new Fixture;
+    f->root = FreshDir("ranks_shared");
+    f->data = f->root + "/data";
+    f->model = f->root + "/model";
+    EXPECT_TRUE(ExitedWith(RunPmol({"make-demo-data", "--out=" + f->data, "--seed=2"}), 0));
+    nlohmann::json config = LlamaTiedConfig();
+    config["vocab_size"] = 1024;
+    config["hidden_size"] = 32;
+    config["intermediate_size"] = 48;
+    config["num_hidden_layers"] = 2;
+    InitModel(config, f->model, 5);
+    return f;
+  }();
+  return *fixture;
+}
+
+struct RunShape {
+  int max_steps = 8;
+  int global_batch = 8;
+  int micro_batch = 2;
+  int checkpoint_every = 4;
+};
+
+// A PMoL DPO run over two preferences, with dropout (so the micro-batches' dropout masks
+// must follow the pairs, not the ranks) and accumulation on every world size used here.
+std::string WriteRunConfig(const std::string& out, const RunShape& shape) {
+  const Fixture& f = Shared();
+  const std::string text = R"(seed: 3
+output_dir: ")" + out + R"("
+model { path: ")" + f.model + R"(" threads: 1 }
+adapter {
+  kind: PMOL
+  groups { name: "helpfulness" experts: 1 }
+  groups { name: "harmlessness" experts: 2 }
+  empty_experts: 1
+  rank: 2
+  alpha: 4
+  dropout: 0.1
+}
+objective { kind: DPO beta: 0.1 }
+optimizer { lr: 5e-3 warmup_steps: 2 max_steps: )" + std::to_string(shape.max_steps) + R"( weight_decay: 0.01 max_grad_norm: 1.0 }
+data {
+  tokenizer: ")" + f.data + R"(/tokenizer.json"
+  preference_names: ["helpfulness", "harmlessness"]
+  train { path: ")" + f.data + R"(/preference/helpfulness/eval.jsonl" }
+  train { path: ")" + f.data + R"(/preference/harmlessness/eval.jsonl" }
+  eval { path: ")" + f.data + R"(/preference/harmlessness/eval.jsonl" }
+  max_length: 96
+  max_prompt_length: 64
+  micro_batch_size: )" + std::to_string(shape.micro_batch) + R"(
+  global_batch_size: )" + std::to_string(shape.global_batch) + R"(
+}
+eval { every_steps: 4 max_pairs: 6 }
+checkpoint { every_steps: )" + std::to_string(shape.checkpoint_every) + R"( keep_last: 3 }
+logging { every_steps: 1 }
+)";
+  fs::create_directories(out);
+  const std::string path = out + ".textproto";
+  WriteFile(path, text);
+  return path;
+}
+
+// `mpirun -np ranks pmol train --config=config extra...` (started, not waited for).
+RunningProgram StartRanks(int ranks, const std::string& config, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv = {"/usr/bin/mpirun", "--oversubscribe", "--allow-run-as-root",
+                                   "--bind-to", "none", "--mca", "btl", "self,vader,tcp",
+                                   "-np", std::to_string(ranks), fs::absolute(PmolPath()).string(),
+                                   "train", "--config=" + config};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return StartProgram(argv);
+}
+
+CommandResult RunRanks(int ranks, const std::string& config, const std::vector<std::string>& extra = {}) {
+  if (ranks == 1) {  // one process, no launcher
+    std::vector<std::string> args = {"train", "--config=" + config};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return RunPmol(args);
+  }
+  return WaitProgram(StartRanks(ranks, config, extra));
+}
+
+// True when `pid` has ended (it stays a zombie for WaitProgram to collect).
+bool Ended(pid_t pid) {
+  siginfo_t info{};
+  return waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
+// Waits up to `seconds` for `p` to end; past that kills it (the test then fails).
+CommandResult WaitWithin(const RunningProgram& p, double seconds, double* took = nullptr) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  while (!Ended(p.pid) && elapsed() < seconds) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (took != nullptr) *took = elapsed();
+  if (!Ended(p.pid)) {
+    ADD_FAILURE() << p.command << " still running after " << seconds << " s; killing it";
+    kill(p.pid, SIGKILL);
+  }
+  return WaitProgram(p);
+}
+
+// The pid of rank `rank` among the processes started by the mpirun `launcher`.
+pid_t RankPid(pid_t launcher, int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const fs::directory_entry& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream environ_file(e.path() / "environ", std::ios::binary);
+    std::string env((std::istreambuf_iterator<char>(environ_file)), std::istreambuf_iterator<char>());
+    bool match = false;
+    for (size_t at = 0; at < env.size();) {
+      const size_t end = std::min(env.find('\0', at), env.size());
+      if (env.compare(at, end - at, want) == 0) match = true;
+      at = end + 1;
+    }
+    if (!match) continue;
+    // Its parent chain must reach the launcher (another test's ranks do not count).
+    pid_t pid = std::stoi(name);
+    for (int depth = 0; depth < 8 && pid > 1; ++depth) {
+      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+      std::string stat_line;
+      std::getline(stat, stat_line);
+      const size_t close = stat_line.rfind(')');
+      if (close == std::string::npos) break;
+      char state = 0;
+      int ppid = 0;
+      if (sscanf(stat_line.c_str() + close + 1, " %c %d", &state, &ppid) != 2) break;
+      if (ppid == launcher) return std::stoi(name);
+      pid = ppid;
+    }
+  }
+  return -1;
+}
+
+// Waits (up to 120 s) until `path` exists or `p` has ended.
+bool AppearsWhileRunning(const std::string& path, const RunningProgram& p) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(path)) return true;
+    if (Ended(p.pid)) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+using Tensors = std::map<std::string, std::vector<double>>;
+
+Tensors ReadTensors(const std::string& path) {
+  Tensors out;
+  auto file = SafetensorsFile::Open(path);
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return out;
+  Backend* cpu = GetBackend(DeviceType::kCpu, 1).value();
+  for (const SafetensorsEntry& e : (*file)->entries()) {
+    auto t = (*file)->Load(e.name, cpu, DType::kF64);
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (t.ok()) out[e.name] = t->ToDoubles();
+  }
+  return out;
+}
+
+// Every tensor of run `dir`'s adapter within kRelTol of `ref`'s.
+void ExpectSameAdapter(const std::string& ref, const std::string& dir) {
+  const std::string adapter = "/adapter/adapter_model.safetensors";
+  const Tensors want = ReadTensors(ref + adapter);
+  const Tensors got = ReadTensors(dir + adapter);
+  ASSERT_FALSE(want.empty());
+  ASSERT_EQ(got.size(), want.size()) << dir;
+  for (const auto& [name, w] : want) {
+    ASSERT_TRUE(got.count(name)) << name;
+    const std::vector<double>& g = got.at(name);
+    ASSERT_EQ(g.size(), w.size()) << name;
+    double scale = 0, diff = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      scale = std::max(scale, std::abs(w[i]));
+      diff = std::max(diff, std::abs(w[i] - g[i]));
+    }
+    EXPECT_LE(diff, kRelTol * scale) << dir << ": " << name << " differs by " << diff << " (largest element "
+                                     << scale << ")";
+  }
+}
+
+// `key` of each "train" line of a metrics log, by step (a resumed run's repeats replace).
+std::map<int64_t, double> TrainMetric(const std::string& dir, const std::string& key) {
+  std::map<int64_t, double> losses;
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("split", "") == "train") losses[j["step"].get<int64_t>()] = j.at(key).get<double>();
+  }
+  return losses;
+}
+
+// Every step's total loss and gradient norm within kRelTol of `ref`'s.
+void ExpectSameLosses(const std::string& ref, const std::string& dir) {
+  for (const char* key : {"loss/total", "grad_norm"}) {
+    const std::map<int64_t, double> want = TrainMetric(ref, key), got = TrainMetric(dir, key);
+    ASSERT_FALSE(want.empty());
+    ASSERT_EQ(got.size(), want.size()) << dir;
+    for (const auto& [step, value] : want) {
+      EXPECT_NEAR(got.at(step), value, kRelTol * std::abs(value)) << dir << " step " << step << " " << key;
+    }
+  }
+}
+
+size_t Count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// The one-process run of `shape`, made once per shape.
+const std::string& OneProcess(const RunShape& shape) {
+  static std::map<std::string, std::string> runs;
+  const std::string key = std::to_string(shape.max_steps) + "_" + std::to_string(shape.global_batch);
+  if (!runs.count(key)) {
+    const std::string dir = FreshDir("one_process_" + key);
+    const CommandResult r = RunRanks(1, WriteRunConfig(dir, shape));
+    EXPECT_TRUE(ExitedWith(r, 0));
+    runs[key] = dir;
+  }
+  return runs.at(key);
+}
+
+TEST(TrainRanksTest, RanksAndZeroStagesTrainTheOneProcessModel) {
+  const RunShape shape;  // 8 pairs a step: 4 micro-batches of 2 pairs, spread over the ranks
+  const std::string& ref = OneProcess(shape);
+  struct Case {
+    int ranks, zero_stage;
+  };
+  for (const Case c : {Case{2, 0}, Case{2, 2}, Case{4, 1}, Case{4, 2}}) {
+    SCOPED_TRACE("ranks " + std::to_string(c.ranks) + ", zero_stage " + std::to_string(c.zero_stage));
+    const std::string dir = FreshDir("ranks" + std::to_string(c.ranks) + "_zero" + std::to_string(c.zero_stage));
+    const CommandResult r =
+        RunRanks(c.ranks, WriteRunConfig(dir, shape), {"--set=parallel.zero_stage=" + std::to_string(c.zero_stage)});
+    ASSERT_TRUE(ExitedWith(r, 0));
+    EXPECT_NE(r.stdout_text.find(std::to_string(c.ranks) + " ranks ("), std::string::npos) << r.Describe();
+    EXPECT_EQ(Count(r.stdout_text, "done: 8 steps"), 1u) << "only rank 0 prints\n" << r.Describe();
+    ExpectSameAdapter(ref, dir);
+    ExpectSameLosses(ref, dir);
+    // Each rank holding optimizer state wrote its shard of it.
+    const int shards = c.zero_stage == 0 ? 1 : c.ranks;
+    for (int rank = 0; rank < c.ranks; ++rank) {
+      EXPECT_EQ(fs::exists(dir + "/checkpoints/step-00000008/optimizer-shard-" + std::to_string(rank) + ".safetensors"),
+                rank < shards)
+          << "rank " << rank;
+    }
+  }
+}
+
+TEST(TrainRanksTest, CheckpointOfFourRanksResumesOnTwoRanksAndOnOneProcess) {
+  const RunShape shape;
+  const std::string& ref = OneProcess(shape);
+  const std::string dir = FreshDir("resharded");
+  const std::string config = WriteRunConfig(dir, shape);
+  ASSERT_TRUE(ExitedWith(RunRanks(4, config), 0));
+  for (const int ranks : {2, 1}) {
+    SCOPED_TRACE("resumed on " + std::to_string(ranks));
+    // Back to the step-4 checkpoint (4 optimizer shards when first written), as if the
+    // job had been stopped there.
+    fs::remove_all(dir + "/checkpoints/step-00000008");
+    fs::remove_all(dir + "/adapter");
+    const CommandResult r = RunRanks(ranks, config);
+    ASSERT_TRUE(ExitedWith(r, 0));
+    EXPECT_NE(r.stdout_text.find("step 4"), std::string::npos) << r.Describe();
+    EXPECT_NE(r.stdout_text.find("written by 4 rank(s)"), std::string::npos) << "the changed world size is noted\n" << r.Describe();
+    EXPECT_NE(r.stdout_text.find("done: 8 steps"), std::string::npos) << r.Describe();
+    ExpectSameAdapter(ref, dir);
+  }
+}
+
+TEST(TrainRanksTest, KilledRankEndsTheJobAndTheRunResumesOnFewerRanks) {
+  // Long enough (about 10 s) to be killed in the middle.
+  RunShape shape;
+  shape.max_steps = 40;
+  shape.global_batch = 48;
+  const std::string& ref = OneProcess(shape);
+  const std::string dir = FreshDir("killed_rank");
+  const std::string config = WriteRunConfig(dir, shape);
+  const RunningProgram job = StartRanks(3, config);
+  ASSERT_TRUE(AppearsWhileRunning(dir + "/checkpoints/step-00000004", job)) << WaitProgram(job).Describe();
+  const pid_t victim = RankPid(job.pid, 1);
+  ASSERT_GT(victim, 0) << "rank 1 of mpirun " << job.pid << " not found";
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  double took = 0;
+  const CommandResult killed = WaitWithin(job, 60, &took);
+  EXPECT_FALSE(ExitedWith(killed, 0)) << killed.Describe();
+  EXPECT_TRUE(StderrMentions(killed, {"rank 1", "signal 9"}));
+  EXPECT_EQ(RankPid(job.pid, 0), -1) << "rank 0 outlived the job";
+  std::cout << "the job ended " << took << " s after rank 1 was killed\n";
+  EXPECT_FALSE(fs::exists(dir + "/adapter")) << "the run had finished before the kill; nothing was tested";
+
+  const CommandResult resumed = RunRanks(2, config);
+  ASSERT_TRUE(ExitedWith(resumed, 0));
+  EXPECT_NE(resumed.stdout_text.find("resum"), std::string::npos) << resumed.Describe();
+  EXPECT_NE(resumed.stdout_text.find("done: 40 steps"), std::string::npos) << resumed.Describe();
+  ExpectSameAdapter(ref, dir);
+}
+
+TEST(TrainRanksTest, StoppedRankEndsTheJobAfterTheCollectiveTimeout) {
+  RunShape shape;
+  shape.max_steps = 400;
+  shape.global_batch = 48;
+  const std::string dir = FreshDir("stopped_rank");
+  const RunningProgram job = StartRanks(2, WriteRunConfig(dir, shape), {"--set=parallel.collective_timeout_s=3"});
+  ASSERT_TRUE(AppearsWhileRunning(dir + "/checkpoints/step-00000004", job)) << WaitProgram(job).Describe();
+  const pid_t victim = RankPid(job.pid, 1);
+  ASSERT_GT(victim, 0);
+  ASSERT_EQ(kill(victim, SIGSTOP), 0);
+  const CommandResult r = WaitWithin(job, 60);
+  kill(victim, SIGKILL);  // in case the launcher left it behind
+  EXPECT_FALSE(ExitedWith(r, 0)) << r.Describe();
+  EXPECT_TRUE(StderrMentions(r, {"rank 0", "did not complete within 3 s", "resume it from the last checkpoint"}));
+}
+
+TEST(TrainRanksTest, WorldSizeErrorsArePrintedOnceByRankZero) {
+  const std::string dir = FreshDir("bad_world");
+  RunShape shape;
+  shape.global_batch = 6;  // not a multiple of 2 pairs x 4 ranks
+  const CommandResult r = RunRanks(4, WriteRunConfig(dir, shape));
+  EXPECT_TRUE(ExitedWith(r, 1));
+  EXPECT_TRUE(StderrMentions(r, {"data.global_batch_size = 6", "data.micro_batch_size x ranks = 2 x 4"}));
+  EXPECT_EQ(Count(r.stderr_text, "data.global_batch_size"), 1u) << r.Describe();
+
+  const CommandResult ep = RunRanks(2, WriteRunConfig(dir, RunShape{}), {"--set=parallel.ep=2"});
+  EXPECT_TRUE(ExitedWith(ep, 1));
+  EXPECT_TRUE(StderrMentions(ep, {"parallel.ep"}));
+}
+
+}  // namespace
+}  // namespace pmol
