@@ -24,6 +24,7 @@ absl::StatusOr<ProcessGroups> MakeProcessGroups(Comm* world, const config::Paral
   g.ep = ep;
   g.dp_index = world->rank() / ep;
   g.ep_index = world->rank() % ep;
+  g.data_parallel = world->Split(0, world->rank(), "data-parallel");
   g.expert_parallel = world->Split(g.dp_index, g.ep_index, "expert-parallel");
   g.expert_data_parallel = world->Split(g.ep_index, g.dp_index, "expert-data-parallel");
   return g;

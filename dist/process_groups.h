@@ -20,13 +20,14 @@
 namespace pmol::dist {
 
 struct ProcessGroups {
-  Comm* world = nullptr;  // not owned; also the data-parallel group
+  Comm* world = nullptr;  // not owned
   int dp = 1, ep = 1;
   int dp_index = 0, ep_index = 0;  // d and e of this rank
+  // Every rank, as its own communicator: the gradients of replicated (non-expert)
+  // tensors, so that their traffic is counted apart from the world's control messages.
+  std::unique_ptr<Comm> data_parallel;
   std::unique_ptr<Comm> expert_parallel;
   std::unique_ptr<Comm> expert_data_parallel;
-
-  Comm& data_parallel() const { return *world; }
 };
 
 // Checks that dp x ep equals the world size (dp = 0: world / ep, which must divide) and

@@ -89,6 +89,7 @@ class Trainer {
   dist::Comm* world_ = nullptr;
   bool root_ = true;
   bool groups_made_ = false;
+  dist::ProcessGroups groups_;
   std::ostream null_out_;  // no stream buffer: discards what other ranks would print
   std::ostream* out_ = nullptr;
   std::string output_dir_, checkpoint_dir_;
@@ -113,6 +114,8 @@ class Trainer {
   MetricsAccumulator NewWindow() const;
   double window_grad_norm_ = 0;
   int64_t window_steps_ = 0;
+  int64_t window_all_steps_ = 0;  // skipped ones included
+  dist::CommStats window_gradient_comm_, window_world_comm_;  // counters at the window's start
   Clock::time_point window_start_, run_start_;
   int64_t run_start_step_ = 0;
 };
@@ -136,11 +139,11 @@ absl::Status Trainer::Setup() {
   if (output_dir_.empty()) return absl::InvalidArgumentError("output_dir: required by `pmol train`");
   checkpoint_dir_ = config_.checkpoint().dir().empty() ? output_dir_ + "/checkpoints" : config_.checkpoint().dir();
   // The groups first: a collective every rank reaches, whatever fails after it.
-  PMOL_ASSIGN_OR_RETURN(dist::ProcessGroups groups, dist::MakeProcessGroups(world_, config_.parallel()));
+  PMOL_ASSIGN_OR_RETURN(groups_, dist::MakeProcessGroups(world_, config_.parallel()));
   groups_made_ = true;
-  if (groups.ep > 1) {
+  if (groups_.ep > 1) {
     return absl::UnimplementedError(absl::StrCat(
-        "parallel.ep = ", groups.ep, ": expert parallelism is not available yet; use parallel.ep: 1 "
+        "parallel.ep = ", groups_.ep, ": expert parallelism is not available yet; use parallel.ep: 1 "
         "(data parallelism over all ", world_->size(), " ranks, each holding every expert)"));
   }
   PMOL_RETURN_IF_ERROR(MakeDirectories(output_dir_));
@@ -202,7 +205,7 @@ absl::Status Trainer::Setup() {
   dist::ZeroOptions zo;
   zo.stage = config_.parallel().zero_stage();
   zo.bucket_bytes = static_cast<int64_t>(config_.parallel().bucket_mb()) << 20;
-  PMOL_ASSIGN_OR_RETURN(optimizer_, dist::ZeroOptimizer::Create(&groups.data_parallel(), params, grads, decay, ao, zo));
+  PMOL_ASSIGN_OR_RETURN(optimizer_, dist::ZeroOptimizer::Create(groups_.data_parallel.get(), params, grads, decay, ao, zo));
   store_ = std::make_unique<CheckpointStore>(checkpoint_dir_, config_.checkpoint().keep_last());
   state_.seed = config_.seed();
   state_.world_size = world_->size();
@@ -355,6 +358,7 @@ absl::Status Trainer::TrainStep() {
   }
   state_.tokens_seen += tokens;
   ++state_.step;
+  ++window_all_steps_;
 
   const bool last = state_.step == total_steps_;
   if (state_.step % config_.logging().every_steps() == 0 || last) {
@@ -382,11 +386,24 @@ absl::Status Trainer::TrainStep() {
     scalars["tokens_per_second"] = f.tokens_per_second;
     scalars["tokens_seen"] = static_cast<double>(state_.tokens_seen);
     scalars["skipped_steps"] = static_cast<double>(state_.skipped_steps);
+    scalars["step_seconds"] = window_seconds / window_all_steps_;
+    if (world_->size() > 1) {
+      // Bytes this rank sent per step (dist/comm.h's ring model): the optimizer's
+      // gradient and parameter collectives, and everything else (metrics, agreement).
+      const double steps = static_cast<double>(window_all_steps_);
+      scalars["comm/gradient_bytes_per_step"] =
+          (groups_.data_parallel->stats().total_bytes() - window_gradient_comm_.total_bytes()) / steps;
+      scalars["comm/other_bytes_per_step"] =
+          (world_->stats().total_bytes() - window_world_comm_.total_bytes()) / steps;
+    }
     PMOL_RETURN_IF_ERROR(
         dist::AgreeOnStatus(*world_, metrics_ ? metrics_->Write(state_.step, "train", scalars) : absl::OkStatus()));
     window_ = std::make_unique<MetricsAccumulator>(NewWindow());
     window_grad_norm_ = 0;
     window_steps_ = 0;
+    window_all_steps_ = 0;
+    window_gradient_comm_ = groups_.data_parallel->stats();
+    window_world_comm_ = world_->stats();
     window_start_ = Clock::now();
   }
   return absl::OkStatus();
@@ -457,6 +474,8 @@ absl::StatusOr<TrainerResult> Trainer::Run() {
   window_ = std::make_unique<MetricsAccumulator>(NewWindow());
   run_start_ = window_start_ = Clock::now();
   run_start_step_ = state_.step;
+  window_gradient_comm_ = groups_.data_parallel->stats();
+  window_world_comm_ = world_->stats();
   const int32_t eval_every = config_.eval().every_steps();
   const int32_t checkpoint_every = config_.checkpoint().every_steps();
   while (state_.step < total_steps_) {

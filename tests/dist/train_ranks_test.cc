@@ -289,6 +289,19 @@ TEST(TrainRanksTest, RanksAndZeroStagesTrainTheOneProcessModel) {
     EXPECT_EQ(Count(r.stdout_text, "done: 8 steps"), 1u) << "only rank 0 prints\n" << r.Describe();
     ExpectSameAdapter(ref, dir);
     ExpectSameLosses(ref, dir);
+    // Rank 0's gradient traffic per step (the trainer's metric) is the analytic volume of
+    // dist/zero_optimizer.h: Ψ f32 elements, rank 0 owning the first shard of EvenBlocks,
+    // A = 8 / (2 N) micro-batches per rank.
+    auto shard0 = SafetensorsFile::Open(dir + "/checkpoints/step-00000008/optimizer-shard-0.safetensors");
+    ASSERT_TRUE(shard0.ok()) << shard0.status();
+    const int64_t psi = std::stoll((*shard0)->metadata().at("flat_size")), n = c.ranks;
+    const int64_t own = (psi + n - 1) / n, norm = 2 * (n - 1) * 8 / n, a = 8 / (2 * n);
+    const int64_t analytic = c.zero_stage == 0   ? 2 * (n - 1) * psi * 4 / n
+                             : c.zero_stage == 1 ? 2 * (psi - own) * 4 + norm
+                                                 : (a + 1) * (psi - own) * 4 + norm;
+    const std::map<int64_t, double> bytes = TrainMetric(dir, "comm/gradient_bytes_per_step");
+    ASSERT_EQ(bytes.size(), 8u);
+    for (const auto& [step, b] : bytes) EXPECT_EQ(b, static_cast<double>(analytic)) << "step " << step;
     // Each rank holding optimizer state wrote its shard of it.
     const int shards = c.zero_stage == 0 ? 1 : c.ranks;
     for (int rank = 0; rank < c.ranks; ++rank) {
