@@ -7,7 +7,8 @@
 // checkpoint exists). SIGTERM or SIGINT stops after the current step with a checkpoint
 // (a second SIGINT stops at once); running the same command again resumes.
 // Started by mpirun or srun (several ranks), the world comes from MPI; only rank 0
-// prints. With model.threads: 0, the cores of a node are shared out between its ranks.
+// prints. With model.threads: 0, the cores of a node are shared out between its ranks;
+// with model.device: "cuda", each rank of a node takes its own GPU (dist/local_device.h).
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gflags/gflags.h"
+#include "dist/local_device.h"
 #include "dist/mpi_comm.h"
 #include "launch/command.h"
 #include "pmol/core/status.h"
@@ -70,6 +72,16 @@ absl::Status RunTrain() {
     const int cores = static_cast<int>(std::thread::hardware_concurrency());
     if (config.model().threads() == 0 && mpi.local_size > 1) {
       config.mutable_model()->set_threads(std::max(1, cores / mpi.local_size));
+    }
+    if (config.model().device() == "cuda") {  // before the CUDA runtime starts
+      absl::StatusOr<std::string> devices =
+          dist::LocalRankVisibleDevices(std::getenv("CUDA_VISIBLE_DEVICES"), mpi.local_rank, mpi.local_size);
+      absl::Status bound = dist::AgreeOnStatus(*world, devices.status());
+      if (!bound.ok()) {
+        if (world->rank() != 0) std::exit(1);
+        return bound;
+      }
+      setenv("CUDA_VISIBLE_DEVICES", devices->c_str(), 1);
     }
     if (world->rank() == 0 && world->size() > 1) {
       std::cout << world->size() << " ranks (" << mpi.local_size << " on this node, "
