@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster on localhost, for trying pmol_train.sbatch and for the Slurm
 # test: munged, slurmctld and slurmd run as root daemons with every file (config, munge
-# key and socket, state, spool, pid files, logs) under one private state folder, on their
-# own ports, so nothing else on the machine (a system Slurm or munge included) is touched.
+# key and socket, state, spool, pid files, logs) under one private state folder (seen
+# through a short link in /tmp when its path is long), on their own ports, so nothing
+# else on the machine (a system Slurm or munge included) is touched.
 #
 #   local_cluster.sh start STATE_DIR   writes the config, starts the daemons, waits until
 #                                      the node is idle, prints `export SLURM_CONF=...`
@@ -40,6 +41,7 @@ state=$(cd "$2" && pwd -P)
 link=""
 if [ ${#state} -gt 40 ]; then
   link=/tmp/pmol-slurm-$(printf '%s' "$state" | md5sum | cut -c1-12)
+  if [ -e "$link" ] && [ ! -L "$link" ]; then die "$link is in the way (not a link): remove it"; fi
   ln -sfn "$state" "$link" || die "cannot make the short link $link to $state"
   state=$link
 fi
