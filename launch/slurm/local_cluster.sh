@@ -54,15 +54,25 @@ pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 print_env() { echo "export SLURM_CONF=$conf"; }
 
-# Stops the daemon whose pid file is $1: SIGTERM, then SIGKILL after 10 s.
-stop_daemon() {
-  local pidfile=$1 pid
-  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-  pid=$(cat "$pidfile")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$pidfile"
+# Stops the daemons whose pid files are given: SIGTERM to all at once (each takes about
+# 2 s to exit), then SIGKILL to those left after 10 s.
+stop_daemons() {
+  local pidfile pids=() pid alive
+  for pidfile in "$@"; do
+    if pid_alive "$pidfile"; then
+      pid=$(cat "$pidfile")
+      pids+=("$pid")
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for _ in $(seq 100); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -f "$@"
 }
 
 # The daemons are started with PMOL_LOCAL_CLUSTER_STATE=<state dir> in their environment,
@@ -108,9 +118,7 @@ stop_cluster() {
       done
     fi
   fi
-  stop_daemon "$state/slurmd.pid"
-  stop_daemon "$state/slurmctld.pid"
-  stop_daemon "$state/munge/munged.pid"
+  stop_daemons "$state/slurmd.pid" "$state/slurmctld.pid" "$state/munge/munged.pid"
   kill_leftovers
   rm -f "$state/munge/munge.socket" "$state/munge/munge.socket.lock"
 }
@@ -166,6 +174,7 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
+MailProg=/bin/true
 SwitchType=switch/none
 MpiDefault=none
 SchedulerType=sched/backfill
