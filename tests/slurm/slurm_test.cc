@@ -16,6 +16,10 @@
 //     same step (ZeRO-1: each rank writes its optimizer shard) and stop, the job requeues
 //     itself, its second start resumes from that checkpoint and finishes, and the final
 //     adapter matches the uninterrupted one-process run;
+//   * ScontrolRequeueResumes: `scontrol requeue` (what an operator or a node failure
+//     does) signals the ranks (SIGTERM: they checkpoint and stop), Slurm starts the job
+//     again, and the second start resumes from the newest checkpoint and finishes with
+//     the uninterrupted one-process weights;
 //   * afterwards no job is queued and no daemon or job process is left.
 // Tolerance 1e-5 on max |a - b| / max |a|: the 2-rank run sums each rank's float32
 // gradients and then all-reduces the two partial sums, where one process sums all
@@ -524,6 +528,50 @@ TEST_F(SlurmTest, UsrOneCheckpointsRequeuesAndResumes) {
   std::printf("2 ranks, stopped at step %d, requeued and resumed, vs 1 process uninterrupted, %d steps: "
               "max |a - b| / max |a| = %.3g\n",
               stop_step, kSteps, diff);
+  EXPECT_LE(diff, kTolerance);
+}
+
+TEST_F(SlurmTest, ScontrolRequeueResumes) {
+  constexpr int kSteps = 300;
+  const std::string dir = FreshDir("slurm_scontrol_requeue");
+  const std::string config = WriteRun(dir, kSteps, 5);
+  const std::string log = dir + "/job.log";
+  const Clock::time_point submitted = Clock::now();
+  const std::string id = Submit(config, log, {"--set=parallel.zero_stage=2"});
+  ASSERT_FALSE(id.empty());
+  bool checkpointed = false;
+  while (!checkpointed && std::chrono::duration<double>(Clock::now() - submitted).count() < kJobTimeoutS) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir + "/checkpoints", ec)) {
+      checkpointed |= e.path().filename().string().rfind("step-", 0) == 0;
+    }
+    if (!checkpointed) {
+      ASSERT_FALSE(Finished(Field(ShowJob(id), "JobState"))) << "the job ended before its first checkpoint"
+                                                               << Report(id, log);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ASSERT_TRUE(checkpointed) << "no checkpoint after " << kJobTimeoutS << " s" << Report(id, log);
+  CommandResult requeue = Slurm("scontrol", {"requeue", id});
+  ASSERT_TRUE(ExitedWith(requeue, 0)) << Report(id, log);
+
+  const std::string state = WaitForJob(id, submitted);
+  const std::string text = ReadFile(log);
+  ASSERT_EQ(state, "COMPLETED") << Report(id, log);
+  std::printf("job %s: %.1f s from sbatch to its end, scontrol requeue included\n", id.c_str(),
+              std::chrono::duration<double>(Clock::now() - submitted).count());
+  EXPECT_EQ(Field(ShowJob(id), "Restarts"), "1") << Report(id, log);
+  EXPECT_TRUE(Contains(text, "start 2 (restarts so far: 1)")) << Report(id, log);
+  EXPECT_TRUE(Contains(text, "resumed from " + dir + "/checkpoints/step-")) << Report(id, log);
+  EXPECT_EQ(Count(text, "done: " + std::to_string(kSteps) + " steps"), 1) << Report(id, log);
+  ASSERT_TRUE(fs::exists(dir + kAdapter)) << Report(id, log);
+
+  const std::string ref = FreshDir("slurm_scontrol_requeue_reference");
+  TrainOneProcess(WriteRun(ref, kSteps, 5));
+  const double diff = RelativeDifference(ref + kAdapter, dir + kAdapter);
+  std::printf("2 ranks, requeued by scontrol and resumed, vs 1 process uninterrupted, %d steps: "
+              "max |a - b| / max |a| = %.3g\n",
+              kSteps, diff);
   EXPECT_LE(diff, kTolerance);
 }
 
