@@ -375,6 +375,23 @@ logging { every_steps: 5 }
            Tail(ReadFile(log), 8000) + cluster_->Logs();
   }
 
+  // Waits until run `dir` of job `id` has written its first checkpoint (at most
+  // kJobTimeoutS from `submitted`); fails when the job ends first or time runs out.
+  static ::testing::AssertionResult FirstCheckpointWritten(const std::string& id, const std::string& dir,
+                                                           const std::string& log, Clock::time_point submitted) {
+    while (std::chrono::duration<double>(Clock::now() - submitted).count() < kJobTimeoutS) {
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(dir + "/checkpoints", ec)) {
+        if (e.path().filename().string().rfind("step-", 0) == 0) return ::testing::AssertionSuccess();
+      }
+      if (Finished(Field(ShowJob(id), "JobState"))) {
+        return ::testing::AssertionFailure() << "the job ended before its first checkpoint" << Report(id, log);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return ::testing::AssertionFailure() << "no checkpoint after " << kJobTimeoutS << " s" << Report(id, log);
+  }
+
   // A one-process `pmol train` of the same config: the reference.
   static void TrainOneProcess(const std::string& config) {
     CommandResult r = RunPmol({"train", "--config=" + config});
@@ -479,19 +496,7 @@ TEST_F(SlurmTest, UsrOneCheckpointsRequeuesAndResumes) {
   const std::string id = Submit(config, log, {"--set=parallel.zero_stage=1"});
   ASSERT_FALSE(id.empty());
 
-  bool checkpointed = false;
-  while (!checkpointed && std::chrono::duration<double>(Clock::now() - submitted).count() < kJobTimeoutS) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir + "/checkpoints", ec)) {
-      checkpointed |= e.path().filename().string().rfind("step-", 0) == 0;
-    }
-    if (!checkpointed) {
-      ASSERT_FALSE(Finished(Field(ShowJob(id), "JobState"))) << "the job ended before its first checkpoint"
-                                                               << Report(id, log);
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
-  ASSERT_TRUE(checkpointed) << "no checkpoint after " << kJobTimeoutS << " s" << Report(id, log);
+  ASSERT_TRUE(FirstCheckpointWritten(id, dir, log, submitted));
   CommandResult usr1 = Slurm("scancel", {"--signal=USR1", "--batch", id});
   ASSERT_TRUE(ExitedWith(usr1, 0)) << Report(id, log);
 
@@ -539,19 +544,7 @@ TEST_F(SlurmTest, ScontrolRequeueResumes) {
   const Clock::time_point submitted = Clock::now();
   const std::string id = Submit(config, log, {"--set=parallel.zero_stage=2"});
   ASSERT_FALSE(id.empty());
-  bool checkpointed = false;
-  while (!checkpointed && std::chrono::duration<double>(Clock::now() - submitted).count() < kJobTimeoutS) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir + "/checkpoints", ec)) {
-      checkpointed |= e.path().filename().string().rfind("step-", 0) == 0;
-    }
-    if (!checkpointed) {
-      ASSERT_FALSE(Finished(Field(ShowJob(id), "JobState"))) << "the job ended before its first checkpoint"
-                                                               << Report(id, log);
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
-  ASSERT_TRUE(checkpointed) << "no checkpoint after " << kJobTimeoutS << " s" << Report(id, log);
+  ASSERT_TRUE(FirstCheckpointWritten(id, dir, log, submitted));
   CommandResult requeue = Slurm("scontrol", {"requeue", id});
   ASSERT_TRUE(ExitedWith(requeue, 0)) << Report(id, log);
 
