@@ -53,11 +53,7 @@ const Fixture& Shared() {
     f->data = f->root + "/data";
     f->model = f->root + "/model";
     EXPECT_TRUE(ExitedWith(RunPmol({"make-demo-data", "--out=" + f->data, "--seed=2"}), 0));
-    nlohmann::json config = LlamaTiedConfig();
-    config["vocab_size"] = 1024;
-    config["hidden_size"] = 32;
-    config["intermediate_size"] = 48;
-    config["num_hidden_layers"] = 2;
+    nlohmann::json config = TinyTrainLlamaConfig();
     InitModel(config, f->model, 5);
     return f;
   }();

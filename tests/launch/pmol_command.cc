@@ -149,6 +149,15 @@ nlohmann::json Qwen2Config() {
           {"rope_theta", 1000000.0}};
 }
 
+nlohmann::json TinyTrainLlamaConfig() {
+  nlohmann::json config = LlamaTiedConfig();
+  config["vocab_size"] = 1024;
+  config["hidden_size"] = 32;
+  config["intermediate_size"] = 48;
+  config["num_hidden_layers"] = 2;
+  return config;
+}
+
 void InitModel(const nlohmann::json& config, const std::string& dir, int seed,
                const std::string& dtype) {
   const std::string config_path = dir + ".config.json";

@@ -61,6 +61,9 @@ nlohmann::json LlamaConfig();
 nlohmann::json LlamaTiedConfig();
 // Qwen2 (q/k/v biases, no o bias), tied head, GQA 4:2.
 nlohmann::json Qwen2Config();
+// The tiny tied Llama the training tests train: hidden 32, MLP 48, 2 layers, vocab 1024
+// (room for the demo corpus's tokenizer).
+nlohmann::json TinyTrainLlamaConfig();
 
 // `pmol init-model` of `config` into `dir` (the config is first written next to it);
 // fails the test (ASSERT) when the command does not succeed.

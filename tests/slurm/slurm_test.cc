@@ -261,11 +261,7 @@ class SlurmTest : public ::testing::Test {
       error_ = "make-demo-data failed:\n" + demo.Describe();
       return;
     }
-    nlohmann::json config = LlamaTiedConfig();
-    config["vocab_size"] = 1024;
-    config["hidden_size"] = 32;
-    config["intermediate_size"] = 48;
-    config["num_hidden_layers"] = 2;
+    nlohmann::json config = TinyTrainLlamaConfig();
     WriteFile(model_ + ".config.json", config.dump(2));
     CommandResult init = RunPmol({"init-model", "--hf-config=" + model_ + ".config.json", "--out=" + model_,
                                   "--seed=5", "--dtype=f32"});

@@ -42,11 +42,7 @@ const Fixture& Shared() {
     f->model = f->root + "/model";
     CommandResult demo = RunPmol({"make-demo-data", "--out=" + f->data, "--seed=2"});
     EXPECT_TRUE(ExitedWith(demo, 0));
-    nlohmann::json config = LlamaTiedConfig();
-    config["vocab_size"] = 1024;
-    config["hidden_size"] = 32;
-    config["intermediate_size"] = 48;
-    config["num_hidden_layers"] = 2;
+    nlohmann::json config = TinyTrainLlamaConfig();
     InitModel(config, f->model, 5);
     return f;
   }();
