@@ -131,7 +131,7 @@ class PerExpertLoopAdapters final : public LinearAdapters {
     Tensor z = Tensor::Empty({n, s.layout.num_slots()}, dt, be);
     be->Gemm(dt, false, true, n, z.dim(1), s.d_in, 1.0, x.data(), s.d_in,
              am.params.router.data(), s.d_in, 0.0, z.data(), z.dim(1));
-    RouterForward(s.layout, s.temperature, s.top_k, z.ToDoubles(), n, &c.router);
+    RouterForward(s.layout, s.temperature, s.top_k, s.capacity_factor, z.ToDoubles(), n, &c.router);
     // Per-expert gate columns g[:, e], contiguous ([E, N]) for the per-expert scaling.
     std::vector<double> gt(experts * n);
     for (int64_t t = 0; t < n; ++t)

@@ -185,15 +185,27 @@ void ZeroOptimizer::AfterMicroBatch() {
   for (Tensor& g : grads_) g.SetZero();
 }
 
-double ZeroOptimizer::ReduceAndClip(double max_norm) {
+double ZeroOptimizer::ReduceGradients() {
   if (options_.stage == 0) {
     if (comm_->size() > 1) AllReduceGrads();
-    return ClipGradNorm(grads_, max_norm);  // the same reduced gradient on every rank
+    return GradSumOfSquares(grads_);  // the same reduced gradient on every rank
   }
   if (options_.stage == 1) ReduceScatterInto(/*accumulate=*/false);
-  std::vector<Tensor> shard = {shard_grad_};
-  const double norm = std::sqrt(comm_->AllReduceSum(GradSumOfSquares(shard)));
-  ScaleToMaxNorm(shard, norm, max_norm);
+  return comm_->AllReduceSum(GradSumOfSquares({shard_grad_}));
+}
+
+void ZeroOptimizer::ClipToNorm(double norm, double max_norm) {
+  if (options_.stage == 0) {
+    ScaleToMaxNorm(grads_, norm, max_norm);
+  } else {
+    std::vector<Tensor> shard = {shard_grad_};
+    ScaleToMaxNorm(shard, norm, max_norm);
+  }
+}
+
+double ZeroOptimizer::ReduceAndClip(double max_norm) {
+  const double norm = std::sqrt(ReduceGradients());
+  ClipToNorm(norm, max_norm);
   return norm;
 }
 

@@ -75,6 +75,11 @@ class ZeroOptimizer {
   // (max_norm <= 0: no clipping). A non-finite norm leaves the gradient as it is (the
   // caller skips the step; every rank sees the same norm).
   double ReduceAndClip(double max_norm);
+  // The two halves of ReduceAndClip, for a norm over several optimizers (expert
+  // parallelism): the sum of squares of the reduced gradient (the same on every rank of
+  // the comm), and the scaling given the global norm.
+  double ReduceGradients();
+  void ClipToNorm(double norm, double max_norm);
   // One AdamW update of this rank's shard with learning rate lr, then (stages 1 and 2)
   // the all-gather that brings every rank's parameters up to date.
   void Step(double lr);

@@ -127,6 +127,15 @@ absl::Status ValidatePmolGroups(const AdapterConfig& a, const DataConfig& d) {
                absl::StrCat("must be <= the number of router slots ", slots, " (", experts,
                             " experts + ", a.empty_experts(), " empty), got ", a.top_k()));
   }
+  if (!(a.capacity_factor() >= 0) || !std::isfinite(a.capacity_factor())) {
+    return Bad("adapter.capacity_factor",
+               absl::StrCat("must be >= 0 (0: dropless), got ", a.capacity_factor()));
+  }
+  if (a.kind() == AdapterConfig::PMOL && a.capacity_factor() > 0 && (a.top_k() == 0 || a.top_k() == slots)) {
+    return Bad("adapter.capacity_factor",
+               "needs top_k routing (adapter.top_k between 1 and the slot count - 1): a dense "
+               "router sends every row to every expert; set capacity_factor: 0");
+  }
 
   // Agreement with the data's preference names.
   const int names = d.preference_names_size();

@@ -56,6 +56,7 @@ absl::StatusOr<AdapterOptions> AdapterOptionsFromConfig(const config::AdapterCon
   }
   o.temperature = c.router_temperature();
   o.top_k = o.kind == AdapterKind::kPmol ? c.top_k() : 0;
+  o.capacity_factor = o.kind == AdapterKind::kPmol ? c.capacity_factor() : 0.0;
   o.router_init_std = c.router_init_std();
   o.lora_init = c.lora_init() == config::AdapterConfig::GAUSSIAN ? LoraInit::kGaussian
                                                                  : LoraInit::kKaimingUniform;

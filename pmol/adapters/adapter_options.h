@@ -29,6 +29,7 @@ struct AdapterOptions {
   std::vector<int64_t> layers;            // empty: every layer
   double temperature = 1.0;
   int32_t top_k = 0;
+  double capacity_factor = 0.0;           // 0: dropless
   double router_init_std = 0.01;
   LoraInit lora_init = LoraInit::kKaimingUniform;
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "pmol/adapters/expert_slices.h"
 #include "pmol/core/rng.h"
 #include "pmol/core/status.h"
 #include "pmol/io/safetensors.h"
@@ -61,6 +62,7 @@ PmolAdapters::PmolAdapters(const AdapterOptions& options, const LlamaConfig& mod
       am.spec.scaling = options.scaling();
       am.spec.temperature = options.temperature;
       am.spec.top_k = options.top_k;
+      am.spec.capacity_factor = options.capacity_factor;
       am.params.lora_A = Tensor::Zeros({er, d_in}, dtype, backend);
       am.params.lora_B = Tensor::Zeros({d_out, er}, dtype, backend);
       am.grads.lora_A = Tensor::Zeros({er, d_in}, dtype, backend);
@@ -147,6 +149,84 @@ absl::Status PmolAdapters::Load(const std::string& path,
   return absl::OkStatus();
 }
 
+void PmolAdapters::DistributeExperts(ExpertParallelGroup group) {
+  PMOL_CHECK(options_.has_router() && group.comm != nullptr &&
+             static_cast<int>(group.experts_of_rank.size()) == group.comm->size());
+  ep_ = std::move(group);
+  const std::vector<int32_t>& local = ep_.local_experts();
+  const int64_t r = options_.layout.rank;
+  for (AdaptedModule& am : modules_) {
+    am.params.lora_A = SliceExpertRows(am.params.lora_A, local, r);
+    am.params.lora_B = SliceExpertColumns(am.params.lora_B, local, r);
+    am.grads.lora_A = Tensor::Zeros(am.params.lora_A.shape(), dtype_, backend_);
+    am.grads.lora_B = Tensor::Zeros(am.params.lora_B.shape(), dtype_, backend_);
+  }
+}
+
+NamedTensors PmolAdapters::FullParams() {
+  if (!expert_parallel()) return Params();
+  dist::Comm& comm = *ep_.comm;
+  const int64_t r = options_.layout.rank, experts = options_.layout.num_experts();
+  NamedTensors out;
+  for (AdaptedModule& am : modules_) {
+    const int64_t d_in = am.spec.d_in, d_out = am.spec.d_out;
+    // Every rank's A and B, concatenated in rank order.
+    std::vector<int64_t> a_counts, b_counts;
+    for (const std::vector<int32_t>& theirs : ep_.experts_of_rank) {
+      a_counts.push_back(static_cast<int64_t>(theirs.size()) * r * d_in);
+      b_counts.push_back(static_cast<int64_t>(theirs.size()) * r * d_out);
+    }
+    Tensor a_all = Tensor::Empty({experts * r * d_in}, dtype_, backend_);
+    Tensor b_all = Tensor::Empty({experts * r * d_out}, dtype_, backend_);
+    comm.AllGather(am.params.lora_A.data(), a_all.data(), a_counts, dtype_);
+    comm.AllGather(am.params.lora_B.data(), b_all.data(), b_counts, dtype_);
+    Tensor a = Tensor::Empty({experts * r, d_in}, dtype_, backend_);
+    Tensor b = Tensor::Empty({d_out, experts * r}, dtype_, backend_);
+    int64_t a_at = 0, b_at = 0;
+    for (size_t q = 0; q < ep_.experts_of_rank.size(); ++q) {
+      const std::vector<int32_t>& theirs = ep_.experts_of_rank[q];
+      const int64_t width = static_cast<int64_t>(theirs.size()) * r;
+      PlaceExpertRows(a_all.Rows(a_at, width * d_in).Reshape({width, d_in}), theirs, r, a);
+      PlaceExpertColumns(b_all.Rows(b_at, width * d_out).Reshape({d_out, width}), theirs, r, b);
+      a_at += width * d_in;
+      b_at += width * d_out;
+    }
+    out.push_back({am.name + ".pmol.lora_A", a});
+    out.push_back({am.name + ".pmol.lora_B", b});
+    out.push_back({am.name + ".pmol.router", am.params.router});
+  }
+  return out;
+}
+
+void PmolAdapters::SetFromFullParams(const NamedTensors& full) {
+  const std::vector<int32_t>* local = expert_parallel() ? &ep_.local_experts() : nullptr;
+  const int64_t r = options_.layout.rank;
+  size_t i = 0;
+  for (AdaptedModule& am : modules_) {
+    PMOL_CHECK(i + 1 < full.size() && full[i].first == am.name + ".pmol.lora_A");
+    const Tensor& a = full[i++].second;
+    const Tensor& b = full[i++].second;
+    am.params.lora_A.CopyFrom(local ? SliceExpertRows(a, *local, r) : a);
+    am.params.lora_B.CopyFrom(local ? SliceExpertColumns(b, *local, r) : b);
+    if (am.spec.has_router) am.params.router.CopyFrom(full[i++].second);
+  }
+  PMOL_CHECK(i == full.size());
+}
+
+void PmolAdapters::CollectExperts() {
+  if (!expert_parallel()) return;
+  const NamedTensors full = FullParams();
+  size_t i = 0;
+  for (AdaptedModule& am : modules_) {
+    am.params.lora_A = full[i++].second;
+    am.params.lora_B = full[i++].second;
+    ++i;  // the router, unchanged
+    am.grads.lora_A = Tensor::Zeros(am.params.lora_A.shape(), dtype_, backend_);
+    am.grads.lora_B = Tensor::Zeros(am.params.lora_B.shape(), dtype_, backend_);
+  }
+  ep_ = ExpertParallelGroup();
+}
+
 void PmolAdapters::ZeroGrads() {
   for (AdaptedModule& am : modules_) {
     am.grads.lora_A.SetZero();
@@ -192,14 +272,22 @@ Tensor PmolAdapters::DropoutKeep(const AdaptedModule& am, int64_t rows) const {
 void PmolAdapters::Forward(int64_t layer, LinearModule m, const Tensor& x, Tensor& y) {
   AdaptedModule* am = Find(layer, m);
   PMOL_CHECK(am != nullptr);
-  PmolLinearForward(am->spec, am->params, x, DropoutKeep(*am, x.dim(0)), y, &am->cache);
+  if (expert_parallel()) {
+    PmolLinearForwardEP(am->spec, ep_, am->params, x, DropoutKeep(*am, x.dim(0)), y, &am->cache);
+  } else {
+    PmolLinearForward(am->spec, am->params, x, DropoutKeep(*am, x.dim(0)), y, &am->cache);
+  }
 }
 
 void PmolAdapters::Backward(int64_t layer, LinearModule m, const Tensor& x, const Tensor& dy,
                             Tensor& dx) {
   AdaptedModule* am = Find(layer, m);
   PMOL_CHECK(am != nullptr);
-  PmolLinearBackward(am->spec, am->params, x, am->cache, dy, am->aux_grad, dx, &am->grads);
+  if (expert_parallel()) {
+    PmolLinearBackwardEP(am->spec, ep_, am->params, x, am->cache, dy, am->aux_grad, dx, &am->grads);
+  } else {
+    PmolLinearBackward(am->spec, am->params, x, am->cache, dy, am->aux_grad, dx, &am->grads);
+  }
   am->cache.Clear();  // free as the backward goes
 }
 

@@ -10,6 +10,10 @@
 // (PEFT's "gaussian"), B = 0, router N(0, router_init_std^2); each tensor from its own
 // seeded stream named after it. Dropout masks are drawn from (seed, step, module), so a
 // recomputed forward draws the same mask.
+// Expert parallelism (DistributeExperts): each rank keeps only its own experts' A rows
+// and B columns (expert_slices.h; Params / Grads are then these local tensors, the
+// routers stay whole) and the forward and backward exchange rows with the other ranks
+// of the expert-parallel group (pmol_linear_ep.h).
 #ifndef PMOL_ADAPTERS_PMOL_ADAPTERS_H_
 #define PMOL_ADAPTERS_PMOL_ADAPTERS_H_
 
@@ -22,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "pmol/adapters/adapter_options.h"
 #include "pmol/adapters/pmol_linear.h"
+#include "pmol/adapters/pmol_linear_ep.h"
 #include "pmol/io/hf_config.h"
 #include "pmol/model/linear_adapter.h"
 
@@ -63,6 +68,21 @@ class PmolAdapters final : public LinearAdapters {
   // Drops the forward caches and aux gradients.
   void ClearCaches();
 
+  // Expert parallelism over `group` (PMoL only): keeps this rank's experts of every
+  // module and drops the others (and their gradients). Call before an optimizer takes
+  // views of Params / Grads.
+  void DistributeExperts(ExpertParallelGroup group);
+  bool expert_parallel() const { return ep_.comm != nullptr; }
+  const ExpertParallelGroup& expert_parallel_group() const { return ep_; }
+  // Every adapter tensor whole, as one process holds it (a collective over the
+  // expert-parallel group when distributed; else the live tensors).
+  NamedTensors FullParams();
+  // Sets the parameters from whole tensors (names and shapes of FullParams), copying
+  // this rank's experts into the live tensors.
+  void SetFromFullParams(const NamedTensors& full);
+  // Ends expert parallelism: every rank holds every expert again (a collective).
+  void CollectExperts();
+
   // Dropout on (training) with masks for this step; off for evaluation.
   void SetTraining(bool training, uint64_t seed, int64_t step);
 
@@ -83,6 +103,7 @@ class PmolAdapters final : public LinearAdapters {
   std::vector<int32_t> index_;  // [layer * 7 + module] -> index in modules_, or -1
   bool training_ = false;
   uint64_t dropout_seed_ = 0;
+  ExpertParallelGroup ep_;  // comm == nullptr: every expert here
   int64_t dropout_step_ = 0;
 };
 

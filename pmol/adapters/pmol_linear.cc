@@ -6,16 +6,16 @@
 #include "kernels/check.h"
 
 namespace pmol {
-namespace {
 
-// c [m, n] = alpha * op(a) op(b) + beta * c, row-major.
-void Gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta, Tensor& c) {
+void AdapterGemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta, Tensor& c) {
   const int64_t m = ta ? a.dim(1) : a.dim(0), k = ta ? a.dim(0) : a.dim(1);
   const int64_t n = tb ? b.dim(0) : b.dim(1);
   PMOL_CHECK((tb ? b.dim(1) : b.dim(0)) == k && c.dim(0) == m && c.dim(1) == n);
   a.backend()->Gemm(a.dtype(), ta, tb, m, n, k, 1.0, a.data(), a.dim(1), b.data(), b.dim(1),
                     beta, c.data(), n);
 }
+
+namespace {
 
 // The expert outputs scaled by their gates: hs = h * gk * alpha/r (h itself for LoRA).
 Tensor ScaledExperts(const PmolLinearSpec& spec, const PmolLinearCache& cache) {
@@ -34,36 +34,55 @@ Tensor ScaledExperts(const PmolLinearSpec& spec, const PmolLinearCache& cache) {
 
 }  // namespace
 
-void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
-                       const Tensor& keep, Tensor& y, PmolLinearCache* cache) {
+const Tensor& PmolDropoutInput(const Tensor& x, const Tensor& keep, PmolLinearCache* cache) {
+  if (!keep.defined()) return x;
+  cache->keep = keep;
+  cache->x_drop = Tensor::Empty(x.shape(), x.dtype(), x.backend());
+  x.backend()->ScaleColumnBlocks(x.dtype(), x.data(), keep.data(), x.dim(0), x.dim(1), 1, 1.0,
+                                 cache->x_drop.data());
+  return cache->x_drop;
+}
+
+void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
+                       PmolLinearCache* cache) {
   Backend* be = x.backend();
   const DType dt = x.dtype();
+  const int64_t n = x.dim(0), slots = spec.layout.num_slots();
+  Tensor z = Tensor::Empty({n, slots}, dt, be);
+  AdapterGemm(x, false, p.router, true, 0.0, z);
+  RouterForward(spec.layout, spec.temperature, spec.top_k, spec.capacity_factor, z.ToDoubles(), n,
+                &cache->router);
+  cache->gates = Tensor::FromHost(cache->router.gates.data(), {n, spec.layout.num_experts()},
+                                  DType::kF64, be)
+                     .ConvertTo(dt);
+  cache->probs = Tensor::FromHost(cache->router.probs.data(), {n, slots}, DType::kF64, be);
+}
+
+void PmolRouterBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
+                        const PmolLinearCache& cache, const std::vector<double>& dgates,
+                        const Tensor& dprobs_aux, Tensor& dx, PmolLinearParams* grads) {
+  std::vector<double> dprobs;
+  if (dprobs_aux.defined()) dprobs = dprobs_aux.ToDoubles();
+  const std::vector<double> dz_host =
+      RouterBackward(spec.layout, spec.temperature, cache.router, dgates, dprobs);
+  const Tensor dz = Tensor::FromHost(dz_host.data(), {x.dim(0), spec.layout.num_slots()}, DType::kF64,
+                                     x.backend())
+                        .ConvertTo(x.dtype());
+  AdapterGemm(dz, true, x, false, 1.0, grads->router);    // dW_r += dz^T x
+  AdapterGemm(dz, false, p.router, false, 1.0, dx);       // dx += dz W_r
+}
+
+void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
+                       const Tensor& keep, Tensor& y, PmolLinearCache* cache) {
   const int64_t n = x.dim(0), er = spec.layout.num_experts() * spec.layout.rank;
   PMOL_CHECK(x.dim(1) == spec.d_in && y.dim(1) == spec.d_out);
   cache->Clear();
-  const Tensor* xe = &x;
-  if (keep.defined()) {
-    cache->keep = keep;
-    cache->x_drop = Tensor::Empty(x.shape(), dt, be);
-    be->ScaleColumnBlocks(dt, x.data(), keep.data(), n, spec.d_in, 1, 1.0,
-                          cache->x_drop.data());
-    xe = &cache->x_drop;
-  }
-  cache->h = Tensor::Empty({n, er}, dt, be);
-  Gemm(*xe, false, p.lora_A, true, 0.0, cache->h);
-
-  if (spec.has_router) {
-    const int64_t slots = spec.layout.num_slots();
-    Tensor z = Tensor::Empty({n, slots}, dt, be);
-    Gemm(x, false, p.router, true, 0.0, z);
-    RouterForward(spec.layout, spec.temperature, spec.top_k, z.ToDoubles(), n, &cache->router);
-    cache->gates = Tensor::FromHost(cache->router.gates.data(), {n, spec.layout.num_experts()},
-                                    DType::kF64, be)
-                       .ConvertTo(dt);
-    cache->probs = Tensor::FromHost(cache->router.probs.data(), {n, slots}, DType::kF64, be);
-  }
+  const Tensor& xe = PmolDropoutInput(x, keep, cache);
+  cache->h = Tensor::Empty({n, er}, x.dtype(), x.backend());
+  AdapterGemm(xe, false, p.lora_A, true, 0.0, cache->h);
+  if (spec.has_router) PmolRouterForward(spec, p, x, cache);
   Tensor hs = ScaledExperts(spec, *cache);
-  Gemm(hs, false, p.lora_B, true, 1.0, y);
+  AdapterGemm(hs, false, p.lora_B, true, 1.0, y);
 }
 
 void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
@@ -75,10 +94,10 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   const int64_t er = experts * r;
 
   Tensor hs = ScaledExperts(spec, cache);
-  Gemm(dy, true, hs, false, 1.0, grads->lora_B);  // dB += dy^T hs
+  AdapterGemm(dy, true, hs, false, 1.0, grads->lora_B);  // dB += dy^T hs
   hs = Tensor();
   Tensor dhs = Tensor::Empty({n, er}, dt, be);
-  Gemm(dy, false, p.lora_B, false, 0.0, dhs);      // dhs = dy B
+  AdapterGemm(dy, false, p.lora_B, false, 0.0, dhs);      // dhs = dy B
 
   // dh = dhs scaled by gk alpha/r, in place (dgates reads dhs first).
   Tensor dgates;
@@ -94,25 +113,18 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   const Tensor dh = std::move(dhs);
 
   const Tensor& xe = cache.keep.defined() ? cache.x_drop : x;
-  Gemm(dh, true, xe, false, 1.0, grads->lora_A);   // dA += dh^T x_d
+  AdapterGemm(dh, true, xe, false, 1.0, grads->lora_A);   // dA += dh^T x_d
   if (cache.keep.defined()) {
     Tensor dxe = Tensor::Empty(x.shape(), dt, be);
-    Gemm(dh, false, p.lora_A, false, 0.0, dxe);
+    AdapterGemm(dh, false, p.lora_A, false, 0.0, dxe);
     be->ScaleColumnBlocks(dt, dxe.data(), cache.keep.data(), n, spec.d_in, 1, 1.0, dxe.data());
     be->Axpy(dt, 1.0, dxe.data(), dx.data(), dx.numel());
   } else {
-    Gemm(dh, false, p.lora_A, false, 1.0, dx);     // dx += dh A
+    AdapterGemm(dh, false, p.lora_A, false, 1.0, dx);     // dx += dh A
   }
 
   if (!spec.has_router) return;
-  std::vector<double> dprobs;
-  if (dprobs_aux.defined()) dprobs = dprobs_aux.ToDoubles();
-  const std::vector<double> dz_host =
-      RouterBackward(spec.layout, spec.temperature, cache.router, dgates.ToDoubles(), dprobs);
-  const Tensor dz =
-      Tensor::FromHost(dz_host.data(), {n, spec.layout.num_slots()}, DType::kF64, be).ConvertTo(dt);
-  Gemm(dz, true, x, false, 1.0, grads->router);    // dW_r += dz^T x
-  Gemm(dz, false, p.router, false, 1.0, dx);       // dx += dz W_r
+  PmolRouterBackward(spec, p, x, cache, dgates.ToDoubles(), dprobs_aux, dx, grads);
 }
 
 }  // namespace pmol

@@ -28,6 +28,7 @@ struct PmolLinearSpec {
   double scaling = 1.0;      // alpha / r
   double temperature = 1.0;
   int32_t top_k = 0;
+  double capacity_factor = 0.0;  // top-k only; 0: dropless (router.h)
 };
 
 struct PmolLinearParams {
@@ -44,12 +45,30 @@ struct PmolLinearCache {
   Tensor gates;          // [N, E] on the device (undefined without a router)
   RouterState router;    // host copy, probabilities included
   Tensor probs;          // [N, S] dense router probabilities, f64 (for the aux losses)
+  // Expert parallelism (pmol_linear_ep.h); h then holds the received rows' [M, E_l*r].
+  std::vector<std::vector<int64_t>> sent_rows;  // [ep]: rows of x sent to each rank
+  std::vector<int64_t> received_rows;           // [ep]: rows received from each rank
+  Tensor recv_x, recv_gates;                    // [M, d_in] (dropout applied), [M, E_l]
   void Clear() { *this = PmolLinearCache(); }
 };
 
 // y += adapter(x). `keep` (may be undefined) is the dropout scale for x.
 void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& params,
                        const Tensor& x, const Tensor& keep, Tensor& y, PmolLinearCache* cache);
+
+// c [m, n] = op(a) op(b) + beta * c, row-major (op: transpose when ta / tb).
+void AdapterGemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta, Tensor& c);
+
+// The parts the expert-parallel layer (pmol_linear_ep.h) shares with the one above:
+// x_d = dropout(x) (x itself without a mask) and the router of the forward (cache's
+// keep, x_drop, router, gates, probs); the router's backward from dL/dgates [N, E]
+// (host, f64) and dprobs_aux: dW_r += dz^T x, dx += dz W_r.
+const Tensor& PmolDropoutInput(const Tensor& x, const Tensor& keep, PmolLinearCache* cache);
+void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& params, const Tensor& x,
+                       PmolLinearCache* cache);
+void PmolRouterBackward(const PmolLinearSpec& spec, const PmolLinearParams& params, const Tensor& x,
+                        const PmolLinearCache& cache, const std::vector<double>& dgates,
+                        const Tensor& dprobs_aux, Tensor& dx, PmolLinearParams* grads);
 
 // dx += d adapter / dx; gradients accumulate into grads (same shapes as params).
 // dprobs_aux: f64 [N, S] or undefined.

@@ -10,7 +10,8 @@
 namespace pmol {
 
 void RouterForward(const ExpertLayout& layout, double temperature, int32_t top_k,
-                   const std::vector<double>& logits, int64_t rows, RouterState* st) {
+                   double capacity_factor, const std::vector<double>& logits, int64_t rows,
+                   RouterState* st) {
   const int64_t S = layout.num_slots(), E = layout.num_experts();
   PMOL_CHECK(static_cast<int64_t>(logits.size()) == rows * S);
   const bool dense = top_k <= 0 || top_k >= S;
@@ -20,6 +21,13 @@ void RouterForward(const ExpertLayout& layout, double temperature, int32_t top_k
   st->gates.assign(rows * E, 0.0);
   st->top_sum.assign(rows, 1.0);
   st->selected.assign(rows * S, dense ? 1 : 0);
+  st->dropped.assign(rows * E, 0);
+  st->dropped_count = 0;
+  st->capacity = !dense && capacity_factor > 0
+                     ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
+                                                capacity_factor * rows * top_k / static_cast<double>(S))))
+                     : 0;
+  std::vector<int64_t> taken(E, 0);
   std::vector<int32_t> order(S);
   for (int64_t n = 0; n < rows; ++n) {
     const double* z = logits.data() + n * S;
@@ -43,7 +51,16 @@ void RouterForward(const ExpertLayout& layout, double temperature, int32_t top_k
       top += g[order[j]];
     }
     st->top_sum[n] = top;
-    for (int64_t i = 0; i < E; ++i) gates[i] = st->selected[n * S + i] ? g[i] / top : 0.0;
+    for (int64_t i = 0; i < E; ++i) {
+      if (!st->selected[n * S + i]) continue;
+      if (st->capacity > 0 && taken[i] >= st->capacity) {
+        st->dropped[n * E + i] = 1;
+        ++st->dropped_count;
+        continue;
+      }
+      ++taken[i];
+      gates[i] = g[i] / top;
+    }
   }
 }
 
@@ -65,7 +82,7 @@ std::vector<double> RouterBackward(const ExpertLayout& layout, double temperatur
     if (!dense)
       for (int64_t i = 0; i < E; ++i) centre += dgk[i] * gates[i];
     for (int64_t j = 0; j < S; ++j) {
-      const double upstream = j < E ? dgk[j] : 0.0;
+      const double upstream = j < E && !st.dropped[n * E + j] ? dgk[j] : 0.0;
       dg[j] = dense ? upstream : (sel[j] ? (upstream - centre) / st.top_sum[n] : 0.0);
       if (!dprobs.empty()) dg[j] += dprobs[n * S + j];
     }

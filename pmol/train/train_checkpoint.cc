@@ -20,6 +20,7 @@ namespace {
 
 constexpr char kTrainable[] = "trainable.safetensors";
 constexpr char kOptimizerPrefix[] = "optimizer-shard-";
+constexpr char kExpertOptimizerPrefix[] = "expert-optimizer-";
 constexpr char kState[] = "trainer_state.json";
 constexpr char kConfig[] = "run_config.textproto";
 
@@ -49,7 +50,85 @@ absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& dir) {
   return names;
 }
 
+// The pieces of one optimizer's state in a checkpoint directory (`names`: its files).
+struct OptimizerPieces {
+  std::vector<dist::StatePiece> pieces;
+  std::vector<std::shared_ptr<SafetensorsFile>> files;  // keep the mmaps alive
+  int64_t step = -1;
+};
+
+constexpr char kLayoutHint[] =
+    " (a checkpoint written with another parallel.ep? expert parallelism keeps each expert-parallel "
+    "rank's optimizer state apart, so such a run resumes with the parallel.ep it was written with; dp and "
+    "zero_stage may change)";
+
+absl::StatusOr<OptimizerPieces> ReadOptimizerPieces(const std::string& dir, const std::vector<std::string>& names,
+                                                    const CheckpointedOptimizer& part) {
+  const dist::ZeroOptimizer& optimizer = *part.optimizer;
+  OptimizerPieces out;
+  for (const std::string& name : names) {
+    if (name.rfind(part.file_prefix, 0) != 0) continue;
+    PMOL_ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> f, SafetensorsFile::Open(dir + "/" + name));
+    out.files.push_back(f);
+    auto meta = [&](const char* key) -> absl::StatusOr<std::string> {
+      auto it = f->metadata().find(key);
+      if (it == f->metadata().end()) return absl::DataLossError(absl::StrCat(f->path(), ": no metadata ", key));
+      return it->second;
+    };
+    PMOL_ASSIGN_OR_RETURN(std::string layout, meta("layout"));
+    if (layout != optimizer.layout_signature()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          f->path(), ": its optimizer state is laid out over other tensors than this run trains", kLayoutHint));
+    }
+    dist::StatePiece piece;
+    PMOL_ASSIGN_OR_RETURN(std::string begin, meta("flat_begin"));
+    PMOL_ASSIGN_OR_RETURN(std::string end, meta("flat_end"));
+    if (!absl::SimpleAtoi(begin, &piece.begin) || !absl::SimpleAtoi(end, &piece.end) || piece.begin < 0 ||
+        piece.end < piece.begin || piece.end > optimizer.flat_size()) {
+      return absl::DataLossError(absl::StrCat(f->path(), ": bad range [", begin, ", ", end, ")"));
+    }
+    Backend* cpu = GetBackend(DeviceType::kCpu).value();
+    for (const SafetensorsEntry& e : f->entries()) {
+      PMOL_ASSIGN_OR_RETURN(Tensor t, f->Load(e.name, cpu, e.dtype));
+      if (e.name == AdamW::kStepName) {
+        const double s = t.ToDoubles()[0];
+        if (out.step >= 0 && s != out.step) {
+          return absl::DataLossError(absl::StrCat(f->path(), ": step ", s, ", other shards ", out.step));
+        }
+        out.step = static_cast<int64_t>(s);
+      } else if (e.name == "exp_avg") {
+        piece.exp_avg = t;
+      } else if (e.name == "exp_avg_sq") {
+        piece.exp_avg_sq = t;
+      } else if (e.name == "master") {
+        piece.master = t;
+      } else {
+        return absl::DataLossError(absl::StrCat(f->path(), ": unexpected tensor ", e.name));
+      }
+    }
+    if (!piece.exp_avg.defined() || !piece.exp_avg_sq.defined()) {
+      return absl::DataLossError(absl::StrCat(f->path(), ": exp_avg or exp_avg_sq is missing"));
+    }
+    out.pieces.push_back(piece);
+  }
+  if (out.pieces.empty()) {
+    const bool expert = part.file_prefix.rfind(kExpertOptimizerPrefix, 0) == 0;
+    return absl::DataLossError(absl::StrCat(dir, ": holds no ", part.file_prefix, "*.safetensors",
+                                            expert ? kLayoutHint : " (a checkpoint of an older pmol?)"));
+  }
+  if (out.step < 0) return absl::DataLossError(absl::StrCat(dir, ": the optimizer shards hold no step"));
+  return out;
+}
+
 }  // namespace
+
+CheckpointedOptimizer ReplicatedOptimizerFiles(dist::ZeroOptimizer* optimizer, int world_rank) {
+  return {optimizer, kOptimizerPrefix, world_rank};
+}
+
+CheckpointedOptimizer ExpertOptimizerFiles(dist::ZeroOptimizer* optimizer, int ep_index, int ep, int dp_index) {
+  return {optimizer, absl::StrCat(kExpertOptimizerPrefix, "ep", ep_index, "of", ep, "-shard-"), dp_index};
+}
 
 std::string TrainingConfigDifference(const config::RunConfig& saved, const config::RunConfig& current) {
   const std::string a = config::EffectiveRunConfigToText(TrainingPart(saved));
@@ -71,7 +150,7 @@ absl::StatusOr<std::string> SaveTrainCheckpoint(CheckpointStore* store, dist::Co
                                                 const config::RunConfig& config,
                                                 const TrainerState& state,
                                                 const NamedTensors& trainable,
-                                                const dist::ZeroOptimizer& optimizer) {
+                                                const std::vector<CheckpointedOptimizer>& optimizers) {
   const bool root = comm.rank() == 0;
   // Rank 0 opens the temporary directory; every rank learns its name.
   std::optional<PendingCheckpoint> pending;
@@ -86,15 +165,17 @@ absl::StatusOr<std::string> SaveTrainCheckpoint(CheckpointStore* store, dist::Co
   }
   PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, status));
   const std::string dir = comm.BroadcastString(root ? pending->dir() : "", 0);
-  // Each rank its optimizer shard; rank 0 the rest.
-  if (optimizer.writes_state()) {
+  // Each rank its optimizer shards; rank 0 the rest.
+  for (const CheckpointedOptimizer& part : optimizers) {
+    const dist::ZeroOptimizer& optimizer = *part.optimizer;
+    if (!status.ok() || !optimizer.writes_state()) continue;
     const dist::StatePiece piece = optimizer.ShardState();
     NamedTensors tensors = {{"exp_avg", piece.exp_avg}, {"exp_avg_sq", piece.exp_avg_sq}};
     if (piece.master.defined()) tensors.emplace_back("master", piece.master);
     const double step = static_cast<double>(optimizer.step());
     tensors.emplace_back(AdamW::kStepName,
                          Tensor::FromHost(&step, {}, DType::kF64, GetBackend(DeviceType::kCpu).value()));
-    status = WriteSafetensors(absl::StrCat(dir, "/", kOptimizerPrefix, comm.rank(), ".safetensors"), tensors,
+    status = WriteSafetensors(absl::StrCat(dir, "/", part.file_prefix, part.rank, ".safetensors"), tensors,
                               {{"flat_begin", std::to_string(piece.begin)},
                                {"flat_end", std::to_string(piece.end)},
                                {"flat_size", std::to_string(optimizer.flat_size())},
@@ -129,7 +210,8 @@ absl::StatusOr<std::string> SaveTrainCheckpoint(CheckpointStore* store, dist::Co
 
 absl::StatusOr<TrainerState> LoadTrainCheckpoint(const std::string& dir, int64_t step,
                                                  const config::RunConfig& config,
-                                                 NamedTensors& trainable, dist::ZeroOptimizer& optimizer) {
+                                                 NamedTensors& trainable,
+                                                 const std::vector<CheckpointedOptimizer>& optimizers) {
   const std::string& where = dir;
   auto path = [&](const std::string& name) { return dir + "/" + name; };
   // The config first: a checkpoint of another training is not resumed.
@@ -181,65 +263,18 @@ absl::StatusOr<TrainerState> LoadTrainCheckpoint(const std::string& dir, int64_t
     return absl::DataLossError(absl::StrCat(weights->path(), ": holds ", weights->entries().size(),
                                             " tensors, this run trains ", trainable.size()));
   }
-  // Optimizer pieces: every optimizer-shard-*.safetensors of the directory.
-  std::vector<dist::StatePiece> pieces;
-  std::vector<std::shared_ptr<SafetensorsFile>> files;  // keep the mmaps alive
-  int64_t opt_step = -1;
+  // Optimizer pieces: every <prefix>*.safetensors of the directory, per optimizer; all
+  // read and checked before any state changes.
   PMOL_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(dir));
-  for (const std::string& name : names) {
-    if (name.rfind(kOptimizerPrefix, 0) != 0) continue;
-    PMOL_ASSIGN_OR_RETURN(std::shared_ptr<SafetensorsFile> f, SafetensorsFile::Open(path(name)));
-    files.push_back(f);
-    auto meta = [&](const char* key) -> absl::StatusOr<std::string> {
-      auto it = f->metadata().find(key);
-      if (it == f->metadata().end()) return absl::DataLossError(absl::StrCat(f->path(), ": no metadata ", key));
-      return it->second;
-    };
-    PMOL_ASSIGN_OR_RETURN(std::string layout, meta("layout"));
-    if (layout != optimizer.layout_signature()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          f->path(), ": its optimizer state is laid out over other tensors than this run trains"));
-    }
-    dist::StatePiece piece;
-    PMOL_ASSIGN_OR_RETURN(std::string begin, meta("flat_begin"));
-    PMOL_ASSIGN_OR_RETURN(std::string end, meta("flat_end"));
-    if (!absl::SimpleAtoi(begin, &piece.begin) || !absl::SimpleAtoi(end, &piece.end) || piece.begin < 0 ||
-        piece.end < piece.begin || piece.end > optimizer.flat_size()) {
-      return absl::DataLossError(absl::StrCat(f->path(), ": bad range [", begin, ", ", end, ")"));
-    }
-    Backend* cpu = GetBackend(DeviceType::kCpu).value();
-    for (const SafetensorsEntry& e : f->entries()) {
-      PMOL_ASSIGN_OR_RETURN(Tensor t, f->Load(e.name, cpu, e.dtype));
-      if (e.name == AdamW::kStepName) {
-        const double s = t.ToDoubles()[0];
-        if (opt_step >= 0 && s != opt_step) {
-          return absl::DataLossError(absl::StrCat(f->path(), ": step ", s, ", other shards ", opt_step));
-        }
-        opt_step = static_cast<int64_t>(s);
-      } else if (e.name == "exp_avg") {
-        piece.exp_avg = t;
-      } else if (e.name == "exp_avg_sq") {
-        piece.exp_avg_sq = t;
-      } else if (e.name == "master") {
-        piece.master = t;
-      } else {
-        return absl::DataLossError(absl::StrCat(f->path(), ": unexpected tensor ", e.name));
-      }
-    }
-    if (!piece.exp_avg.defined() || !piece.exp_avg_sq.defined()) {
-      return absl::DataLossError(absl::StrCat(f->path(), ": exp_avg or exp_avg_sq is missing"));
-    }
-    pieces.push_back(piece);
+  std::vector<OptimizerPieces> parts;
+  for (const CheckpointedOptimizer& part : optimizers) {
+    PMOL_ASSIGN_OR_RETURN(OptimizerPieces read, ReadOptimizerPieces(dir, names, part));
+    parts.push_back(std::move(read));
   }
-  if (!pieces.empty() && opt_step < 0) {
-    return absl::DataLossError(absl::StrCat(where, ": the optimizer shards hold no step"));
+  for (size_t i = 0; i < optimizers.size(); ++i) {
+    absl::Status s = optimizers[i].optimizer->LoadState(parts[i].pieces, parts[i].step);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
   }
-  if (pieces.empty()) {
-    return absl::DataLossError(absl::StrCat(where, ": holds no ", kOptimizerPrefix,
-                                            "*.safetensors (a checkpoint of an older pmol?)"));
-  }
-  absl::Status s = optimizer.LoadState(pieces, opt_step);
-  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
   for (size_t i = 0; i < trainable.size(); ++i) trainable[i].second.CopyFrom(loaded[i].second);
   return state;
 }

@@ -2,6 +2,10 @@
 // checkpoint store (pmol/io/checkpoint_store.h: atomic publication, CRC-32C manifest):
 //   trainable.safetensors    every trainable tensor under its name (adapter tensors,
 //                            or all weights for full fine-tuning; score.weight)
+//   expert-optimizer-ep<E>of<EP>-shard-D.safetensors  with expert parallelism, the
+//                            same for the experts of expert-parallel rank E, sharded
+//                            over its expert-data-parallel ranks D; such a checkpoint
+//                            resumes with the same parallel.ep (dp and ZeRO may change)
 //   optimizer-shard-R.safetensors  the AdamW state of rank R's shard of the flat
 //                            trainable vector (dist/zero_optimizer.h): exp_avg,
 //                            exp_avg_sq (and master for bf16/f16), 1-D, and step; the
@@ -26,6 +30,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "dist/comm.h"
@@ -46,6 +51,19 @@ struct TrainerState {
   int32_t world_size = 1;
 };
 
+// One optimizer of the run and the files its ranks write: <prefix><rank>.safetensors,
+// rank = this rank's index among the optimizer's ranks.
+struct CheckpointedOptimizer {
+  dist::ZeroOptimizer* optimizer = nullptr;
+  std::string file_prefix;
+  int rank = 0;
+};
+// "optimizer-shard-" for the optimizer of the replicated tensors (ranks of the world).
+CheckpointedOptimizer ReplicatedOptimizerFiles(dist::ZeroOptimizer* optimizer, int world_rank);
+// "expert-optimizer-ep<ep_index>of<ep>-shard-" for the experts of one expert-parallel
+// rank (ranks of its expert-data-parallel group).
+CheckpointedOptimizer ExpertOptimizerFiles(dist::ZeroOptimizer* optimizer, int ep_index, int ep, int dp_index);
+
 // A collective over `comm`: `store` is used on rank 0 only (may be null elsewhere).
 // Returns the published directory on every rank; an error on any rank is returned on
 // every rank (naming the rank), and then nothing is published.
@@ -53,7 +71,7 @@ absl::StatusOr<std::string> SaveTrainCheckpoint(CheckpointStore* store, dist::Co
                                                 const config::RunConfig& config,
                                                 const TrainerState& state,
                                                 const NamedTensors& trainable,
-                                                const dist::ZeroOptimizer& optimizer);
+                                                const std::vector<CheckpointedOptimizer>& optimizers);
 
 // Restores `trainable` (copied in place: names, shapes must match) and this rank's shard
 // of the optimizer from a verified checkpoint directory and returns its trainer state.
@@ -61,7 +79,8 @@ absl::StatusOr<std::string> SaveTrainCheckpoint(CheckpointStore* store, dist::Co
 // copied).
 absl::StatusOr<TrainerState> LoadTrainCheckpoint(const std::string& dir, int64_t step,
                                                  const config::RunConfig& config,
-                                                 NamedTensors& trainable, dist::ZeroOptimizer& optimizer);
+                                                 NamedTensors& trainable,
+                                                 const std::vector<CheckpointedOptimizer>& optimizers);
 
 // Empty when `saved` (a checkpoint's run_config.textproto) describes the same training
 // as `current`; else the first differing line of the two effective configs.

@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "dist/expert_placement.h"
 #include "dist/local_comm.h"
 #include "dist/process_groups.h"
 #include "dist/zero_optimizer.h"
@@ -96,7 +98,12 @@ class Trainer {
   std::unique_ptr<RunComponents> run_;
   RunData data_;
   std::unique_ptr<data::Sampler> sampler_;
-  std::unique_ptr<dist::ZeroOptimizer> optimizer_;
+  std::unique_ptr<dist::ZeroOptimizer> optimizer_;  // every trainable tensor, or (ep > 1) the replicated ones
+  std::unique_ptr<dist::ZeroOptimizer> expert_optimizer_;  // ep > 1: this rank's experts
+  dist::ExpertPlacement placement_;
+  std::vector<CheckpointedOptimizer> CheckpointedOptimizers();
+  NamedTensors CheckpointedTrainable();
+  absl::Status SetupExpertParallelism();
   std::unique_ptr<CheckpointStore> store_;
   std::unique_ptr<MetricsLog> metrics_;
   LrScheduleOptions schedule_;
@@ -115,7 +122,8 @@ class Trainer {
   double window_grad_norm_ = 0;
   int64_t window_steps_ = 0;
   int64_t window_all_steps_ = 0;  // skipped ones included
-  dist::CommStats window_gradient_comm_, window_world_comm_;  // counters at the window's start
+  dist::CommStats window_gradient_comm_, window_world_comm_, window_expert_comm_, window_expert_gradient_comm_;  // counters at the window's start
+  void StartWindowCounters();
   Clock::time_point window_start_, run_start_;
   int64_t run_start_step_ = 0;
 };
@@ -141,10 +149,10 @@ absl::Status Trainer::Setup() {
   // The groups first: a collective every rank reaches, whatever fails after it.
   PMOL_ASSIGN_OR_RETURN(groups_, dist::MakeProcessGroups(world_, config_.parallel()));
   groups_made_ = true;
-  if (groups_.ep > 1) {
-    return absl::UnimplementedError(absl::StrCat(
-        "parallel.ep = ", groups_.ep, ": expert parallelism is not available yet; use parallel.ep: 1 "
-        "(data parallelism over all ", world_->size(), " ranks, each holding every expert)"));
+  if (groups_.ep > 1 && config_.adapter().kind() != config::AdapterConfig::PMOL) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallel.ep = ", groups_.ep, ": expert parallelism spreads PMoL experts over ranks, and adapter.kind ",
+        config::AdapterConfig::Kind_Name(config_.adapter().kind()), " has none; use parallel.ep: 1"));
   }
   PMOL_RETURN_IF_ERROR(MakeDirectories(output_dir_));
 
@@ -163,6 +171,12 @@ absl::Status Trainer::Setup() {
   sampler_ = std::make_unique<data::Sampler>(data_.train.source_sizes, data_.train.mix_weights,
                                              /*samples_per_epoch=*/0, data_.train_options.shuffle,
                                              config_.seed(), /*rank=*/0, /*world_size=*/1);
+
+  NamedTensors all_params = run_->TrainableParams();
+  int64_t trainable = 0;
+  for (const auto& [name, t] : all_params) trainable += t.numel();
+  all_params.clear();
+  PMOL_RETURN_IF_ERROR(SetupExpertParallelism());
 
   const config::OptimizerConfig& oc = config_.optimizer();
   const int64_t micro = config_.data().micro_batch_size(), ranks = world_->size();
@@ -200,36 +214,105 @@ absl::Status Trainer::Setup() {
   absl::Status adam = ValidateAdamWOptions(ao);
   if (!adam.ok()) return absl::InvalidArgumentError(absl::StrCat("optimizer.", adam.message()));
   NamedTensors params = run_->TrainableParams(), grads = run_->TrainableGrads();
-  std::vector<bool> decay;
-  for (const auto& [name, p] : params) decay.push_back(run_->Decays(name));
   dist::ZeroOptions zo;
   zo.stage = config_.parallel().zero_stage();
   zo.bucket_bytes = static_cast<int64_t>(config_.parallel().bucket_mb()) << 20;
-  PMOL_ASSIGN_OR_RETURN(optimizer_, dist::ZeroOptimizer::Create(groups_.data_parallel.get(), params, grads, decay, ao, zo));
+  // With expert parallelism the experts (lora_A, lora_B) go to their own optimizer over
+  // the expert-data-parallel group; the routers stay with the world's.
+  NamedTensors replicated[2], replicated_grads[2];  // [0] replicated, [1] experts
+  std::vector<bool> decay[2];
+  for (size_t i = 0; i < params.size(); ++i) {
+    const int part = groups_.ep > 1 && !PmolAdapters::IsRouter(params[i].first) ? 1 : 0;
+    replicated[part].push_back(params[i]);
+    replicated_grads[part].push_back(grads[i]);
+    decay[part].push_back(run_->Decays(params[i].first));
+  }
+  PMOL_ASSIGN_OR_RETURN(optimizer_, dist::ZeroOptimizer::Create(groups_.data_parallel.get(), replicated[0],
+                                                                replicated_grads[0], decay[0], ao, zo));
+  if (groups_.ep > 1) {
+    PMOL_ASSIGN_OR_RETURN(expert_optimizer_,
+                          dist::ZeroOptimizer::Create(groups_.expert_data_parallel.get(), replicated[1],
+                                                      replicated_grads[1], decay[1], ao, zo));
+  }
   store_ = std::make_unique<CheckpointStore>(checkpoint_dir_, config_.checkpoint().keep_last());
   state_.seed = config_.seed();
   state_.world_size = world_->size();
   precompute_ = config_.objective().kind() == config::ObjectiveConfig::DPO &&
                 config_.objective().precompute_reference();
 
-  int64_t trainable = 0;
-  for (const auto& [name, t] : params) trainable += t.numel();
   int64_t model_params = 0;
   for (const auto& [name, t] : NamedWeights(run_->model->config(), run_->model->weights())) model_params += t.numel();
   *out_ << absl::StrFormat(
       "model %s: %.2fM parameters; trains %d tensors, %.3fM parameters (%.2f%%)\n",
-      config_.model().path(), model_params / 1e6, params.size(), trainable / 1e6,
+      config_.model().path(), model_params / 1e6, run_->TrainableParams().size(), trainable / 1e6,
       100.0 * trainable / std::max<int64_t>(model_params, 1));
   if (ranks == 1) {
     *out_ << absl::StrFormat("%d optimizer steps of %d pairs (%d x %d), %d pairs per epoch\n", total_steps_,
                              pairs_per_step_, micro, accumulation_, sampler_->epoch_size());
   } else {
+    const std::string layout =
+        groups_.ep > 1 ? absl::StrFormat("%d data-parallel x %d expert-parallel", groups_.dp, groups_.ep)
+                       : std::string("data-parallel");
     *out_ << absl::StrFormat(
-        "%d ranks (data-parallel, ZeRO stage %d); %d optimizer steps of %d pairs (%d x %d x %d ranks), %d "
+        "%d ranks (%s, ZeRO stage %d); %d optimizer steps of %d pairs (%d x %d x %d ranks), %d "
         "pairs per epoch\n",
-        ranks, zo.stage, total_steps_, pairs_per_step_, micro, accumulation_, ranks, sampler_->epoch_size());
+        ranks, layout, zo.stage, total_steps_, pairs_per_step_, micro, accumulation_, ranks, sampler_->epoch_size());
+  }
+  if (groups_.ep > 1) {
+    for (int e = 0; e < groups_.ep; ++e) {
+      *out_ << absl::StrFormat("expert-parallel rank %d holds experts %s\n", e,
+                               absl::StrJoin(placement_.experts_of_rank[e], ","));
+    }
+  } else if (config_.parallel().preference_aware_sampling()) {
+    *out_ << "warning: parallel.preference_aware_sampling has no effect without expert parallelism "
+             "(parallel.ep = 1)\n";
   }
   return absl::OkStatus();
+}
+
+// Places the expert groups on the expert-parallel ranks (balanced by expert count, then
+// by load: each group's share of the training pairs, which the group loss routes to it)
+// and keeps this rank's experts.
+absl::Status Trainer::SetupExpertParallelism() {
+  if (groups_.ep == 1) return absl::OkStatus();
+  const ExpertLayout& layout = run_->adapters->options().layout;
+  std::vector<double> load(layout.num_groups(), 0.0);
+  for (const data::TokenizedPair& p : data_.train.pairs) {
+    if (p.preference >= 0 && p.preference < layout.num_groups()) load[p.preference] += 1;
+  }
+  absl::StatusOr<dist::ExpertPlacement> placement =
+      dist::PlaceExpertGroups(layout.experts_per_group, load, groups_.ep);
+  if (!placement.ok()) return absl::InvalidArgumentError(std::string(placement.status().message()));
+  placement_ = std::move(*placement);
+  ExpertParallelGroup group;
+  group.comm = groups_.expert_parallel.get();
+  group.experts_of_rank = placement_.experts_of_rank;
+  run_->adapters->DistributeExperts(std::move(group));
+  return absl::OkStatus();
+}
+
+std::vector<CheckpointedOptimizer> Trainer::CheckpointedOptimizers() {
+  std::vector<CheckpointedOptimizer> parts = {ReplicatedOptimizerFiles(optimizer_.get(), world_->rank())};
+  if (expert_optimizer_) {
+    parts.push_back(ExpertOptimizerFiles(expert_optimizer_.get(), groups_.ep_index, groups_.ep, groups_.dp_index));
+  }
+  return parts;
+}
+
+// The trainable tensors as a checkpoint holds them: whole, whatever the expert
+// parallelism (a collective over the expert-parallel group when distributed).
+NamedTensors Trainer::CheckpointedTrainable() {
+  if (!expert_optimizer_) return run_->TrainableParams();
+  return run_->adapters->FullParams();
+}
+
+void Trainer::StartWindowCounters() {
+  window_gradient_comm_ = groups_.data_parallel->stats();
+  if (groups_.ep > 1) {
+    window_expert_comm_ = groups_.expert_parallel->stats();
+    window_expert_gradient_comm_ = groups_.expert_data_parallel->stats();
+  }
+  window_world_comm_ = world_->stats();
 }
 
 absl::Status Trainer::PrecomputeReference() {
@@ -280,10 +363,11 @@ absl::Status Trainer::Resume() {
   dir = world_->BroadcastString(dir, 0);
   world_->Broadcast(&step, 1, DType::kF64, 0);
   if (dir.empty()) return absl::OkStatus();
-  NamedTensors params = run_->TrainableParams();
+  NamedTensors params = CheckpointedTrainable();
   absl::StatusOr<TrainerState> loaded =
-      LoadTrainCheckpoint(dir, static_cast<int64_t>(step), config_, params, *optimizer_);
+      LoadTrainCheckpoint(dir, static_cast<int64_t>(step), config_, params, CheckpointedOptimizers());
   PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, loaded.status()));
+  if (expert_optimizer_) run_->adapters->SetFromFullParams(params);  // this rank's experts
   state_ = *loaded;
   PMOL_RETURN_IF_ERROR(sampler_->Restore(state_.sampler));
   resumed_from_ = state_.step;
@@ -303,10 +387,20 @@ absl::Status Trainer::Resume() {
 absl::Status Trainer::TrainStep() {
   run_->ZeroGrads();
   optimizer_->BeginStep();
+  if (expert_optimizer_) expert_optimizer_->BeginStep();
   // The step's pairs, the same on every rank; this rank takes micro-batches a N + r.
   const int32_t micro = config_.data().micro_batch_size(), ranks = world_->size(), rank = world_->rank();
   std::vector<int64_t> pairs(pairs_per_step_);
   for (int64_t& p : pairs) p = sampler_->Next();
+  if (expert_optimizer_ && config_.parallel().preference_aware_sampling()) {
+    // Pairs of preference p to the micro-batches of the ranks that hold group p.
+    std::vector<int32_t> preference(pairs.size());
+    for (size_t i = 0; i < pairs.size(); ++i) preference[i] = data_.train.pairs[pairs[i]].preference;
+    const std::vector<int64_t> order =
+        dist::PreferenceAwareOrder(preference, micro, ranks, groups_.ep, placement_.home_rank_of_group);
+    std::vector<int64_t> drawn = pairs;
+    for (size_t i = 0; i < pairs.size(); ++i) pairs[i] = drawn[order[i]];
+  }
   const int64_t micro_per_step = static_cast<int64_t>(accumulation_) * ranks;
   std::vector<StepMetrics> done;
   double loss = 0;  // this rank's share of the step's loss
@@ -325,6 +419,7 @@ absl::Status Trainer::TrainStep() {
     // Every rank leaves together when one fails, before the next collective.
     PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, metrics.status()));
     optimizer_->AfterMicroBatch();
+    if (expert_optimizer_) expert_optimizer_->AfterMicroBatch();
     loss += metrics->loss / micro_per_step;  // each micro-batch's loss enters with weight 1/(A N)
     tokens += metrics->tokens;
     done.push_back(std::move(*metrics));
@@ -336,7 +431,17 @@ absl::Status Trainer::TrainStep() {
     loss = totals[0];
     tokens = static_cast<int64_t>(totals[1]);
   }
-  const double norm = optimizer_->ReduceAndClip(config_.optimizer().max_grad_norm());
+  double norm = 0;
+  if (expert_optimizer_) {
+    // The global norm over the replicated tensors and every expert-parallel rank's experts.
+    const double squares = optimizer_->ReduceGradients() +
+                           groups_.expert_parallel->AllReduceSum(expert_optimizer_->ReduceGradients());
+    norm = std::sqrt(squares);
+    optimizer_->ClipToNorm(norm, config_.optimizer().max_grad_norm());
+    expert_optimizer_->ClipToNorm(norm, config_.optimizer().max_grad_norm());
+  } else {
+    norm = optimizer_->ReduceAndClip(config_.optimizer().max_grad_norm());
+  }
   const double lr = LearningRate(schedule_, state_.step);
   if (!std::isfinite(loss) || !std::isfinite(norm)) {
     ++state_.skipped_steps;
@@ -352,6 +457,7 @@ absl::Status Trainer::TrainStep() {
     }
   } else {
     optimizer_->Step(lr);
+    if (expert_optimizer_) expert_optimizer_->Step(lr);
     for (const StepMetrics& m : done) window_->Add(m);
     window_grad_norm_ += norm;
     ++window_steps_;
@@ -391,8 +497,15 @@ absl::Status Trainer::TrainStep() {
       // Bytes this rank sent per step (dist/comm.h's ring model): the optimizer's
       // gradient and parameter collectives, and everything else (metrics, agreement).
       const double steps = static_cast<double>(window_all_steps_);
-      scalars["comm/gradient_bytes_per_step"] =
-          (groups_.data_parallel->stats().total_bytes() - window_gradient_comm_.total_bytes()) / steps;
+      double gradient_bytes = groups_.data_parallel->stats().total_bytes() - window_gradient_comm_.total_bytes();
+      if (groups_.ep > 1) {
+        // The experts' gradients and parameters go over the expert-data-parallel group;
+        // the routed rows over the expert-parallel group (all-to-all).
+        gradient_bytes += groups_.expert_data_parallel->stats().total_bytes() - window_expert_gradient_comm_.total_bytes();
+        scalars["comm/expert_all_to_all_bytes_per_step"] =
+            (groups_.expert_parallel->stats().all_to_all_bytes - window_expert_comm_.all_to_all_bytes) / steps;
+      }
+      scalars["comm/gradient_bytes_per_step"] = gradient_bytes / steps;
       scalars["comm/other_bytes_per_step"] =
           (world_->stats().total_bytes() - window_world_comm_.total_bytes()) / steps;
     }
@@ -402,8 +515,7 @@ absl::Status Trainer::TrainStep() {
     window_grad_norm_ = 0;
     window_steps_ = 0;
     window_all_steps_ = 0;
-    window_gradient_comm_ = groups_.data_parallel->stats();
-    window_world_comm_ = world_->stats();
+    StartWindowCounters();
     window_start_ = Clock::now();
   }
   return absl::OkStatus();
@@ -437,8 +549,9 @@ absl::Status Trainer::Evaluate(bool final_eval) {
 absl::Status Trainer::Checkpoint() {
   if (last_checkpoint_step_ == state_.step) return absl::OkStatus();
   const Clock::time_point start = Clock::now();
+  const NamedTensors trainable = CheckpointedTrainable();
   PMOL_ASSIGN_OR_RETURN(std::string dir, SaveTrainCheckpoint(root_ ? store_.get() : nullptr, *world_, config_,
-                                                              state_, run_->TrainableParams(), *optimizer_));
+                                                              state_, trainable, CheckpointedOptimizers()));
   PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, metrics_ ? metrics_->Flush() : absl::OkStatus()));
   last_checkpoint_step_ = state_.step;
   *out_ << "checkpoint " << dir << " (" << FormatDuration(Seconds(start)) << ")\n";
@@ -474,8 +587,7 @@ absl::StatusOr<TrainerResult> Trainer::Run() {
   window_ = std::make_unique<MetricsAccumulator>(NewWindow());
   run_start_ = window_start_ = Clock::now();
   run_start_step_ = state_.step;
-  window_gradient_comm_ = groups_.data_parallel->stats();
-  window_world_comm_ = world_->stats();
+  StartWindowCounters();
   const int32_t eval_every = config_.eval().every_steps();
   const int32_t checkpoint_every = config_.checkpoint().every_steps();
   while (state_.step < total_steps_) {
@@ -496,6 +608,7 @@ absl::StatusOr<TrainerResult> Trainer::Run() {
   }
   PMOL_RETURN_IF_ERROR(Checkpoint());
   PMOL_RETURN_IF_ERROR(Evaluate(true));
+  if (expert_optimizer_) run_->adapters->CollectExperts();  // rank 0 writes every expert
   absl::Status outputs = absl::OkStatus();
   if (root_) {
     outputs = metrics_->Flush();

@@ -10,6 +10,10 @@
 //     uninterrupted weights;
 //   * a rank that stops answering (SIGSTOP) ends the job after parallel.collective_timeout_s
 //     with a message saying so, instead of a hang;
+//   * expert parallelism (ep only, and dp x ep on 4 ranks; ZeRO 0, 1, 2; dense and top-k
+//     routing with a capacity factor) trains the one-process model; a dp x ep checkpoint
+//     resumes with another dp, and a checkpoint of another ep is refused by name;
+//     preference-aware sampling runs and reports its all-to-all bytes;
 //   * config errors that depend on the world size are printed once, by rank 0.
 // Tolerance 1e-5 relative (to the largest element of each tensor): the ranks sum their
 // gradients in another order than one process does (float32 all-reduce vs accumulation),
@@ -410,6 +414,97 @@ TEST(TrainRanksTest, StoppedRankEndsTheJobAfterTheCollectiveTimeout) {
   EXPECT_TRUE(StderrMentions(r, {"rank 0", "did not complete within 3 s", "resume it from the last checkpoint"}));
 }
 
+// With 3 experts (groups of 1 and 2) on 2 expert-parallel ranks, placed whole by
+// expert count: rank 0 holds the 2-expert group (experts 1 and 2), rank 1 expert 0.
+// On 3 ranks (ep 3; 12 pairs a step) the 2 groups must straddle: one expert per rank.
+TEST(TrainRanksTest, ExpertParallelismTrainsTheOneProcessModel) {
+  struct Case {
+    int ranks, ep, zero_stage;
+  };
+  for (const Case c : {Case{2, 2, 0}, Case{4, 2, 1}, Case{4, 2, 2}, Case{3, 3, 0}}) {
+    RunShape shape;
+    shape.global_batch = c.ranks == 3 ? 12 : 8;
+    const std::string& ref = OneProcess(shape);
+    const std::string name = "ranks" + std::to_string(c.ranks) + "_ep" + std::to_string(c.ep) + "_zero" +
+                             std::to_string(c.zero_stage);
+    SCOPED_TRACE(name);
+    const std::string dir = FreshDir(name);
+    const CommandResult r = RunRanks(c.ranks, WriteRunConfig(dir, shape),
+                                     {"--set=parallel.ep=" + std::to_string(c.ep),
+                                      "--set=parallel.zero_stage=" + std::to_string(c.zero_stage)});
+    ASSERT_TRUE(ExitedWith(r, 0));
+    EXPECT_NE(r.stdout_text.find(std::to_string(c.ep) + " expert-parallel"), std::string::npos) << r.Describe();
+    if (c.ep == 2) {
+      EXPECT_NE(r.stdout_text.find("expert-parallel rank 0 holds experts 1,2"), std::string::npos) << r.Describe();
+    }
+    ExpectSameAdapter(ref, dir);
+    ExpectSameLosses(ref, dir);
+    // Dense routing: every row goes to every expert-parallel rank, so rows do move.
+    for (const auto& [step, b] : TrainMetric(dir, "comm/expert_all_to_all_bytes_per_step")) {
+      EXPECT_GT(b, 0) << "step " << step;
+    }
+    // One expert optimizer per expert-parallel rank, its state by dp index.
+    EXPECT_TRUE(fs::exists(dir + "/checkpoints/step-00000008/expert-optimizer-ep" + std::to_string(c.ep - 1) + "of" +
+                           std::to_string(c.ep) + "-shard-0.safetensors"));
+  }
+}
+
+TEST(TrainRanksTest, TopKWithCapacityUnderExpertParallelismTrainsTheOneProcessModel) {
+  RunShape shape;
+  shape.max_steps = 6;
+  shape.adapter = std::string(kPmolAdapter).replace(std::string(kPmolAdapter).find("  dropout"), 0,
+                                                    "  top_k: 2\n  capacity_factor: 1.0\n");
+  const std::string ref = FreshDir("topk_one_process");
+  ASSERT_TRUE(ExitedWith(RunRanks(1, WriteRunConfig(ref, shape)), 0));
+  const std::string dir = FreshDir("topk_ranks4_ep2");
+  const CommandResult r = RunRanks(4, WriteRunConfig(dir, shape), {"--set=parallel.ep=2"});
+  ASSERT_TRUE(ExitedWith(r, 0));
+  ExpectSameAdapter(ref, dir);
+  ExpectSameLosses(ref, dir);
+}
+
+TEST(TrainRanksTest, ExpertParallelCheckpointResumesWithAnotherDpButNotAnotherEp) {
+  const RunShape shape;
+  const std::string& ref = OneProcess(shape);
+  const std::string dir = FreshDir("ep_resharded");
+  const std::string config = WriteRunConfig(dir, shape);
+  ASSERT_TRUE(ExitedWith(RunRanks(4, config, {"--set=parallel.ep=2", "--set=parallel.zero_stage=2"}), 0));
+  fs::remove_all(dir + "/checkpoints/step-00000008");
+  fs::remove_all(dir + "/adapter");
+  // Another ep: refused, naming the reason; nothing is lost.
+  const CommandResult other_ep = RunRanks(2, config);
+  EXPECT_FALSE(ExitedWith(other_ep, 0));
+  EXPECT_TRUE(StderrMentions(other_ep, {"parallel.ep"})) << other_ep.Describe();
+  EXPECT_TRUE(fs::exists(dir + "/checkpoints/step-00000004"));
+  // dp 2 -> 1 with the same ep: the expert optimizer shards are re-cut.
+  const CommandResult r = RunRanks(2, config, {"--set=parallel.ep=2", "--set=parallel.zero_stage=1"});
+  ASSERT_TRUE(ExitedWith(r, 0));
+  EXPECT_NE(r.stdout_text.find("step 4"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.stdout_text.find("done: 8 steps"), std::string::npos) << r.Describe();
+  ExpectSameAdapter(ref, dir);
+}
+
+TEST(TrainRanksTest, PreferenceAwareSamplingReportsItsAllToAllBytes) {
+  // Top-1 routing, so that a row moves only to the rank of its chosen expert.
+  RunShape shape;
+  shape.max_steps = 4;
+  shape.adapter = std::string(kPmolAdapter).replace(std::string(kPmolAdapter).find("  dropout"), 0, "  top_k: 1\n");
+  double bytes[2] = {0, 0};
+  for (const bool aware : {false, true}) {
+    const std::string dir = FreshDir(aware ? "aware" : "unaware");
+    const CommandResult r =
+        RunRanks(2, WriteRunConfig(dir, shape),
+                 {"--set=parallel.ep=2", std::string("--set=parallel.preference_aware_sampling=") + (aware ? "true" : "false")});
+    ASSERT_TRUE(ExitedWith(r, 0));
+    const std::map<int64_t, double> b = TrainMetric(dir, "comm/expert_all_to_all_bytes_per_step");
+    ASSERT_EQ(b.size(), 4u);
+    for (const auto& [step, v] : b) bytes[aware] += v;
+    EXPECT_GT(bytes[aware], 0);
+  }
+  std::cout << "all-to-all bytes over 4 steps: " << bytes[0] << " without, " << bytes[1]
+            << " with preference-aware sampling\n";
+}
+
 TEST(TrainRanksTest, WorldSizeErrorsArePrintedOnceByRankZero) {
   const std::string dir = FreshDir("bad_world");
   RunShape shape;
@@ -419,9 +514,13 @@ TEST(TrainRanksTest, WorldSizeErrorsArePrintedOnceByRankZero) {
   EXPECT_TRUE(StderrMentions(r, {"data.global_batch_size = 6", "data.micro_batch_size x ranks = 2 x 4"}));
   EXPECT_EQ(Count(r.stderr_text, "data.global_batch_size"), 1u) << r.Describe();
 
-  const CommandResult ep = RunRanks(2, WriteRunConfig(dir, RunShape{}), {"--set=parallel.ep=2"});
-  EXPECT_TRUE(ExitedWith(ep, 1));
-  EXPECT_TRUE(StderrMentions(ep, {"parallel.ep"}));
+  // 3 experts cannot fill 4 expert-parallel ranks; ep must divide the world.
+  for (const char* ep : {"--set=parallel.ep=4", "--set=parallel.ep=3"}) {
+    const CommandResult r = RunRanks(4, WriteRunConfig(dir, RunShape{}), {ep});
+    EXPECT_TRUE(ExitedWith(r, 1)) << ep;
+    EXPECT_TRUE(StderrMentions(r, {"parallel.ep"})) << ep;
+    EXPECT_EQ(Count(r.stderr_text, "parallel.ep"), 1u) << r.Describe();
+  }
 }
 
 }  // namespace

@@ -1,0 +1,242 @@
+// Expert-parallel PMoL linear: all-to-all dispatch and combine; see pmol_linear_ep.h.
+#include "pmol/adapters/pmol_linear_ep.h"
+
+#include <algorithm>
+
+#include "kernels/check.h"
+
+namespace pmol {
+namespace {
+
+int64_t Sum(const std::vector<int64_t>& v) {
+  int64_t s = 0;
+  for (int64_t x : v) s += x;
+  return s;
+}
+
+char* Bytes(Tensor& t) { return static_cast<char*>(t.data()); }
+const char* Bytes(const Tensor& t) { return static_cast<const char*>(t.data()); }
+
+// A 1-D buffer of at least one element (a rank may send or receive nothing).
+Tensor Buffer(int64_t elements, DType dt, Backend* be) {
+  return Tensor::Empty({std::max<int64_t>(elements, 1)}, dt, be);
+}
+
+// Every rank learns how many rows each rank sends it.
+std::vector<int64_t> ExchangeRowCounts(dist::Comm& comm, const std::vector<std::vector<int64_t>>& rows) {
+  const int ranks = comm.size();
+  std::vector<int32_t> send(ranks), recv(ranks);
+  for (int q = 0; q < ranks; ++q) send[q] = static_cast<int32_t>(rows[q].size());
+  const std::vector<int64_t> ones(ranks, 1);
+  comm.AllToAll(send.data(), ones, recv.data(), ones, DType::kI32);
+  return std::vector<int64_t>(recv.begin(), recv.end());
+}
+
+// Element counts of blocks of `rows[q]` rows of `width[q]` elements.
+std::vector<int64_t> Counts(const std::vector<int64_t>& rows, const std::vector<int64_t>& width) {
+  std::vector<int64_t> c(rows.size());
+  for (size_t q = 0; q < rows.size(); ++q) c[q] = rows[q] * width[q];
+  return c;
+}
+
+std::vector<int64_t> Sizes(const std::vector<std::vector<int64_t>>& rows) {
+  std::vector<int64_t> s(rows.size());
+  for (size_t q = 0; q < rows.size(); ++q) s[q] = static_cast<int64_t>(rows[q].size());
+  return s;
+}
+
+}  // namespace
+
+void PmolLinearForwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup& group,
+                         const PmolLinearParams& p, const Tensor& x, const Tensor& keep, Tensor& y,
+                         PmolLinearCache* cache) {
+  PMOL_CHECK(spec.has_router && x.dim(1) == spec.d_in && y.dim(1) == spec.d_out);
+  dist::Comm& comm = *group.comm;
+  Backend* be = x.backend();
+  const DType dt = x.dtype();
+  const size_t es = DTypeSize(dt);
+  const int ranks = comm.size();
+  const int64_t n = x.dim(0), d_in = spec.d_in, d_out = spec.d_out, r = spec.layout.rank;
+  const int64_t experts = spec.layout.num_experts(), slots = spec.layout.num_slots();
+  const std::vector<int32_t>& local = group.local_experts();
+  const int64_t local_count = static_cast<int64_t>(local.size());
+  PMOL_CHECK(p.lora_A.dim(0) == local_count * r && p.lora_B.dim(1) == local_count * r);
+  cache->Clear();
+  const Tensor& xe = PmolDropoutInput(x, keep, cache);
+  PmolRouterForward(spec, p, x, cache);
+  const RouterState& route = cache->router;
+
+  // Which rows each rank's experts compute, and the send buffer [x_d row | gates of q's].
+  cache->sent_rows.assign(ranks, {});
+  std::vector<int64_t> send_width(ranks);
+  std::vector<double> gate_values;
+  for (int q = 0; q < ranks; ++q) {
+    const std::vector<int32_t>& theirs = group.experts_of_rank[q];
+    send_width[q] = d_in + static_cast<int64_t>(theirs.size());
+    for (int64_t row = 0; row < n; ++row) {
+      bool routed = false;
+      for (int32_t e : theirs) routed = routed || route.Routes(row, e, slots, experts);
+      if (!routed) continue;
+      cache->sent_rows[q].push_back(row);
+      for (int32_t e : theirs) gate_values.push_back(route.gates[row * experts + e]);
+    }
+  }
+  const std::vector<int64_t> sent = Sizes(cache->sent_rows);
+  cache->received_rows = ExchangeRowCounts(comm, cache->sent_rows);
+  const std::vector<int64_t> send_counts = Counts(sent, send_width);
+  const std::vector<int64_t> recv_width(ranks, d_in + local_count);
+  const std::vector<int64_t> recv_counts = Counts(cache->received_rows, recv_width);
+
+  const Tensor gates = Tensor::FromHost(gate_values.data(), {static_cast<int64_t>(gate_values.size())},
+                                        DType::kF64, be)
+                           .ConvertTo(dt);
+  Tensor send = Buffer(Sum(send_counts), dt, be);
+  {
+    char* dst = Bytes(send);
+    const char* gate_src = Bytes(gates);
+    for (int q = 0; q < ranks; ++q) {
+      const size_t gate_bytes = (send_width[q] - d_in) * es;
+      for (int64_t row : cache->sent_rows[q]) {
+        be->CopyOnDevice(dst, Bytes(xe) + row * d_in * es, d_in * es);
+        be->CopyOnDevice(dst + d_in * es, gate_src, gate_bytes);
+        dst += d_in * es + gate_bytes;
+        gate_src += gate_bytes;
+      }
+    }
+  }
+  Tensor recv = Buffer(Sum(recv_counts), dt, be);
+  comm.AllToAll(send.data(), send_counts, recv.data(), recv_counts, dt);
+  send = Tensor();
+
+  // This rank's experts on the M rows it received.
+  const int64_t m = Sum(cache->received_rows);
+  cache->recv_x = Tensor::Empty({m, d_in}, dt, be);
+  cache->recv_gates = Tensor::Empty({m, local_count}, dt, be);
+  for (int64_t i = 0; i < m; ++i) {
+    const char* src = Bytes(recv) + i * (d_in + local_count) * es;
+    be->CopyOnDevice(Bytes(cache->recv_x) + i * d_in * es, src, d_in * es);
+    be->CopyOnDevice(Bytes(cache->recv_gates) + i * local_count * es, src + d_in * es, local_count * es);
+  }
+  recv = Tensor();
+  cache->h = Tensor::Empty({m, local_count * r}, dt, be);
+  Tensor out = Tensor::Zeros({m, d_out}, dt, be);
+  if (m > 0) {
+    AdapterGemm(cache->recv_x, false, p.lora_A, true, 0.0, cache->h);  // h = X A_q^T
+    Tensor hs = Tensor::Empty(cache->h.shape(), dt, be);
+    be->ScaleColumnBlocks(dt, cache->h.data(), cache->recv_gates.data(), m, local_count, r, spec.scaling,
+                          hs.data());
+    AdapterGemm(hs, false, p.lora_B, true, 0.0, out);  // Y = hs B_q^T
+  }
+
+  // Back to the rows' ranks, added into y.
+  const std::vector<int64_t> out_width(ranks, d_out);
+  Tensor back = Buffer(Sum(sent) * d_out, dt, be);
+  comm.AllToAll(out.data(), Counts(cache->received_rows, out_width), back.data(), Counts(sent, out_width), dt);
+  const char* src = Bytes(back);
+  for (int q = 0; q < ranks; ++q) {
+    for (int64_t row : cache->sent_rows[q]) {
+      be->Axpy(dt, 1.0, src, Bytes(y) + row * d_out * es, d_out);
+      src += d_out * es;
+    }
+  }
+}
+
+void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup& group,
+                          const PmolLinearParams& p, const Tensor& x, const PmolLinearCache& cache,
+                          const Tensor& dy, const Tensor& dprobs_aux, Tensor& dx,
+                          PmolLinearParams* grads) {
+  dist::Comm& comm = *group.comm;
+  Backend* be = x.backend();
+  const DType dt = x.dtype();
+  const size_t es = DTypeSize(dt);
+  const int ranks = comm.size();
+  const int64_t n = x.dim(0), d_in = spec.d_in, d_out = spec.d_out, r = spec.layout.rank;
+  const int64_t experts = spec.layout.num_experts();
+  const int64_t local_count = static_cast<int64_t>(group.local_experts().size());
+  const std::vector<int64_t> sent = Sizes(cache.sent_rows);
+  const int64_t m = Sum(cache.received_rows);
+
+  // dy rows to the ranks whose experts computed them.
+  const std::vector<int64_t> out_width(ranks, d_out);
+  Tensor send = Buffer(Sum(sent) * d_out, dt, be);
+  {
+    char* dst = Bytes(send);
+    for (int q = 0; q < ranks; ++q) {
+      for (int64_t row : cache.sent_rows[q]) {
+        be->CopyOnDevice(dst, Bytes(dy) + row * d_out * es, d_out * es);
+        dst += d_out * es;
+      }
+    }
+  }
+  Tensor dout = Tensor::Empty({m, d_out}, dt, be);
+  comm.AllToAll(send.data(), Counts(sent, out_width), m > 0 ? dout.data() : Buffer(1, dt, be).data(),
+                Counts(cache.received_rows, out_width), dt);
+  send = Tensor();
+
+  // This rank's experts: parameter gradients, and [dX | dG] for the senders.
+  const int64_t ret_width = d_in + local_count;
+  Tensor ret = Buffer(m * ret_width, dt, be);
+  if (m > 0) {
+    Tensor hs = Tensor::Empty(cache.h.shape(), dt, be);
+    be->ScaleColumnBlocks(dt, cache.h.data(), cache.recv_gates.data(), m, local_count, r, spec.scaling,
+                          hs.data());
+    AdapterGemm(dout, true, hs, false, 1.0, grads->lora_B);  // dB_q += dY^T hs
+    hs = Tensor();
+    Tensor dh = Tensor::Empty({m, local_count * r}, dt, be);
+    AdapterGemm(dout, false, p.lora_B, false, 0.0, dh);  // dhs = dY B_q
+    Tensor dgates = Tensor::Empty({m, local_count}, dt, be);
+    be->ColumnBlockDots(dt, dh.data(), cache.h.data(), m, local_count, r, spec.scaling, dgates.data());
+    be->ScaleColumnBlocks(dt, dh.data(), cache.recv_gates.data(), m, local_count, r, spec.scaling, dh.data());
+    AdapterGemm(dh, true, cache.recv_x, false, 1.0, grads->lora_A);  // dA_q += dh^T X
+    Tensor dxr = Tensor::Empty({m, d_in}, dt, be);
+    AdapterGemm(dh, false, p.lora_A, false, 0.0, dxr);  // dX = dh A_q
+    for (int64_t i = 0; i < m; ++i) {
+      char* dst = Bytes(ret) + i * ret_width * es;
+      be->CopyOnDevice(dst, Bytes(dxr) + i * d_in * es, d_in * es);
+      be->CopyOnDevice(dst + d_in * es, Bytes(dgates) + i * local_count * es, local_count * es);
+    }
+  }
+  std::vector<int64_t> back_width(ranks);
+  for (int q = 0; q < ranks; ++q) back_width[q] = d_in + static_cast<int64_t>(group.experts_of_rank[q].size());
+  const std::vector<int64_t> back_counts = Counts(sent, back_width);
+  Tensor back = Buffer(Sum(back_counts), dt, be);
+  comm.AllToAll(ret.data(), Counts(cache.received_rows, std::vector<int64_t>(ranks, ret_width)), back.data(),
+                back_counts, dt);
+  ret = Tensor();
+
+  // dx through the dropout mask, and dL/dgates for the router.
+  Tensor dxe = Tensor::Zeros({n, d_in}, dt, be);
+  int64_t gate_elements = 0;
+  for (int q = 0; q < ranks; ++q) gate_elements += sent[q] * (back_width[q] - d_in);
+  Tensor dgate_values = Buffer(gate_elements, dt, be);
+  {
+    const char* src = Bytes(back);
+    char* gate_dst = Bytes(dgate_values);
+    for (int q = 0; q < ranks; ++q) {
+      const size_t gate_bytes = (back_width[q] - d_in) * es;
+      for (int64_t row : cache.sent_rows[q]) {
+        be->Axpy(dt, 1.0, src, Bytes(dxe) + row * d_in * es, d_in);
+        be->CopyOnDevice(gate_dst, src + d_in * es, gate_bytes);
+        src += d_in * es + gate_bytes;
+        gate_dst += gate_bytes;
+      }
+    }
+  }
+  if (cache.keep.defined()) {
+    be->ScaleColumnBlocks(dt, dxe.data(), cache.keep.data(), n, d_in, 1, 1.0, dxe.data());
+  }
+  be->Axpy(dt, 1.0, dxe.data(), dx.data(), dx.numel());
+  std::vector<double> dgates(n * experts, 0.0);
+  {
+    const std::vector<double> values = dgate_values.ToDoubles();
+    size_t at = 0;
+    for (int q = 0; q < ranks; ++q) {
+      for (int64_t row : cache.sent_rows[q]) {
+        for (int32_t e : group.experts_of_rank[q]) dgates[row * experts + e] = values[at++];
+      }
+    }
+  }
+  PmolRouterBackward(spec, p, x, cache, dgates, dprobs_aux, dx, grads);
+}
+
+}  // namespace pmol
