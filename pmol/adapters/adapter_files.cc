@@ -35,6 +35,7 @@ absl::Status WriteAdapterFolder(PmolAdapters& adapters, const std::string& dir,
   config["layers"] = o.layers.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.layers);
   config["router_temperature"] = o.temperature;
   config["top_k"] = o.top_k;
+  config["capacity_factor"] = o.capacity_factor;
 
   NamedTensors tensors = adapters.Params();
   tensors.insert(tensors.end(), extra.begin(), extra.end());

@@ -5,7 +5,8 @@
 //   DIR/adapter_config.json        {"adapter_type": "pmol" | "lora", "base_model": path,
 //       "groups": [{"name", "experts"}], "empty_experts", "rank", "alpha",
 //       "lora_dropout", "target_modules": [q_proj, ...], "layers": [...] (null: all),
-//       "router_temperature", "top_k", "router_slots", "expert_order"}: enough to read
+//       "router_temperature", "top_k", "capacity_factor", "router_slots", "expert_order"}:
+//       enough to read
 //       the tensors without pmol (experts are stacked in group order, rank rows each;
 //       router slot s < experts is expert s, the rest are the empty experts).
 // `pmol train --adapter=DIR/adapter_model.safetensors` (or grads/export-peft) reloads it.

@@ -15,6 +15,13 @@
 //   clipping the global gradient norm to optimizer.max_grad_norm; if the loss or the
 //   norm is not finite the step is skipped on every rank (no update; the run stops after
 //   optimizer.max_skipped_steps such steps).
+// Expert parallelism (parallel.ep = E > 1, PMoL): the expert groups are placed on the E
+// ranks of each expert-parallel group (dist/expert_placement.h), each rank keeps its
+// experts only (pmol/adapters/pmol_linear_ep.h), and the experts get their own optimizer
+// over the expert-data-parallel group (the routers stay with the world's); the clipping
+// norm covers both. With parallel.preference_aware_sampling the step's pairs are
+// reassigned to micro-batches so that pairs of preference p run on the ranks holding
+// group p. Checkpoints hold the whole adapter (gathered) and resume with the same E.
 // Length: optimizer.max_steps, or ceil(epochs * pairs / G) steps.
 // Several ranks: only rank 0 prints and writes the metrics and outputs; metrics and
 // evaluations are merged over all ranks; each rank writes its optimizer shard into the

@@ -8,7 +8,9 @@
 // h = 1e-6, tolerance 1e-7 (1 + |g|): see tests/kernels/kernel_test_util.h for why that
 // sits well above f64 difference noise and far below the error of a wrong term. Top-k
 // cases use inputs with well-separated router probabilities so that no step of h flips
-// the selection.
+// the selection. Capacity cases (router.h: at most ceil(c N k / S) rows per expert, in
+// row order) check that dropped experts give no output and get no gradient.
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -38,6 +40,7 @@ struct Case {
   double temperature;
   bool router;
   bool dropout;
+  double capacity_factor = 0;  // top-k: rows per expert limited (router.h)
 };
 
 class PmolLinearTest : public ::testing::TestWithParam<Case> {};
@@ -60,6 +63,7 @@ Fixture Make(const Case& c, uint32_t seed) {
   s.spec.scaling = 2.0 / c.rank;
   s.spec.temperature = c.temperature;
   s.spec.top_k = c.top_k;
+  s.spec.capacity_factor = c.capacity_factor;
   const int64_t n = 7, er = s.spec.layout.num_experts() * c.rank;
   s.params.lora_A = Random(rng, {er, s.spec.d_in}, 0.5);
   s.params.lora_B = Random(rng, {s.spec.d_out, er}, 0.5);  // nonzero B
@@ -152,6 +156,11 @@ TEST_P(PmolLinearTest, StackedForwardEqualsPerExpertLoop) {
                             b = s.params.lora_B.ToDoubles();
   std::vector<double> keep = s.keep.defined() ? s.keep.ToDoubles() : std::vector<double>(n * din, 1.0);
   std::vector<double> w = c.router ? s.params.router.ToDoubles() : std::vector<double>();
+  // Capacity: at most ceil(c n k / S) rows per expert, first come first served.
+  const int64_t capacity =
+      c.capacity_factor > 0 ? std::max<int64_t>(1, std::ceil(c.capacity_factor * n * c.top_k / slots)) : 0;
+  std::vector<int64_t> taken(experts, 0);
+  int64_t dropped = 0;
   for (int64_t t = 0; t < n; ++t) {
     // Router written out independently: softmax(z / tau), top-k, renormalise.
     std::vector<double> g(slots, 1.0);
@@ -172,6 +181,15 @@ TEST_P(PmolLinearTest, StackedForwardEqualsPerExpertLoop) {
         for (double v : g) if (v >= cut) top += v;
         for (double& v : g) v = v >= cut ? v / top : 0.0;
       }
+      for (int64_t e = 0; capacity > 0 && e < experts; ++e) {
+        if (g[e] == 0.0) continue;
+        if (taken[e] == capacity) {
+          g[e] = 0.0;
+          ++dropped;
+        } else {
+          ++taken[e];
+        }
+      }
     }
     for (int64_t o = 0; o < dout; ++o) {
       double want = 0;
@@ -188,6 +206,8 @@ TEST_P(PmolLinearTest, StackedForwardEqualsPerExpertLoop) {
       EXPECT_NEAR(y.ToDoubles()[t * dout + o], want, 1e-12 * (1 + std::fabs(want))) << t << "," << o;
     }
   }
+  EXPECT_EQ(cache.router.dropped_count, dropped);
+  if (c.capacity_factor > 0) EXPECT_GT(dropped, 0) << "the case must drop rows";
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -198,6 +218,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"top1", {2, 2}, 1, 2, 1, 1.0, true, false},
                       Case{"top2_temperature", {1, 2, 1}, 1, 2, 2, 1.6, true, false},
                       Case{"topk_all_slots", {2, 1}, 1, 2, 4, 1.0, true, false},
+                      Case{"top2_capacity", {1, 2, 1}, 1, 2, 2, 1.0, true, false, 0.5},
+                      Case{"top1_capacity_dropout", {2, 2}, 1, 2, 1, 1.0, true, true, 0.6},
                       Case{"dropout", {2, 2}, 1, 2, 0, 1.0, true, true},
                       Case{"lora", {1}, 0, 4, 0, 1.0, false, false},
                       Case{"lora_dropout", {1}, 0, 4, 0, 1.0, false, true}),

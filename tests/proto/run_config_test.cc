@@ -392,6 +392,32 @@ TEST(RunConfigValidationTest, PmolGroups) {
   ExpectValid([](RunConfig& c) { c.mutable_adapter()->set_empty_experts(0); });
 }
 
+TEST(RunConfigValidationTest, CapacityFactorNeedsTopKRouting) {
+  ExpectValid([](RunConfig& c) {
+    c.mutable_adapter()->set_top_k(2);
+    c.mutable_adapter()->set_capacity_factor(1.25);
+  });
+  ExpectInvalid([](RunConfig& c) { c.mutable_adapter()->set_capacity_factor(1.0); }, "adapter.capacity_factor",
+                {"top_k"});
+  ExpectInvalid(
+      [](RunConfig& c) {
+        c.mutable_adapter()->set_top_k(5);  // every slot: dense
+        c.mutable_adapter()->set_capacity_factor(1.0);
+      },
+      "adapter.capacity_factor", {"top_k"});
+  ExpectInvalid(
+      [](RunConfig& c) {
+        c.mutable_adapter()->set_top_k(2);
+        c.mutable_adapter()->set_capacity_factor(-0.5);
+      },
+      "adapter.capacity_factor", {">= 0", "-0.5"});
+  // LoRA ignores the router fields.
+  ExpectValid([](RunConfig& c) {
+    c.mutable_adapter()->set_kind(config::AdapterConfig::LORA);
+    c.mutable_adapter()->set_capacity_factor(1.0);
+  });
+}
+
 TEST(RunConfigValidationTest, TopK) {
   ExpectInvalid([](RunConfig& c) { c.mutable_adapter()->set_top_k(-1); }, "adapter.top_k");
   // 2 groups x 2 experts + 1 empty expert = 5 router slots.
