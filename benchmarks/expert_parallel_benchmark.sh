@@ -16,12 +16,12 @@
 # batches them differently, so its losses differ slightly.
 #
 #   bash benchmarks/expert_parallel_benchmark.sh [--steps=N] [--model=CONFIG.json]
-# Defaults: 40 steps of benchmarks/configs/llama_20m.json. Results vary run to run on
+# Defaults: 60 steps of benchmarks/configs/llama_20m.json. Results vary run to run on
 # shared machines: compare within a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-steps=40 model_config=benchmarks/configs/llama_20m.json
+steps=60 model_config=benchmarks/configs/llama_20m.json
 for arg in "$@"; do
   case "$arg" in
     --steps=*) steps=${arg#*=} ;;
@@ -52,7 +52,7 @@ adapter {
   target_modules: ["q", "v", "down"]
 }
 objective { kind: DPO beta: 0.1 group_loss_weight: 1.0 }
-optimizer { lr: 2e-3 warmup_steps: 2 max_steps: $steps }
+optimizer { lr: 1e-2 warmup_steps: 2 max_steps: $steps }
 data {
   tokenizer: "$work/data/tokenizer.json"
   preference_names: ["helpfulness", "harmlessness"]
