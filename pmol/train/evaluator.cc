@@ -258,18 +258,10 @@ absl::StatusOr<EvalReference> ComputeEvalReference(RunComponents& c,
   ref.chosen.assign(count, 0.0);
   ref.rejected.assign(count, 0.0);
   const int64_t rank = comm ? comm->rank() : 0, ranks = comm ? comm->size() : 1;
-  // With expert parallelism every forward is a collective of the expert-parallel group,
-  // so every rank takes the same number of batches: a rank past the end evaluates the
-  // first batch again and drops its metrics.
-  const bool lockstep = c.adapters != nullptr && c.adapters->expert_parallel();
-  const int64_t stride = ranks * micro_batch_size;
-  const int64_t rounds = (count + stride - 1) / stride;
+  // The reference runs without adapters: no collective inside, ranks need no lockstep.
   absl::Status failure = absl::OkStatus();
-  for (int64_t round = 0; round < rounds; ++round) {
-    const int64_t first = round * stride + rank * micro_batch_size;
-    if (first >= count && !lockstep) break;
-    const bool counted = first < count;
-    const std::vector<int64_t> indices = BatchIndices(counted ? first : 0, count, micro_batch_size);
+  for (int64_t first = rank * micro_batch_size; first < count; first += ranks * micro_batch_size) {
+    const std::vector<int64_t> indices = BatchIndices(first, count, micro_batch_size);
     const data::PreferenceBatch batch =
         data::MakePaddedBatch(set, indices, micro_batch_size, seq_len, pad_id);
     auto lp = step->ReferenceLogProbs(batch);

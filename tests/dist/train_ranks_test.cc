@@ -463,6 +463,32 @@ TEST(TrainRanksTest, TopKWithCapacityUnderExpertParallelismTrainsTheOneProcessMo
   ExpectSameLosses(ref, dir);
 }
 
+// Precomputed reference log-probs (202 train pairs: 101 micro-batches, uneven over 4
+// ranks) and evaluation (6 pairs: 3 micro-batches, so one rank of each expert-parallel
+// group evaluates a batch it drops) under expert parallelism.
+TEST(TrainRanksTest, ExpertParallelismWithPrecomputedReferenceAndEvaluation) {
+  RunShape shape;
+  shape.max_steps = 4;
+  const std::vector<std::string> precompute = {"--set=objective.precompute_reference=true"};
+  const std::string ref = FreshDir("precompute_one_process");
+  ASSERT_TRUE(ExitedWith(RunRanks(1, WriteRunConfig(ref, shape), precompute), 0));
+  const std::string dir = FreshDir("precompute_ranks4_ep2");
+  std::vector<std::string> flags = precompute;
+  flags.push_back("--set=parallel.ep=2");
+  ASSERT_TRUE(ExitedWith(RunRanks(4, WriteRunConfig(dir, shape), flags), 0));
+  ExpectSameAdapter(ref, dir);
+  ExpectSameLosses(ref, dir);
+  std::ifstream want_in(ref + "/eval.json"), got_in(dir + "/eval.json");
+  const nlohmann::json want = nlohmann::json::parse(want_in), got = nlohmann::json::parse(got_in);
+  EXPECT_EQ(got["overall"]["pairs"], want["overall"]["pairs"]);
+  for (const char* part : {"main", "group", "total"}) {
+    const double w = want["loss"][part].get<double>();
+    EXPECT_NEAR(got["loss"][part].get<double>(), w, kRelTol * std::abs(w)) << part;
+  }
+  const double margin = want["overall"]["margin"].get<double>();
+  EXPECT_NEAR(got["overall"]["margin"].get<double>(), margin, kRelTol * std::abs(margin));
+}
+
 TEST(TrainRanksTest, ExpertParallelCheckpointResumesWithAnotherDpButNotAnotherEp) {
   const RunShape shape;
   const std::string& ref = OneProcess(shape);
