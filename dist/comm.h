@@ -2,8 +2,14 @@
 // transport (dist/mpi_comm.h on CPU buffers; the NCCL backend on GPU buffers comes with
 // the CUDA work; dist/local_comm.h for a world of one process, which needs no MPI).
 // Every rank of a Comm must call the same collectives in the same order with matching
-// sizes. All calls block until this rank's part is done; buffers are host memory for
-// MPI. Counts are element counts of `dtype`.
+// sizes. The plain calls block until this rank's part is done; buffers are host memory
+// for MPI. Counts are element counts of `dtype`. StartAllReduce and StartReduceScatter
+// return at once with the collective in flight (a PendingCollective): its buffers must
+// stay untouched until Wait() returns or Test() has said true, and several may be in
+// flight at once (they complete in any order but are matched across ranks in the order
+// they were started). How far one progresses while the caller computes depends on the
+// transport: NCCL runs it on its own stream; MPI moves data inside MPI calls, so callers
+// Test() in-flight collectives now and then to drive it.
 //
 //   AllReduce      data[i] <- op over ranks of data[i]                      (in place)
 //   ReduceScatter  recv = rank r's block of op over ranks of send; send holds
@@ -37,6 +43,18 @@ namespace pmol::dist {
 
 enum class ReduceOp { kSum, kMax, kMin };
 
+// A collective in flight on this rank.
+class PendingCollective {
+ public:
+  // Destroying one that is still in flight waits for it.
+  virtual ~PendingCollective() = default;
+  // Whether this rank's part is done (then the buffers are free); never blocks.
+  virtual bool Test() = 0;
+  // Blocks until this rank's part is done (aborting the job, like every collective, when
+  // a peer does not answer within the communicator's timeout).
+  virtual void Wait() = 0;
+};
+
 // Bytes and calls per kind of collective, on this rank.
 struct CommStats {
   int64_t all_reduce_bytes = 0, reduce_scatter_bytes = 0, all_gather_bytes = 0,
@@ -56,9 +74,18 @@ class Comm {
   // A short name for messages ("world", "data-parallel", ...).
   virtual const std::string& name() const = 0;
 
-  virtual void AllReduce(void* data, int64_t count, DType dtype, ReduceOp op) = 0;
-  virtual void ReduceScatter(const void* send, void* recv, const std::vector<int64_t>& counts,
-                             DType dtype, ReduceOp op) = 0;
+  virtual std::unique_ptr<PendingCollective> StartAllReduce(void* data, int64_t count, DType dtype,
+                                                            ReduceOp op) = 0;
+  virtual std::unique_ptr<PendingCollective> StartReduceScatter(const void* send, void* recv,
+                                                                const std::vector<int64_t>& counts,
+                                                                DType dtype, ReduceOp op) = 0;
+  void AllReduce(void* data, int64_t count, DType dtype, ReduceOp op) {
+    StartAllReduce(data, count, dtype, op)->Wait();
+  }
+  void ReduceScatter(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype,
+                     ReduceOp op) {
+    StartReduceScatter(send, recv, counts, dtype, op)->Wait();
+  }
   virtual void AllGather(const void* send, void* recv, const std::vector<int64_t>& counts,
                          DType dtype) = 0;
   virtual void AllToAll(const void* send, const std::vector<int64_t>& send_counts, void* recv,

@@ -12,17 +12,26 @@ void CopyIfDistinct(const void* src, void* dst, int64_t count, DType dtype) {
   if (src != dst && count > 0) std::memmove(dst, src, count * DTypeSize(dtype));
 }
 
+class Done final : public PendingCollective {
+ public:
+  bool Test() override { return true; }
+  void Wait() override {}
+};
+
 }  // namespace
 
-void LocalComm::AllReduce(void*, int64_t count, DType dtype, ReduceOp) {
+std::unique_ptr<PendingCollective> LocalComm::StartAllReduce(void*, int64_t count, DType dtype, ReduceOp) {
   CountAllReduce(count * static_cast<int64_t>(DTypeSize(dtype)));
+  return std::make_unique<Done>();
 }
 
-void LocalComm::ReduceScatter(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype,
-                              ReduceOp) {
+std::unique_ptr<PendingCollective> LocalComm::StartReduceScatter(const void* send, void* recv,
+                                                                 const std::vector<int64_t>& counts,
+                                                                 DType dtype, ReduceOp) {
   PMOL_CHECK(counts.size() == 1);
   CountReduceScatter(counts[0], counts[0]);
   CopyIfDistinct(send, recv, counts[0], dtype);
+  return std::make_unique<Done>();
 }
 
 void LocalComm::AllGather(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype) {

@@ -1,5 +1,5 @@
 // The Comm of a world of one process (no MPI): every collective is the identity (a copy
-// where the output buffer is separate) and moves no bytes.
+// where the output buffer is separate), done when it starts, and moves no bytes.
 #ifndef DIST_LOCAL_COMM_H_
 #define DIST_LOCAL_COMM_H_
 
@@ -18,9 +18,11 @@ class LocalComm final : public Comm {
   int size() const override { return 1; }
   const std::string& name() const override { return name_; }
 
-  void AllReduce(void* data, int64_t count, DType dtype, ReduceOp op) override;
-  void ReduceScatter(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype,
-                     ReduceOp op) override;
+  std::unique_ptr<PendingCollective> StartAllReduce(void* data, int64_t count, DType dtype,
+                                                    ReduceOp op) override;
+  std::unique_ptr<PendingCollective> StartReduceScatter(const void* send, void* recv,
+                                                        const std::vector<int64_t>& counts, DType dtype,
+                                                        ReduceOp op) override;
   void AllGather(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype) override;
   void AllToAll(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                 const std::vector<int64_t>& recv_counts, DType dtype) override;

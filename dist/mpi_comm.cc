@@ -82,25 +82,29 @@ class MpiComm final : public Comm {
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
 
-  void AllReduce(void* data, int64_t count, DType dtype, ReduceOp op) override {
+  std::unique_ptr<PendingCollective> StartAllReduce(void* data, int64_t count, DType dtype,
+                                                    ReduceOp op) override {
     CheckReducible(dtype);
     PMOL_CHECK(count >= 0 && count <= INT32_MAX);
     CountAllReduce(count * static_cast<int64_t>(DTypeSize(dtype)));
-    MPI_Request request;
-    MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), MpiType(dtype), MpiOp(op), comm_, &request);
-    Wait(request, "all-reduce");
+    auto pending = std::make_unique<MpiPending>(this, "all-reduce");
+    MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), MpiType(dtype), MpiOp(op), comm_,
+                   &pending->request);
+    return pending;
   }
 
-  void ReduceScatter(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype,
-                     ReduceOp op) override {
+  std::unique_ptr<PendingCollective> StartReduceScatter(const void* send, void* recv,
+                                                        const std::vector<int64_t>& counts, DType dtype,
+                                                        ReduceOp op) override {
     CheckReducible(dtype);
     PMOL_CHECK(static_cast<int>(counts.size()) == size_);
     const size_t esize = DTypeSize(dtype);
     CountReduceScatter(Sum(counts) * esize, counts[rank_] * esize);
-    std::vector<int> c = IntCounts(counts);
-    MPI_Request request;
-    MPI_Ireduce_scatter(send, recv, c.data(), MpiType(dtype), MpiOp(op), comm_, &request);
-    Wait(request, "reduce-scatter");
+    std::vector<int> c = IntCounts(counts);  // MPI may read the counts until completion
+    auto pending = std::make_unique<MpiPending>(this, "reduce-scatter");
+    pending->counts = std::move(c);
+    MPI_Ireduce_scatter(send, recv, pending->counts.data(), MpiType(dtype), MpiOp(op), comm_, &pending->request);
+    return pending;
   }
 
   void AllGather(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype) override {
@@ -148,6 +152,27 @@ class MpiComm final : public Comm {
   }
 
  private:
+  // A request of this communicator; Wait() polls it with the communicator's deadline.
+  struct MpiPending final : PendingCollective {
+    MpiPending(MpiComm* comm, const char* what) : comm(comm), what(what) {}
+    ~MpiPending() override {
+      if (!done) Wait();
+    }
+    bool Test() override {
+      if (!done) MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      return done != 0;
+    }
+    void Wait() override {
+      if (!done) comm->Wait(request, what);
+      done = 1;
+    }
+    MpiComm* comm;
+    const char* what;
+    MPI_Request request = MPI_REQUEST_NULL;
+    std::vector<int> counts;
+    int done = 0;
+  };
+
   // Polls the request: spins briefly, then sleeps in growing steps (up to 1 ms), so that
   // ranks waiting on a slow peer leave the cores to it; aborts the job at the deadline.
   void Wait(MPI_Request& request, const char* what) {

@@ -78,8 +78,16 @@ absl::StatusOr<std::unique_ptr<ZeroOptimizer>> ZeroOptimizer::Create(Comm* comm,
   const int64_t gsize = static_cast<int64_t>(DTypeSize(z->grad_dtype_));
   z->bucket_elements_ = std::max<int64_t>(1, options.bucket_bytes / gsize);
   const int64_t scratch = std::min(z->bucket_elements_, std::max<int64_t>(z->flat_size_, 1));
-  z->bucket_ = Tensor::Empty({scratch}, z->grad_dtype_, z->backend_);
-  z->bucket_recv_ = Tensor::Empty({scratch}, z->grad_dtype_, z->backend_);
+  for (int slot = 0; slot < kSlots; ++slot) {
+    z->send_[slot] = Tensor::Empty({scratch}, z->grad_dtype_, z->backend_);
+    if (options.stage > 0) z->recv_[slot] = Tensor::Empty({scratch}, z->grad_dtype_, z->backend_);
+  }
+  z->final_.assign(params.size(), 0);
+  for (int64_t b = 0; b < z->num_buckets(); ++b) {
+    const std::vector<Segment> segments =
+        z->Segments(b * z->bucket_elements_, std::min(z->flat_size_, (b + 1) * z->bucket_elements_));
+    z->bucket_tensors_.emplace_back(segments.front().tensor, segments.back().tensor);
+  }
   z->param_bucket_ = Tensor::Empty({scratch}, z->param_dtype_, z->backend_);
   z->param_send_ = Tensor::Empty({scratch}, z->param_dtype_, z->backend_);
 
@@ -139,28 +147,66 @@ std::vector<int64_t> ZeroOptimizer::ShardCounts(int64_t begin, int64_t end) cons
   return counts;
 }
 
-void ZeroOptimizer::ReduceScatterInto(bool accumulate) {
-  const int r = comm_->rank();
-  for (int64_t b0 = 0; b0 < flat_size_; b0 += bucket_elements_) {
-    const int64_t b1 = std::min(flat_size_, b0 + bucket_elements_);
-    Pack(grads_, b0, b1, bucket_.data());
-    const std::vector<int64_t> counts = ShardCounts(b0, b1);
-    const int64_t own_begin = std::max(b0, shard_starts_[r]);
-    void* recv = accumulate || counts[r] == 0 ? bucket_recv_.data() : At(shard_grad_, own_begin - shard_begin_);
-    comm_->ReduceScatter(bucket_.data(), recv, counts, grad_dtype_, ReduceOp::kSum);
-    if (accumulate && counts[r] > 0) {
-      backend_->Axpy(grad_dtype_, 1.0, bucket_recv_.data(), At(shard_grad_, own_begin - shard_begin_), counts[r]);
+void ZeroOptimizer::Arm() {
+  reducing_ = !(options_.stage == 0 && comm_->size() == 1);  // one replica: nothing to reduce
+  if (!reducing_ && options_.stage == 0) reduced_ = true;
+  next_bucket_ = num_buckets() - 1;
+  buckets_started_ = 0;
+  std::fill(final_.begin(), final_.end(), 0);
+}
+
+void ZeroOptimizer::StartBuckets(bool all) {
+  for (; next_bucket_ >= 0; --next_bucket_) {
+    if (!all) {
+      const auto [first, last] = bucket_tensors_[next_bucket_];
+      bool ready = true;
+      for (size_t t = first; t <= last && ready; ++t) ready = final_[t] || offsets_[t + 1] == offsets_[t];
+      if (!ready) return;
     }
+    StartBucket(next_bucket_);
   }
 }
 
-void ZeroOptimizer::AllReduceGrads() {
-  for (int64_t b0 = 0; b0 < flat_size_; b0 += bucket_elements_) {
-    const int64_t b1 = std::min(flat_size_, b0 + bucket_elements_);
-    Pack(grads_, b0, b1, bucket_.data());
-    comm_->AllReduce(bucket_.data(), b1 - b0, grad_dtype_, ReduceOp::kSum);
-    Unpack(bucket_.data(), b0, b1, grads_);
+void ZeroOptimizer::StartBucket(int64_t bucket) {
+  if (static_cast<int>(in_flight_.size()) == kSlots) CompleteOldest();
+  const int slot = static_cast<int>(buckets_started_++ % kSlots);
+  const int64_t b0 = bucket * bucket_elements_, b1 = std::min(flat_size_, b0 + bucket_elements_);
+  Pack(grads_, b0, b1, send_[slot].data());
+  std::unique_ptr<PendingCollective> request;
+  if (options_.stage == 0) {
+    request = comm_->StartAllReduce(send_[slot].data(), b1 - b0, grad_dtype_, ReduceOp::kSum);
+  } else {
+    // Stage 1 receives its block straight into the shard; stage 2 adds it there later.
+    const int r = comm_->rank();
+    const std::vector<int64_t> counts = ShardCounts(b0, b1);
+    const int64_t own_begin = std::max(b0, shard_starts_[r]);
+    void* recv = options_.stage == 2 || counts[r] == 0 ? recv_[slot].data()
+                                                        : At(shard_grad_, own_begin - shard_begin_);
+    request = comm_->StartReduceScatter(send_[slot].data(), recv, counts, grad_dtype_, ReduceOp::kSum);
   }
+  in_flight_.push_back({bucket, slot, std::move(request)});
+}
+
+void ZeroOptimizer::CompleteOldest() {
+  InFlight& oldest = in_flight_.front();
+  oldest.request->Wait();
+  const int64_t b0 = oldest.bucket * bucket_elements_, b1 = std::min(flat_size_, b0 + bucket_elements_);
+  if (options_.stage == 0) {
+    Unpack(send_[oldest.slot].data(), b0, b1, grads_);
+  } else if (options_.stage == 2) {
+    const int r = comm_->rank();
+    const int64_t own = ShardCounts(b0, b1)[r], own_begin = std::max(b0, shard_starts_[r]);
+    if (own > 0) {
+      backend_->Axpy(grad_dtype_, 1.0, recv_[oldest.slot].data(), At(shard_grad_, own_begin - shard_begin_), own);
+    }
+  }
+  in_flight_.erase(in_flight_.begin());
+}
+
+void ZeroOptimizer::FinishBuckets() {
+  StartBuckets(/*all=*/true);
+  while (!in_flight_.empty()) CompleteOldest();
+  reducing_ = false;
 }
 
 void ZeroOptimizer::AllGatherParams() {
@@ -177,20 +223,44 @@ void ZeroOptimizer::AllGatherParams() {
 
 void ZeroOptimizer::BeginStep() {
   if (options_.stage == 2) shard_grad_.SetZero();
+  reducing_ = reduced_ = false;
+}
+
+void ZeroOptimizer::BeginMicroBatch(bool last) {
+  if (options_.stage == 2 || last) {
+    Arm();
+  } else {
+    reducing_ = false;
+  }
+}
+
+void ZeroOptimizer::GradientReady(size_t i) {
+  if (!reducing_) return;
+  PMOL_CHECK(i < final_.size());
+  final_[i] = 1;
+  StartBuckets(/*all=*/false);
+  // Testing the oldest request drives the transport (MPI progresses inside its calls).
+  while (!in_flight_.empty() && in_flight_.front().request->Test()) CompleteOldest();
 }
 
 void ZeroOptimizer::AfterMicroBatch() {
-  if (options_.stage != 2) return;
-  ReduceScatterInto(/*accumulate=*/true);
-  for (Tensor& g : grads_) g.SetZero();
+  if (options_.stage == 2) {
+    if (!reducing_) Arm();  // no BeginMicroBatch: reduce now
+    FinishBuckets();
+    for (Tensor& g : grads_) g.SetZero();
+  } else if (reducing_) {
+    FinishBuckets();
+    reduced_ = true;
+  }
 }
 
 double ZeroOptimizer::ReduceGradients() {
-  if (options_.stage == 0) {
-    if (comm_->size() > 1) AllReduceGrads();
-    return GradSumOfSquares(grads_);  // the same reduced gradient on every rank
+  if (options_.stage < 2 && !reduced_) {  // not reduced during the last backward
+    Arm();
+    if (reducing_) FinishBuckets();
+    reduced_ = true;
   }
-  if (options_.stage == 1) ReduceScatterInto(/*accumulate=*/false);
+  if (options_.stage == 0) return GradSumOfSquares(grads_);  // the same reduced gradient on every rank
   return comm_->AllReduceSum(GradSumOfSquares({shard_grad_}));
 }
 

@@ -18,6 +18,17 @@
 // dist/comm.h counts them. One rank (N = 1) moves nothing and gives the updates of
 // pmol/optim/adamw.h exactly.
 //
+// Overlap with the backward (as DDP's bucketed all-reduce): in the micro-batch whose
+// gradients are reduced (stage 2: every one; stages 0 and 1: the step's last, as said by
+// BeginMicroBatch), the caller reports each tensor whose gradient has become final with
+// GradientReady. Buckets start from the last one (the backward finalises the tensors of
+// the top layers first) and strictly in that order, so that every rank starts the same
+// collectives in the same order whatever it reported: a bucket starts once it and every
+// bucket after it are final, and AfterMicroBatch starts whatever is left. Up to two
+// buckets are in flight while the backward goes on (each with its own buffers); each
+// report also tests the in-flight ones, which is what moves MPI's data on CPU. The
+// results are those of reducing after the backward, bucket by bucket.
+//
 // Gradient clipping uses the global norm: the sum of squares of each rank's shard
 // (stage 0: of the whole reduced gradient), all-reduced. Element updates are those of
 // AdamW (pmol/optim/adamw.h), so a run differs from the one-rank run only by the order
@@ -67,8 +78,18 @@ class ZeroOptimizer {
 
   // Before the first micro-batch of a step (stage 2: zeroes the shard's gradient).
   void BeginStep();
-  // After each micro-batch's backward (stage 2: reduce-scatter the gradient buffers into
-  // the shard and zero them; stages 0 and 1: nothing).
+  // Before each micro-batch's backward; `last`: the step's last micro-batch (stages 0 and
+  // 1 reduce during its backward). Optional: without it nothing overlaps the backward.
+  void BeginMicroBatch(bool last);
+  // The gradient of tensor i (registration order) is final for this micro-batch: starts
+  // the buckets that this completes (see the file comment). Nothing in a micro-batch that
+  // is not reduced.
+  void GradientReady(size_t i);
+  // After each micro-batch's backward, on every rank even when its backward failed (so
+  // that the ranks' collectives still match): starts the buckets not started yet and
+  // waits for all. Stage 2: accumulates the reduce-scattered gradient into the shard and
+  // zeroes the gradient buffers; stages 0 and 1: after the last micro-batch, the
+  // gradient is reduced.
   void AfterMicroBatch();
   // After the last micro-batch: reduces what is left to reduce and returns the global
   // gradient norm before clipping; scales the gradient to max_norm when above it
@@ -115,8 +136,15 @@ class ZeroOptimizer {
   void Pack(const std::vector<Tensor>& tensors, int64_t begin, int64_t end, void* buffer) const;
   void Unpack(const void* buffer, int64_t begin, int64_t end, std::vector<Tensor>& tensors) const;
   std::vector<int64_t> ShardCounts(int64_t begin, int64_t end) const;
-  void ReduceScatterInto(bool accumulate);
-  void AllReduceGrads();
+  int64_t num_buckets() const { return (flat_size_ + bucket_elements_ - 1) / bucket_elements_; }
+  // Gradient reduction, bucket by bucket: StartBuckets starts bucket next_bucket_ and
+  // those below it while `all` or they are final; FinishBuckets starts the rest and
+  // completes every one in flight.
+  void Arm();  // this micro-batch's gradients are to be reduced
+  void StartBuckets(bool all);
+  void StartBucket(int64_t bucket);
+  void CompleteOldest();  // waits for the oldest bucket in flight and uses its result
+  void FinishBuckets();
   void AllGatherParams();
 
   Comm* comm_ = nullptr;
@@ -129,7 +157,21 @@ class ZeroOptimizer {
   std::vector<int64_t> shard_starts_;   // size N + 1
   int64_t bucket_elements_ = 1;
   Tensor shard_grad_;                   // stages 1, 2: the reduced gradient of the shard
-  Tensor bucket_, bucket_recv_;         // scratch (gradient dtype) for the collectives
+  // Gradient reduction in flight: kSlots buffer pairs (gradient dtype), used in turn.
+  static constexpr int kSlots = 2;
+  struct InFlight {
+    int64_t bucket;
+    int slot;
+    std::unique_ptr<PendingCollective> request;
+  };
+  Tensor send_[kSlots], recv_[kSlots];
+  std::vector<InFlight> in_flight_;     // oldest first
+  int64_t buckets_started_ = 0;         // in this micro-batch (picks the slot)
+  int64_t next_bucket_ = -1;            // the next bucket to start (counting down); -1: none
+  bool reducing_ = false;               // this micro-batch's gradients are being reduced
+  bool reduced_ = false;                // stages 0, 1: the step's gradient is reduced
+  std::vector<char> final_;             // per tensor: final in this micro-batch
+  std::vector<std::pair<size_t, size_t>> bucket_tensors_;  // per bucket: [first, last] tensor
   Tensor param_bucket_, param_send_;    // scratch (parameter dtype) for the all-gather
   std::unique_ptr<AdamW> adam_;
   std::string signature_;

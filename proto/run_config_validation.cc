@@ -290,7 +290,9 @@ absl::Status ValidateParallel(const ParallelConfig& p) {
   if (p.zero_stage() < 0 || p.zero_stage() > 2) {
     return Bad("parallel.zero_stage", absl::StrCat("must be 0, 1 or 2, got ", p.zero_stage()));
   }
-  PMOL_CONFIG_RETURN_IF_ERROR(AtLeast("parallel.bucket_mb", p.bucket_mb(), 1));
+  if (!(p.bucket_mb() > 0) || !std::isfinite(p.bucket_mb())) {
+    return Bad("parallel.bucket_mb", absl::StrCat("must be a size in MiB > 0, got ", p.bucket_mb()));
+  }
   if (!(p.collective_timeout_s() > 0)) {
     return Bad("parallel.collective_timeout_s", absl::StrCat("must be > 0, got ", p.collective_timeout_s()));
   }

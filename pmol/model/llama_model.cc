@@ -92,7 +92,8 @@ absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids
   return s.final_out;
 }
 
-Tensor LlamaModel::Backward(ForwardState& s, const Tensor& dlogits, LlamaWeights* grads) {
+Tensor LlamaModel::Backward(ForwardState& s, const Tensor& dlogits, LlamaWeights* grads,
+                            const GradientsFinal& on_final) {
   const int64_t n = s.batch * s.seq, h = config_.hidden_size, v = config_.vocab_size;
   PMOL_CHECK(dlogits.numel() == n * v && dlogits.dtype() == dtype_);
   // Head: logits = f W^T.
@@ -104,7 +105,7 @@ Tensor LlamaModel::Backward(ForwardState& s, const Tensor& dlogits, LlamaWeights
     backend_->Gemm(dtype_, true, false, v, h, n, 1.0, dlogits.data(), v, s.final_out.data(), h,
                    1.0, dhead.data(), h);
   }
-  return BackwardFromHidden(s, df, grads);
+  return BackwardFromHidden(s, df, grads, on_final);
 }
 
 Tensor LlamaModel::HeadAt(const Tensor& hidden, const Tensor& positions) const {
@@ -138,13 +139,15 @@ Tensor LlamaModel::HeadAtBackward(const Tensor& hidden, const Tensor& positions,
   return dhidden;
 }
 
-Tensor LlamaModel::BackwardFromHidden(ForwardState& s, const Tensor& df, LlamaWeights* grads) {
+Tensor LlamaModel::BackwardFromHidden(ForwardState& s, const Tensor& df, LlamaWeights* grads,
+                                      const GradientsFinal& on_final) {
   const int64_t n = s.batch * s.seq, h = config_.hidden_size;
   PMOL_CHECK(df.numel() == n * h && df.dtype() == dtype_);
   Tensor dx = Tensor::Empty({n, h}, dtype_, backend_);
   backend_->RmsNormBackward(dtype_, s.final_in.data(), weights_.final_norm.data(),
                             s.final_inv_rms.data(), df.data(), n, h, dx.data(),
                             grads ? grads->final_norm.data() : nullptr);
+  if (on_final) on_final(config_.num_hidden_layers);
   for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
     BlockActivations& acts = s.blocks[l];
     const BlockInput in = MakeBlockInput(s, l);
@@ -152,12 +155,29 @@ Tensor LlamaModel::BackwardFromHidden(ForwardState& s, const Tensor& df, LlamaWe
     dx = DecoderBlockBackward(config_, weights_.layers[l], in, acts, dx,
                               grads ? &grads->layers[l] : nullptr);
     acts = BlockActivations();  // free as we go
+    if (on_final) on_final(l);
   }
   if (grads != nullptr) {
     backend_->EmbeddingBackward(dtype_, dx.data(), s.ids.data_as<int32_t>(), n, h,
                                 grads->embed.data());
   }
+  if (on_final) on_final(-1);
   return dx;
+}
+
+int64_t GradientsFinalLayer(const std::string& name, int64_t num_layers) {
+  if (name == "model.embed_tokens.weight") return -1;
+  const std::string prefix = "model.layers.";
+  const size_t at = name.find(prefix);
+  if (at == std::string::npos || (at > 0 && name[at - 1] != '.')) return num_layers;
+  size_t i = at + prefix.size();
+  int64_t layer = 0;
+  const size_t digits = i;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && layer < num_layers; ++i) {
+    layer = layer * 10 + (name[i] - '0');
+  }
+  if (i == digits || i >= name.size() || name[i] != '.' || layer >= num_layers) return num_layers;
+  return layer;
 }
 
 }  // namespace pmol

@@ -9,6 +9,7 @@
 #ifndef PMOL_MODEL_LLAMA_MODEL_H_
 #define PMOL_MODEL_LLAMA_MODEL_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,16 @@ struct ForwardState {
   std::vector<BlockActivations> blocks;
   Tensor final_in, final_inv_rms, final_out;  // [N, H], [N], [N, H]
 };
+
+// Told during a backward which parameter gradients have become final, so that their
+// reduction can start while the backward goes on: layer = num_hidden_layers once the
+// final norm is done (everything above the blocks: final norm, LM head, a value head),
+// layer = l after block l (its weights and its adapters), layer = -1 after the embedding.
+using GradientsFinal = std::function<void(int64_t layer)>;
+// The GradientsFinal layer after which the gradient of the trainable tensor `name` (HF
+// names; adapters' names extend their module's) is final: l for "model.layers.l.*", -1
+// for "model.embed_tokens.weight" (a tied head too), num_layers for anything else.
+int64_t GradientsFinalLayer(const std::string& name, int64_t num_layers);
 
 class LlamaModel {
  public:
@@ -58,10 +69,13 @@ class LlamaModel {
 
   // dlogits [batch, seq, vocab]. Returns the gradient at the embedding output [N, H];
   // adds weight gradients into `grads` (shaped by ZerosLikeWeights) when not null.
-  Tensor Backward(ForwardState& state, const Tensor& dlogits, LlamaWeights* grads);
+  // `on_final` (may be empty) hears about gradients as they become final.
+  Tensor Backward(ForwardState& state, const Tensor& dlogits, LlamaWeights* grads,
+                  const GradientsFinal& on_final = {});
 
   // From the gradient at the final hidden states [N, H] (what ForwardHidden returned).
-  Tensor BackwardFromHidden(ForwardState& state, const Tensor& dhidden, LlamaWeights* grads);
+  Tensor BackwardFromHidden(ForwardState& state, const Tensor& dhidden, LlamaWeights* grads,
+                            const GradientsFinal& on_final = {});
 
   // The LM head at selected positions only: logits [M, vocab] = hidden[positions] W_head^T,
   // for hidden [N, H] from ForwardHidden and `positions` an i32 [M] tensor of row indices

@@ -186,21 +186,22 @@ PreferenceStep::ReferenceLogProbs(const data::PreferenceBatch& batch) {
 
 absl::StatusOr<StepMetrics> PreferenceStep::Run(
     const data::PreferenceBatch& batch, double loss_scale,
-    const std::pair<std::vector<double>, std::vector<double>>* cached_reference) {
-  return Compute(batch, loss_scale, cached_reference, /*backward=*/true);
+    const std::pair<std::vector<double>, std::vector<double>>* cached_reference,
+    const GradientsFinal& on_final) {
+  return Compute(batch, loss_scale, cached_reference, /*backward=*/true, on_final);
 }
 
 absl::StatusOr<StepMetrics> PreferenceStep::Evaluate(
     const data::PreferenceBatch& batch,
     const std::pair<std::vector<double>, std::vector<double>>* cached_reference) {
   if (adapters_ != nullptr) adapters_->SetTraining(false, 0, 0);
-  return Compute(batch, /*loss_scale=*/0.0, cached_reference, /*backward=*/false);
+  return Compute(batch, /*loss_scale=*/0.0, cached_reference, /*backward=*/false, {});
 }
 
 absl::StatusOr<StepMetrics> PreferenceStep::Compute(
     const data::PreferenceBatch& batch, double loss_scale,
     const std::pair<std::vector<double>, std::vector<double>>* cached_reference,
-    bool backward) {
+    bool backward, const GradientsFinal& on_final) {
   // With expert groups a label names a group and must exist; otherwise labels only
   // split the metrics, and any non-negative label is fine.
   const bool grouped = adapters_ != nullptr && adapters_->options().has_router();
@@ -361,7 +362,7 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
   m.loss = m.main + options_.group_loss_weight * m.group + options_.balance_loss_weight * m.balance;
 
   if (backward) {
-    model_->BackwardFromHidden(state, dhidden, full_grads_);
+    model_->BackwardFromHidden(state, dhidden, full_grads_, on_final);
   }
   if (adapters_ != nullptr) adapters_->ClearCaches();
   return m;

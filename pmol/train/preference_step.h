@@ -107,10 +107,12 @@ class PreferenceStep {
       const data::PreferenceBatch& batch);
 
   // Losses, metrics and gradients (+= loss_scale * dL/dtheta). `cached_reference` (may be
-  // null) replaces the reference forward.
+  // null) replaces the reference forward. `on_final` (may be empty) hears, during the
+  // backward, which layers' gradients are final (LlamaModel::Backward).
   absl::StatusOr<StepMetrics> Run(
       const data::PreferenceBatch& batch, double loss_scale,
-      const std::pair<std::vector<double>, std::vector<double>>* cached_reference = nullptr);
+      const std::pair<std::vector<double>, std::vector<double>>* cached_reference = nullptr,
+      const GradientsFinal& on_final = {});
 
   // The same metrics with a forward only: no backward, no gradient buffer touched, no
   // activations kept. Switches the adapters to evaluation mode (SetTraining(false): no
@@ -125,7 +127,7 @@ class PreferenceStep {
   absl::StatusOr<StepMetrics> Compute(
       const data::PreferenceBatch& batch, double loss_scale,
       const std::pair<std::vector<double>, std::vector<double>>* cached_reference,
-      bool backward);
+      bool backward, const GradientsFinal& on_final);
 
   StepOptions options_;
   LlamaModel* model_;

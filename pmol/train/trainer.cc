@@ -6,6 +6,8 @@
 #include <cmath>
 #include <iostream>
 #include <optional>
+#include <tuple>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -100,6 +102,12 @@ class Trainer {
   std::unique_ptr<data::Sampler> sampler_;
   std::unique_ptr<dist::ZeroOptimizer> optimizer_;  // every trainable tensor, or (ep > 1) the replicated ones
   std::unique_ptr<dist::ZeroOptimizer> expert_optimizer_;  // ep > 1: this rank's experts
+  // Overlap of the gradient reduction with the backward: the tensors (optimizer index)
+  // whose gradients each GradientsFinal layer makes final, indexed by layer + 1, per
+  // optimizer ([0] optimizer_, [1] expert_optimizer_); and the callback that reports them.
+  std::vector<std::vector<size_t>> final_at_layer_[2];
+  GradientsFinal on_gradients_final_;
+  void SetupOverlap(const NamedTensors (&parts)[2]);
   dist::ExpertPlacement placement_;
   std::vector<CheckpointedOptimizer> CheckpointedOptimizers();
   NamedTensors CheckpointedTrainable();
@@ -123,6 +131,7 @@ class Trainer {
   int64_t window_steps_ = 0;
   int64_t window_all_steps_ = 0;  // skipped ones included
   dist::CommStats window_gradient_comm_, window_world_comm_, window_expert_comm_, window_expert_gradient_comm_;  // counters at the window's start
+  double window_gradient_wait_seconds_ = 0;  // blocked on gradient reductions after the backwards
   void StartWindowCounters();
   Clock::time_point window_start_, run_start_;
   int64_t run_start_step_ = 0;
@@ -216,7 +225,7 @@ absl::Status Trainer::Setup() {
   NamedTensors params = run_->TrainableParams(), grads = run_->TrainableGrads();
   dist::ZeroOptions zo;
   zo.stage = config_.parallel().zero_stage();
-  zo.bucket_bytes = static_cast<int64_t>(config_.parallel().bucket_mb()) << 20;
+  zo.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(config_.parallel().bucket_mb() * (1 << 20)));
   // With expert parallelism the experts (lora_A, lora_B) go to their own optimizer over
   // the expert-data-parallel group; the routers stay with the world's.
   NamedTensors replicated[2], replicated_grads[2];  // [0] replicated, [1] experts
@@ -234,6 +243,7 @@ absl::Status Trainer::Setup() {
                           dist::ZeroOptimizer::Create(groups_.expert_data_parallel.get(), replicated[1],
                                                       replicated_grads[1], decay[1], ao, zo));
   }
+  if (config_.parallel().overlap_reduction()) SetupOverlap(replicated);
   store_ = std::make_unique<CheckpointStore>(checkpoint_dir_, config_.checkpoint().keep_last());
   state_.seed = config_.seed();
   state_.world_size = world_->size();
@@ -273,6 +283,23 @@ absl::Status Trainer::Setup() {
 // Places the expert groups on the expert-parallel ranks (balanced by expert count, then
 // by load: each group's share of the training pairs, which the group loss routes to it)
 // and keeps this rank's experts.
+void Trainer::SetupOverlap(const NamedTensors (&parts)[2]) {
+  const int64_t layers = run_->model->config().num_hidden_layers;
+  for (int part = 0; part < 2; ++part) {
+    final_at_layer_[part].assign(layers + 2, {});
+    for (size_t i = 0; i < parts[part].size(); ++i) {
+      final_at_layer_[part][GradientsFinalLayer(parts[part][i].first, layers) + 1].push_back(i);
+    }
+  }
+  on_gradients_final_ = [this](int64_t layer) {
+    dist::ZeroOptimizer* optimizers[2] = {optimizer_.get(), expert_optimizer_.get()};
+    for (int part = 0; part < 2; ++part) {
+      if (optimizers[part] == nullptr) continue;
+      for (size_t i : final_at_layer_[part][layer + 1]) optimizers[part]->GradientReady(i);
+    }
+  };
+}
+
 absl::Status Trainer::SetupExpertParallelism() {
   if (groups_.ep == 1) return absl::OkStatus();
   const ExpertLayout& layout = run_->adapters->options().layout;
@@ -307,6 +334,7 @@ NamedTensors Trainer::CheckpointedTrainable() {
 }
 
 void Trainer::StartWindowCounters() {
+  window_gradient_wait_seconds_ = 0;
   window_gradient_comm_ = groups_.data_parallel->stats();
   if (groups_.ep > 1) {
     window_expert_comm_ = groups_.expert_parallel->stats();
@@ -414,12 +442,20 @@ absl::Status Trainer::TrainStep() {
     if (run_->adapters) run_->adapters->SetTraining(true, config_.seed(), state_.step * micro_per_step + m);
     ReferencePair cached;
     if (precompute_) cached = CachedReference(train_reference_, batch);
+    const bool last = a + 1 == accumulation_;
+    if (on_gradients_final_) {
+      optimizer_->BeginMicroBatch(last);
+      if (expert_optimizer_) expert_optimizer_->BeginMicroBatch(last);
+    }
     absl::StatusOr<StepMetrics> metrics =
-        run_->step->Run(batch, 1.0 / micro_per_step, precompute_ ? &cached : nullptr);
-    // Every rank leaves together when one fails, before the next collective.
-    PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, metrics.status()));
+        run_->step->Run(batch, 1.0 / micro_per_step, precompute_ ? &cached : nullptr, on_gradients_final_);
+    // Every rank completes the reductions that the others started during their backward,
+    // then all leave together when one failed, before the next collective.
+    const Clock::time_point wait_start = Clock::now();
     optimizer_->AfterMicroBatch();
     if (expert_optimizer_) expert_optimizer_->AfterMicroBatch();
+    window_gradient_wait_seconds_ += Seconds(wait_start);
+    PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, metrics.status()));
     loss += metrics->loss / micro_per_step;  // each micro-batch's loss enters with weight 1/(A N)
     tokens += metrics->tokens;
     done.push_back(std::move(*metrics));
@@ -432,6 +468,7 @@ absl::Status Trainer::TrainStep() {
     tokens = static_cast<int64_t>(totals[1]);
   }
   double norm = 0;
+  const Clock::time_point reduce_start = Clock::now();
   if (expert_optimizer_) {
     // The global norm over the replicated tensors and every expert-parallel rank's experts.
     const double squares = optimizer_->ReduceGradients() +
@@ -442,6 +479,7 @@ absl::Status Trainer::TrainStep() {
   } else {
     norm = optimizer_->ReduceAndClip(config_.optimizer().max_grad_norm());
   }
+  window_gradient_wait_seconds_ += Seconds(reduce_start);
   const double lr = LearningRate(schedule_, state_.step);
   if (!std::isfinite(loss) || !std::isfinite(norm)) {
     ++state_.skipped_steps;
@@ -506,6 +544,9 @@ absl::Status Trainer::TrainStep() {
             (groups_.expert_parallel->stats().all_to_all_bytes - window_expert_comm_.all_to_all_bytes) / steps;
       }
       scalars["comm/gradient_bytes_per_step"] = gradient_bytes / steps;
+      // Time spent waiting for gradient reductions once the backward is over: what the
+      // overlap with the backward did not hide.
+      scalars["comm/gradient_wait_seconds_per_step"] = window_gradient_wait_seconds_ / steps;
       scalars["comm/other_bytes_per_step"] =
           (world_->stats().total_bytes() - window_world_comm_.total_bytes()) / steps;
     }

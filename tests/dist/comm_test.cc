@@ -1,6 +1,6 @@
 // The MPI backend of Comm under mpirun (4 ranks, and sub-groups of 1-3 from Split):
 // every collective against values computed independently on each rank, uneven and
-// empty blocks, the traffic accounting of comm.h, the process groups of
+// empty blocks, collectives in flight together, the traffic accounting of comm.h, the process groups of
 // `parallel { dp: ep: }`, and the single-process LocalComm.
 #include <cstdint>
 #include <numeric>
@@ -49,6 +49,46 @@ TEST(MpiCommTest, AllReduceSumMaxMinEveryDtype) {
       EXPECT_EQ(i32[i], static_cast<int32_t>(i));
     }
   }
+}
+
+TEST(MpiCommTest, CollectivesInFlightTogetherCompleteInAnyOrder) {
+  // Two all-reduces and a reduce-scatter started before any completes, on two
+  // communicators; waited for in reverse order, the first only tested until done; a
+  // PendingCollective dropped while in flight waits for itself.
+  std::unique_ptr<Comm> other = TestWorld().Split(0, TestWorld().rank(), "other");
+  Comm& c = TestWorld();
+  const int n = c.size(), r = c.rank();
+  std::vector<double> a(1000), b(7), send(4 * 5), recv(5, -1), dropped(3, 1.0);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = Value(r, i);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = -Value(r, i);
+  for (size_t i = 0; i < send.size(); ++i) send[i] = Value(r, i);
+  std::unique_ptr<PendingCollective> pa = c.StartAllReduce(a.data(), 1000, DType::kF64, ReduceOp::kSum);
+  std::unique_ptr<PendingCollective> pb = other->StartAllReduce(b.data(), 7, DType::kF64, ReduceOp::kSum);
+  std::unique_ptr<PendingCollective> ps =
+      c.StartReduceScatter(send.data(), recv.data(), {5, 5, 5, 5}, DType::kF64, ReduceOp::kSum);
+  other->StartAllReduce(dropped.data(), 3, DType::kF64, ReduceOp::kSum);  // destroyed at once: waits
+  EXPECT_EQ(dropped, std::vector<double>(3, n));
+  ps->Wait();
+  pb->Wait();
+  while (!pa->Test()) {
+  }
+  EXPECT_TRUE(pa->Test());
+  for (int64_t i = 0; i < 1000; ++i) {
+    double sum = 0;
+    for (int q = 0; q < n; ++q) sum += Value(q, i);
+    ASSERT_DOUBLE_EQ(a[i], sum) << "i=" << i;
+    if (i < 7) EXPECT_DOUBLE_EQ(b[i], -sum);
+    if (i < 5) {
+      double block = 0;
+      for (int q = 0; q < n; ++q) block += Value(q, r * 5 + i);
+      EXPECT_DOUBLE_EQ(recv[i], block);
+    }
+  }
+  LocalComm local;
+  std::vector<double> x = {1, 2}, y(2);
+  EXPECT_TRUE(local.StartAllReduce(x.data(), 2, DType::kF64, ReduceOp::kSum)->Test());
+  EXPECT_TRUE(local.StartReduceScatter(x.data(), y.data(), {2}, DType::kF64, ReduceOp::kSum)->Test());
+  EXPECT_EQ(y, x);
 }
 
 TEST(MpiCommTest, ReduceScatterAndAllGatherWithUnevenAndEmptyBlocks) {

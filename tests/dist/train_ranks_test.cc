@@ -284,13 +284,25 @@ TEST(TrainRanksTest, RanksAndZeroStagesTrainTheOneProcessModel) {
   const std::string& ref = OneProcess(shape);
   struct Case {
     int ranks, zero_stage;
+    bool overlap = true;
   };
-  for (const Case c : {Case{2, 0}, Case{2, 2}, Case{4, 1}, Case{4, 2}}) {
-    SCOPED_TRACE("ranks " + std::to_string(c.ranks) + ", zero_stage " + std::to_string(c.zero_stage));
-    const std::string dir = FreshDir("ranks" + std::to_string(c.ranks) + "_zero" + std::to_string(c.zero_stage));
-    const CommandResult r =
-        RunRanks(c.ranks, WriteRunConfig(dir, shape), {"--set=parallel.zero_stage=" + std::to_string(c.zero_stage)});
+  // Buckets of 2 KiB (the adapter's Ψ is several of them), so that the reduction of the
+  // upper layers' buckets starts during the backward (overlapped); one case reduces
+  // after it. Both give the one-process model.
+  for (const Case c : {Case{2, 0}, Case{2, 2}, Case{4, 1}, Case{4, 2}, Case{2, 0, false}}) {
+    const std::string name = "ranks" + std::to_string(c.ranks) + "_zero" + std::to_string(c.zero_stage) +
+                             (c.overlap ? "" : "_no_overlap");
+    SCOPED_TRACE(name);
+    const std::string dir = FreshDir(name);
+    const CommandResult r = RunRanks(c.ranks, WriteRunConfig(dir, shape),
+                                     {"--set=parallel.zero_stage=" + std::to_string(c.zero_stage),
+                                      "--set=parallel.bucket_mb=0.002",
+                                      std::string("--set=parallel.overlap_reduction=") + (c.overlap ? "true" : "false")});
     ASSERT_TRUE(ExitedWith(r, 0));
+    // The time blocked on reductions after the backward is reported every step.
+    const std::map<int64_t, double> wait = TrainMetric(dir, "comm/gradient_wait_seconds_per_step");
+    EXPECT_EQ(wait.size(), 8u);
+    for (const auto& [step, seconds] : wait) EXPECT_GE(seconds, 0) << "step " << step;
     EXPECT_NE(r.stdout_text.find(std::to_string(c.ranks) + " ranks ("), std::string::npos) << r.Describe();
     EXPECT_EQ(Count(r.stdout_text, "done: 8 steps"), 1u) << "only rank 0 prints\n" << r.Describe();
     ExpectSameAdapter(ref, dir);
@@ -340,8 +352,11 @@ TEST(TrainRanksTest, LoraAndFullFineTuningTrainTheOneProcessModel) {
     ASSERT_TRUE(ExitedWith(RunRanks(1, WriteRunConfig(ref, shape)), 0));
     for (const int zero_stage : {0, 2}) {
       const std::string dir = FreshDir(c.name + "_ranks2_zero" + std::to_string(zero_stage));
-      const CommandResult r =
-          RunRanks(2, WriteRunConfig(dir, shape), {"--set=parallel.zero_stage=" + std::to_string(zero_stage)});
+      // Small buckets: full fine-tuning's buckets hold whole and split weights of every
+      // layer, and start as the backward passes them.
+      const CommandResult r = RunRanks(2, WriteRunConfig(dir, shape),
+                                       {"--set=parallel.zero_stage=" + std::to_string(zero_stage),
+                                        "--set=parallel.bucket_mb=0.01"});
       ASSERT_TRUE(ExitedWith(r, 0));
       ExpectSameAdapter(ref, dir, c.weights, kF64Tol);
       ExpectSameLosses(ref, dir, kF64Tol);
@@ -431,7 +446,8 @@ TEST(TrainRanksTest, ExpertParallelismTrainsTheOneProcessModel) {
     const std::string dir = FreshDir(name);
     const CommandResult r = RunRanks(c.ranks, WriteRunConfig(dir, shape),
                                      {"--set=parallel.ep=" + std::to_string(c.ep),
-                                      "--set=parallel.zero_stage=" + std::to_string(c.zero_stage)});
+                                      "--set=parallel.zero_stage=" + std::to_string(c.zero_stage),
+                                      "--set=parallel.bucket_mb=0.001"});  // routers and experts in several buckets
     ASSERT_TRUE(ExitedWith(r, 0));
     EXPECT_NE(r.stdout_text.find(std::to_string(c.ep) + " expert-parallel"), std::string::npos) << r.Describe();
     if (c.ep == 2) {

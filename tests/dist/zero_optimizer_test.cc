@@ -2,7 +2,9 @@
 // process running pmol::AdamW on the summed gradient: parameters after every step, with
 // clipping active, uneven shards (Ψ not divisible by the ranks, an empty tensor, a
 // bucket size that splits tensors), bytes moved per step against the analytic volume of
-// each stage, and checkpoint pieces written on one rank count resumed on another.
+// each stage, checkpoint pieces written on one rank count resumed on another, and the
+// reduction overlapped with a simulated backward (buckets start in a fixed order as
+// their tensors are reported final, whatever each rank reports).
 //
 // Tolerance: f64 throughout; the runs differ from the reference only in the order the
 // ranks' gradients are added, so parameters agree to 1e-12 relative to their scale.
@@ -132,6 +134,73 @@ TEST(ZeroOptimizerTest, EveryStageOnOneToFourRanksMatchesOneProcess) {
       ASSERT_TRUE(zero.ok()) << zero.status();
       Train(**zero, model, *comm, 0, 3);
       ExpectParamsNear(model, want, "k=" + std::to_string(k) + " stage " + std::to_string(stage));
+    }
+  }
+}
+
+// Adds micro-batch m's gradient tensor by tensor in `order`, reporting each as final
+// after it is added (when `report`), as a backward does. Returns how many collectives
+// the optimizer had started before the last tensor of `order` was added.
+int64_t AddMicroGradReporting(ZeroOptimizer& zero, Model& model, Comm& comm, int step, int m,
+                              const std::vector<size_t>& order, bool report) {
+  const int64_t calls_before = comm.stats().calls;
+  int64_t started_before_last = 0;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const size_t i = order[k];
+    double* g = model.grads[i].second.data_as<double>();
+    for (int64_t j = 0; j < model.grads[i].second.numel(); ++j) g[j] += MicroGrad(step, m, i, j) / kMicroPerStep;
+    if (k + 1 == order.size()) started_before_last = comm.stats().calls - calls_before;
+    if (report) zero.GradientReady(i);
+  }
+  return started_before_last;
+}
+
+TEST(ZeroOptimizerTest, ReductionOverlappedWithTheBackwardGivesTheSameSteps) {
+  // Ψ = 35 in buckets of 7: b0 [0,7) and b1 [7,14) hold only t0, b2 [14,21) t0 and t2,
+  // b3 [21,28) t2 and t3, b4 [28,35) t3 and t4 (t1 is empty). Reported as a backward
+  // does (t4 first), b4 and b3 start before t0 is final; reported in registration order
+  // (t0 first) nothing can start early, since buckets start from the last one. The last
+  // rank reports nothing (as if its backward had failed): its AfterMicroBatch starts
+  // every bucket and the ranks' collectives still match.
+  const std::vector<std::vector<double>> want = Reference(3);
+  const std::vector<size_t> backward = {4, 3, 2, 1, 0}, forward = {0, 1, 2, 3, 4};
+  for (int k : {2, 4}) {
+    std::unique_ptr<Comm> comm = FirstRanks(k);
+    for (int stage = 0; stage <= 2; ++stage) {
+      if (TestWorld().rank() >= k) continue;
+      const std::string what = "k=" + std::to_string(k) + " stage " + std::to_string(stage);
+      const int r = comm->rank();
+      // The same run reducing after the backward (the path proven above), for equality.
+      Model plain = MakeModel(), model = MakeModel();
+      ZeroOptions options;
+      options.stage = stage;
+      options.bucket_bytes = 7 * 8;
+      auto reference = ZeroOptimizer::Create(comm.get(), plain.params, plain.grads, plain.decay, Adam(), options);
+      auto zero = ZeroOptimizer::Create(comm.get(), model.params, model.grads, model.decay, Adam(), options);
+      ASSERT_TRUE(zero.ok() && reference.ok());
+      Train(**reference, plain, *comm, 0, 3);
+      for (int s = 0; s < 3; ++s) {
+        for (auto& [n, g] : model.grads) g.SetZero();
+        (*zero)->BeginStep();
+        const int micro = kMicroPerStep / k;
+        for (int a = 0; a < micro; ++a) {
+          const bool last = a + 1 == micro, reduced = stage == 2 || last;
+          (*zero)->BeginMicroBatch(last);
+          const std::vector<size_t>& order = r % 2 == 0 ? backward : forward;
+          const int64_t early = AddMicroGradReporting(**zero, model, *comm, s, a * k + r, order, r != k - 1);
+          // Rank 0 reports in backward order: b4 and b3 are in flight before t0 is final.
+          if (r == 0) EXPECT_EQ(early, reduced ? 2 : 0) << what << " step " << s << " micro-batch " << a;
+          if (r % 2 == 1) EXPECT_EQ(early, 0) << what;
+          (*zero)->AfterMicroBatch();
+        }
+        EXPECT_GT((*zero)->ReduceAndClip(kMaxNorm), kMaxNorm);
+        (*zero)->Step(0.05);
+      }
+      ExpectParamsNear(model, want, what);
+      for (size_t i = 0; i < model.params.size(); ++i) {
+        EXPECT_EQ(model.params[i].second.ToDoubles(), plain.params[i].second.ToDoubles())
+            << what << ": overlapping the reduction changed tensor " << i;
+      }
     }
   }
 }
