@@ -10,7 +10,9 @@
 //   [m B, (m + 1) B) of them, padded to its longest sequence (rounded up to 8), with the
 //   dropout masks of micro-step s A N + m, and adds (1 / (A N)) dL/dtheta; so the set of
 //   micro-batches, and the step, do not depend on N;
-//   the gradients are reduced over the ranks and the update is AdamW with lr(s)
+//   the gradients are reduced over the ranks (bucket by bucket, started during the
+//   backward of the micro-batch that makes them final, with parallel.overlap_reduction)
+//   and the update is AdamW with lr(s)
 //   (lr_schedule.h), sharded by parallel.zero_stage (dist/zero_optimizer.h), after
 //   clipping the global gradient norm to optimizer.max_grad_norm; if the loss or the
 //   norm is not finite the step is skipped on every rank (no update; the run stops after
