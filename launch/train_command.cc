@@ -77,6 +77,13 @@ absl::Status RunTrain() {
       absl::StatusOr<std::string> devices =
           dist::LocalRankVisibleDevices(std::getenv("CUDA_VISIBLE_DEVICES"), mpi.local_rank, mpi.local_size);
       absl::Status bound = dist::AgreeOnStatus(*world, devices.status());
+      if (bound.ok() && world->size() > 1) {
+        // dist::MpiComm moves host buffers only; GPU buffers need the NCCL backend.
+        bound = absl::UnimplementedError(absl::StrCat(
+            "model.device: \"cuda\" with ", world->size(),
+            " ranks: collectives on GPU buffers need the NCCL backend, which this build does not have yet; "
+            "train on one GPU (one rank), or on CPU ranks (model.device: \"cpu\")"));
+      }
       if (!bound.ok()) {
         if (world->rank() != 0) std::exit(1);
         return bound;

@@ -563,6 +563,12 @@ TEST(TrainRanksTest, WorldSizeErrorsArePrintedOnceByRankZero) {
     EXPECT_TRUE(StderrMentions(r, {"parallel.ep"})) << ep;
     EXPECT_EQ(Count(r.stderr_text, "parallel.ep"), 1u) << r.Describe();
   }
+
+  // Several ranks on GPUs need NCCL, which this build lacks: refused before any GPU work.
+  const CommandResult gpu = RunRanks(2, WriteRunConfig(dir, RunShape{}), {"--set=model.device=cuda"});
+  EXPECT_TRUE(ExitedWith(gpu, 1));
+  EXPECT_TRUE(StderrMentions(gpu, {"model.device: \"cuda\" with 2 ranks", "NCCL"})) << gpu.Describe();
+  EXPECT_EQ(Count(gpu.stderr_text, "NCCL backend"), 1u) << gpu.Describe();
 }
 
 }  // namespace
