@@ -40,15 +40,8 @@ for arg in "$@"; do
   esac
 done
 case "$kind" in full|pmol) ;; *) echo "dist_benchmark.sh: --kind must be full or pmol" >&2; exit 2 ;; esac
-command -v mpirun >/dev/null || { echo "dist_benchmark.sh: mpirun not found (bash launch/setup.sh)" >&2; exit 1; }
-
-bazel build //launch:pmol >/dev/null 2>&1 || { echo "dist_benchmark.sh: bazel build //launch:pmol failed" >&2; exit 1; }
-pmol=$(pwd)/bazel-bin/launch/pmol
-work=${PMOL_BENCH_DIR:-/tmp/pmol-dist-benchmark}
-mkdir -p "$work"
-[ -f "$work/data/tokenizer.json" ] || "$pmol" make-demo-data --out="$work/data" --seed=1 >/dev/null
-[ -f "$work/model/model.safetensors" ] ||
-  "$pmol" init-model --hf-config="$model_config" --out="$work/model" --seed=1 --dtype=f32 >/dev/null
+source benchmarks/ranks_setup.sh
+bench_setup dist_benchmark.sh /tmp/pmol-dist-benchmark "$model_config"
 
 max_rank=0
 for n in $ranks; do [ "$n" -gt "$max_rank" ] && max_rank=$n; done
@@ -100,12 +93,7 @@ for stage in $stages; do
     out="$work/run_${kind}_z${stage}_n${n}_overlap_${overlap}"
     rm -rf "$out" "$out.textproto"
     write_config "$out"
-    if [ "$n" -eq 1 ]; then
-      launch=("$pmol")
-    else
-      launch=(mpirun --oversubscribe --bind-to none --mca btl self,vader,tcp -np "$n" "$pmol")
-      [ "$(id -u)" -eq 0 ] && launch=(mpirun --allow-run-as-root "${launch[@]:1}")
-    fi
+    bench_launch "$n"
     if ! "${launch[@]}" train --config="$out.textproto" --set=parallel.zero_stage="$stage" \
       --set=parallel.overlap_reduction="$overlap" --set=parallel.bucket_mb="$bucket_mb" >"$out.log" 2>&1; then
       echo "dist_benchmark.sh: the run with $n ranks, stage $stage failed; see $out.log" >&2

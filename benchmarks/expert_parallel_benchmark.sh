@@ -29,15 +29,8 @@ for arg in "$@"; do
     *) echo "expert_parallel_benchmark.sh: unknown argument '$arg'" >&2; exit 2 ;;
   esac
 done
-command -v mpirun >/dev/null || { echo "expert_parallel_benchmark.sh: mpirun not found (bash launch/setup.sh)" >&2; exit 1; }
-
-bazel build //launch:pmol >/dev/null 2>&1 || { echo "expert_parallel_benchmark.sh: bazel build //launch:pmol failed" >&2; exit 1; }
-pmol=$(pwd)/bazel-bin/launch/pmol
-work=${PMOL_BENCH_DIR:-/tmp/pmol-ep-benchmark}
-mkdir -p "$work"
-[ -f "$work/data/tokenizer.json" ] || "$pmol" make-demo-data --out="$work/data" --seed=1 >/dev/null
-[ -f "$work/model/model.safetensors" ] ||
-  "$pmol" init-model --hf-config="$model_config" --out="$work/model" --seed=1 --dtype=f32 >/dev/null
+source benchmarks/ranks_setup.sh
+bench_setup expert_parallel_benchmark.sh /tmp/pmol-ep-benchmark "$model_config"
 
 write_config() {  # out_dir
   cat > "$1.textproto" <<EOF
@@ -79,11 +72,7 @@ run() {  # name ranks extra-flags...
   local out="$work/$name"
   rm -rf "$out" "$out.textproto"
   write_config "$out"
-  local launch=("$pmol")
-  if [ "$n" -gt 1 ]; then
-    launch=(mpirun --oversubscribe --bind-to none --mca btl self,vader,tcp -np "$n" "$pmol")
-    [ "$(id -u)" -eq 0 ] && launch=(mpirun --allow-run-as-root "${launch[@]:1}")
-  fi
+  bench_launch "$n"
   if ! "${launch[@]}" train --config="$out.textproto" "$@" >"$out.log" 2>&1; then
     echo "expert_parallel_benchmark.sh: run $name failed; see $out.log" >&2
     tail -5 "$out.log" >&2
