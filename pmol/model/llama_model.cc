@@ -3,6 +3,7 @@
 
 #include <numeric>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "pmol/core/status.h"
 #include "pmol/io/weight_files.h"
@@ -170,13 +171,12 @@ int64_t GradientsFinalLayer(const std::string& name, int64_t num_layers) {
   const std::string prefix = "model.layers.";
   const size_t at = name.find(prefix);
   if (at == std::string::npos || (at > 0 && name[at - 1] != '.')) return num_layers;
-  size_t i = at + prefix.size();
-  int64_t layer = 0;
-  const size_t digits = i;
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && layer < num_layers; ++i) {
-    layer = layer * 10 + (name[i] - '0');
+  const size_t begin = at + prefix.size(), end = name.find('.', begin);
+  int64_t layer = -1;
+  if (end == std::string::npos || !absl::SimpleAtoi(name.substr(begin, end - begin), &layer) || layer < 0 ||
+      layer >= num_layers) {
+    return num_layers;
   }
-  if (i == digits || i >= name.size() || name[i] != '.' || layer >= num_layers) return num_layers;
   return layer;
 }
 

@@ -46,47 +46,21 @@ namespace fs = std::filesystem;
 
 constexpr double kRelTol = 1e-5;
 
-struct Fixture {
-  std::string root, data, model;
-};
-
-const Fixture& Shared() {
-  static const Fixture* fixture = [] {
-    auto* f = new Fixture;
-    f->root = FreshDir("ranks_shared");
-    f->data = f->root + "/data";
-    f->model = f->root + "/model";
-    EXPECT_TRUE(ExitedWith(RunPmol({"make-demo-data", "--out=" + f->data, "--seed=2"}), 0));
-    nlohmann::json config = TinyTrainLlamaConfig();
-    InitModel(config, f->model, 5);
-    return f;
-  }();
-  return *fixture;
-}
-
-constexpr char kPmolAdapter[] = R"(adapter {
-  kind: PMOL
-  groups { name: "helpfulness" experts: 1 }
-  groups { name: "harmlessness" experts: 2 }
-  empty_experts: 1
-  rank: 2
-  alpha: 4
-  dropout: 0.1
-})";
+const TrainFixture& Shared() { return SharedTrainFixture("ranks_shared"); }
 
 struct RunShape {
   int max_steps = 8;
   int global_batch = 8;
   int micro_batch = 2;
   int checkpoint_every = 4;
-  std::string adapter = kPmolAdapter;
+  std::string adapter = kTinyPmolAdapter;
   std::string dtype = "f32";
 };
 
 // A PMoL DPO run over two preferences, with dropout (so the micro-batches' dropout masks
 // must follow the pairs, not the ranks) and accumulation on every world size used here.
 std::string WriteRunConfig(const std::string& out, const RunShape& shape) {
-  const Fixture& f = Shared();
+  const TrainFixture& f = Shared();
   const std::string text = R"(seed: 3
 output_dir: ")" + out + R"("
 model { path: ")" + f.model + R"(" threads: 1 dtype: ")" + shape.dtype + R"(" }
@@ -468,7 +442,7 @@ TEST(TrainRanksTest, ExpertParallelismTrainsTheOneProcessModel) {
 TEST(TrainRanksTest, TopKWithCapacityUnderExpertParallelismTrainsTheOneProcessModel) {
   RunShape shape;
   shape.max_steps = 6;
-  shape.adapter = std::string(kPmolAdapter).replace(std::string(kPmolAdapter).find("  dropout"), 0,
+  shape.adapter = std::string(kTinyPmolAdapter).replace(std::string(kTinyPmolAdapter).find("  dropout"), 0,
                                                     "  top_k: 2\n  capacity_factor: 1.0\n");
   const std::string ref = FreshDir("topk_one_process");
   ASSERT_TRUE(ExitedWith(RunRanks(1, WriteRunConfig(ref, shape)), 0));
@@ -530,7 +504,7 @@ TEST(TrainRanksTest, PreferenceAwareSamplingReportsItsAllToAllBytes) {
   // Top-1 routing, so that a row moves only to the rank of its chosen expert.
   RunShape shape;
   shape.max_steps = 4;
-  shape.adapter = std::string(kPmolAdapter).replace(std::string(kPmolAdapter).find("  dropout"), 0, "  top_k: 1\n");
+  shape.adapter = std::string(kTinyPmolAdapter).replace(std::string(kTinyPmolAdapter).find("  dropout"), 0, "  top_k: 1\n");
   double bytes[2] = {0, 0};
   for (const bool aware : {false, true}) {
     const std::string dir = FreshDir(aware ? "aware" : "unaware");

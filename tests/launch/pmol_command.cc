@@ -167,6 +167,29 @@ void InitModel(const nlohmann::json& config, const std::string& dir, int seed,
   ASSERT_TRUE(ExitedWith(r, 0));
 }
 
+const TrainFixture& SharedTrainFixture(const std::string& name) {
+  static const TrainFixture* fixture = [&name] {
+    auto* f = new TrainFixture;
+    f->root = FreshDir(name);
+    f->data = f->root + "/data";
+    f->model = f->root + "/model";
+    EXPECT_TRUE(ExitedWith(RunPmol({"make-demo-data", "--out=" + f->data, "--seed=2"}), 0));
+    InitModel(TinyTrainLlamaConfig(), f->model, 5);
+    return f;
+  }();
+  return *fixture;
+}
+
+const char kTinyPmolAdapter[] = R"(adapter {
+  kind: PMOL
+  groups { name: "helpfulness" experts: 1 }
+  groups { name: "harmlessness" experts: 2 }
+  empty_experts: 1
+  rank: 2
+  alpha: 4
+  dropout: 0.1
+})";
+
 std::string RawSafetensors(const nlohmann::json& header, const std::string& data) {
   const std::string text = header.dump();
   std::string bytes(8, '\0');

@@ -70,6 +70,18 @@ nlohmann::json TinyTrainLlamaConfig();
 void InitModel(const nlohmann::json& config, const std::string& dir, int seed,
                const std::string& dtype = "f32");
 
+// What the training tests train: the demo corpus (make-demo-data --seed=2) in `data` and
+// TinyTrainLlamaConfig initialised with seed 5 in `model`, made once per test binary
+// under FreshDir(name).
+struct TrainFixture {
+  std::string root, data, model;
+};
+const TrainFixture& SharedTrainFixture(const std::string& name);
+
+// The PMoL adapter block those tests train: groups helpfulness (1 expert) and
+// harmlessness (2 experts), one empty expert, rank 2, alpha 4, dropout 0.1.
+extern const char kTinyPmolAdapter[];
+
 // A safetensors file as bytes: 8-byte little-endian header length, `header` as JSON,
 // then `data`. No padding and no checks: the header may say anything.
 std::string RawSafetensors(const nlohmann::json& header, const std::string& data);

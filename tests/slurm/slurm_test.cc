@@ -293,15 +293,7 @@ class SlurmTest : public ::testing::Test {
     return R"(seed: 3
 output_dir: ")" + out + R"("
 model { path: ")" + model_ + R"(" threads: 1 }
-adapter {
-  kind: PMOL
-  groups { name: "helpfulness" experts: 1 }
-  groups { name: "harmlessness" experts: 2 }
-  empty_experts: 1
-  rank: 2
-  alpha: 4
-  dropout: 0.1
-}
+)" + std::string(kTinyPmolAdapter) + R"(
 objective { kind: DPO beta: 0.1 }
 optimizer { lr: 2e-3 warmup_steps: 2 max_steps: )" + std::to_string(max_steps) + R"( weight_decay: 0.01 }
 data {

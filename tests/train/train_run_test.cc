@@ -29,42 +29,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The demo corpus and a tiny model, made once for the whole test binary.
-struct Fixture {
-  std::string root, data, model;
-};
-
-const Fixture& Shared() {
-  static const Fixture* fixture = [] {
-    auto* f = new Fixture;
-    f->root = FreshDir("train_shared");
-    f->data = f->root + "/data";
-    f->model = f->root + "/model";
-    CommandResult demo = RunPmol({"make-demo-data", "--out=" + f->data, "--seed=2"});
-    EXPECT_TRUE(ExitedWith(demo, 0));
-    nlohmann::json config = TinyTrainLlamaConfig();
-    InitModel(config, f->model, 5);
-    return f;
-  }();
-  return *fixture;
-}
+const TrainFixture& Shared() { return SharedTrainFixture("train_shared"); }
 
 // A PMoL DPO run over two preferences with dropout and accumulation, so that resuming
 // must restore the sampler, the optimizer, the schedule and the dropout masks.
 std::string PmolConfig(const std::string& out, int max_steps = 24) {
-  const Fixture& f = Shared();
+  const TrainFixture& f = Shared();
   return R"(seed: 3
 output_dir: ")" + out + R"("
 model { path: ")" + f.model + R"(" threads: 2 }
-adapter {
-  kind: PMOL
-  groups { name: "helpfulness" experts: 1 }
-  groups { name: "harmlessness" experts: 2 }
-  empty_experts: 1
-  rank: 2
-  alpha: 4
-  dropout: 0.1
-}
+)" + std::string(kTinyPmolAdapter) + R"(
 objective { kind: DPO beta: 0.1 }
 optimizer { lr: 5e-3 warmup_steps: 2 max_steps: )" + std::to_string(max_steps) + R"( grad_accumulation_steps: 2 weight_decay: 0.01 }
 data {
@@ -256,7 +230,7 @@ TEST(TrainRunTest, OverridesAndConfigErrors) {
 }
 
 TEST(TrainRunTest, BadDataAndModelsAreClearErrorsAndWriteNoCheckpoint) {
-  const Fixture& f = Shared();
+  const TrainFixture& f = Shared();
   const std::string dir = FreshDir("bad_input");
   const std::string config = WriteConfig(dir, PmolConfig(dir));
   struct Case {
@@ -299,7 +273,7 @@ std::string Variant(const std::string& dir, const std::string& adapter, const st
 }
 
 TEST(TrainRunTest, LoraFullSftAndRewardRunsWriteTheirOutputs) {
-  const Fixture& f = Shared();
+  const TrainFixture& f = Shared();
   struct Case {
     const char* name;
     const char* adapter;
