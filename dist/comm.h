@@ -1,6 +1,6 @@
 // Comm: the collectives a distributed run uses, written once and implemented per
-// transport (dist/mpi_comm.h on CPU buffers; the NCCL backend on GPU buffers comes with
-// the CUDA work; dist/local_comm.h for a world of one process, which needs no MPI).
+// transport (dist/mpi_comm.h on CPU buffers; dist/nccl_comm.h on GPU buffers, host ones
+// going to MPI; dist/local_comm.h for a world of one process, which needs no MPI).
 // Every rank of a Comm must call the same collectives in the same order with matching
 // sizes. The plain calls block until this rank's part is done; buffers are host memory
 // for MPI. Counts are element counts of `dtype`. StartAllReduce and StartReduceScatter
@@ -9,7 +9,9 @@
 // flight at once (they complete in any order but are matched across ranks in the order
 // they were started). How far one progresses while the caller computes depends on the
 // transport: NCCL runs it on its own stream; MPI moves data inside MPI calls, so callers
-// Test() in-flight collectives now and then to drive it.
+// Test() in-flight collectives now and then to drive it. On GPU buffers "done" is in
+// stream order: after Wait() (or a blocking call) every later operation of the CUDA
+// backend sees the result, without the host blocking.
 //
 //   AllReduce      data[i] <- op over ranks of data[i]                      (in place)
 //   ReduceScatter  recv = rank r's block of op over ranks of send; send holds

@@ -8,10 +8,6 @@
 namespace pmol::dist {
 namespace {
 
-void CopyIfDistinct(const void* src, void* dst, int64_t count, DType dtype) {
-  if (src != dst && count > 0) std::memmove(dst, src, count * DTypeSize(dtype));
-}
-
 class Done final : public PendingCollective {
  public:
   bool Test() override { return true; }
@@ -19,6 +15,16 @@ class Done final : public PendingCollective {
 };
 
 }  // namespace
+
+void LocalComm::CopyIfDistinct(const void* src, void* dst, int64_t count, DType dtype) {
+  if (src == dst || count <= 0) return;
+  const size_t bytes = count * DTypeSize(dtype);
+  if (memory_ != nullptr) {
+    memory_->CopyOnDevice(dst, src, bytes);
+  } else {
+    std::memmove(dst, src, bytes);
+  }
+}
 
 std::unique_ptr<PendingCollective> LocalComm::StartAllReduce(void*, int64_t count, DType dtype, ReduceOp) {
   CountAllReduce(count * static_cast<int64_t>(DTypeSize(dtype)));
@@ -55,7 +61,7 @@ void LocalComm::Broadcast(void*, int64_t count, DType dtype, int root) {
 void LocalComm::Barrier() { ++stats_.calls; }
 
 std::unique_ptr<Comm> LocalComm::Split(int, int, const std::string& name) {
-  return std::make_unique<LocalComm>(name);
+  return std::make_unique<LocalComm>(name, memory_);
 }
 
 }  // namespace pmol::dist

@@ -1,5 +1,7 @@
 // The Comm of a world of one process (no MPI): every collective is the identity (a copy
-// where the output buffer is separate), done when it starts, and moves no bytes.
+// where the output buffer is separate), done when it starts, and moves no bytes. The
+// copies go through `memory`, the backend whose buffers the callers pass (GPU memory for
+// CUDA), or memmove on host memory when it is null.
 #ifndef DIST_LOCAL_COMM_H_
 #define DIST_LOCAL_COMM_H_
 
@@ -7,12 +9,14 @@
 #include <string>
 
 #include "dist/comm.h"
+#include "kernels/backend.h"
 
 namespace pmol::dist {
 
 class LocalComm final : public Comm {
  public:
-  explicit LocalComm(std::string name = "world") : name_(std::move(name)) {}
+  explicit LocalComm(std::string name = "world", Backend* memory = nullptr)
+      : name_(std::move(name)), memory_(memory) {}
 
   int rank() const override { return 0; }
   int size() const override { return 1; }
@@ -31,7 +35,10 @@ class LocalComm final : public Comm {
   std::unique_ptr<Comm> Split(int color, int key, const std::string& name) override;
 
  private:
+  void CopyIfDistinct(const void* src, void* dst, int64_t count, DType dtype);
+
   std::string name_;
+  Backend* memory_;
 };
 
 }  // namespace pmol::dist

@@ -8,7 +8,8 @@
 // (a second SIGINT stops at once); running the same command again resumes.
 // Started by mpirun or srun (several ranks), the world comes from MPI; only rank 0
 // prints. With model.threads: 0, the cores of a node are shared out between its ranks;
-// with model.device: "cuda", each rank of a node takes its own GPU (dist/local_device.h).
+// with model.device: "cuda", each rank of a node takes its own GPU (dist/local_device.h)
+// and GPU buffers are reduced over NCCL (dist/nccl_comm.h).
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
@@ -23,6 +24,8 @@
 #include "gflags/gflags.h"
 #include "dist/local_device.h"
 #include "dist/mpi_comm.h"
+#include "dist/nccl_comm.h"
+#include "kernels/backend.h"
 #include "launch/command.h"
 #include "pmol/core/status.h"
 #include "pmol/train/trainer.h"
@@ -77,18 +80,24 @@ absl::Status RunTrain() {
       absl::StatusOr<std::string> devices =
           dist::LocalRankVisibleDevices(std::getenv("CUDA_VISIBLE_DEVICES"), mpi.local_rank, mpi.local_size);
       absl::Status bound = dist::AgreeOnStatus(*world, devices.status());
-      if (bound.ok() && world->size() > 1) {
-        // dist::MpiComm moves host buffers only; GPU buffers need the NCCL backend.
-        bound = absl::UnimplementedError(absl::StrCat(
-            "model.device: \"cuda\" with ", world->size(),
-            " ranks: collectives on GPU buffers need the NCCL backend, which this build does not have yet; "
-            "train on one GPU (one rank), or on CPU ranks (model.device: \"cpu\")"));
-      }
       if (!bound.ok()) {
         if (world->rank() != 0) std::exit(1);
         return bound;
       }
       setenv("CUDA_VISIBLE_DEVICES", devices->c_str(), 1);
+      if (world->size() > 1) {
+        // GPU buffers travel over NCCL; host ones (status, metrics) stay on MPI.
+        absl::StatusOr<Backend*> gpu = GetBackend(DeviceType::kCuda);
+        bound = dist::AgreeOnStatus(*world, gpu.status());
+        if (!bound.ok()) {
+          if (world->rank() != 0) std::exit(1);
+          return bound;
+        }
+        dist::NcclOptions nccl;
+        nccl.timeout_seconds = config.parallel().collective_timeout_s();
+        PMOL_ASSIGN_OR_RETURN(world, dist::CreateNcclComm(std::move(world), *gpu, nccl));
+        options.world = world.get();
+      }
     }
     if (world->rank() == 0 && world->size() > 1) {
       std::cout << world->size() << " ranks (" << mpi.local_size << " on this node, "

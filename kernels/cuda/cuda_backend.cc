@@ -91,6 +91,7 @@ class CudaBackend final : public Backend {
 
   DeviceType device() const override { return DeviceType::kCuda; }
   std::string Name() const override { return name_; }
+  cudaStream_t stream() const { return stream_; }
 
   void* Allocate(size_t bytes) override {
     void* ptr = nullptr;
@@ -460,6 +461,11 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend() {
                                   prop.minor, ")");
   return std::unique_ptr<Backend>(
       std::make_unique<CudaBackend>(std::move(name), stream, std::move(blas)));
+}
+
+void* CudaBackendStream(Backend* backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(backend);
+  return cuda == nullptr ? nullptr : static_cast<void*>(cuda->stream());
 }
 
 }  // namespace pmol

@@ -26,6 +26,10 @@ namespace pmol {
 // no device, or a GPU older than the sm_90 this build targets). Never aborts.
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend();
 
+// The stream (a cudaStream_t) on which a CUDA backend enqueues all its work, for code that
+// orders its own streams after it (dist/nccl_comm.h); null for any other backend.
+void* CudaBackendStream(Backend* backend);
+
 }  // namespace pmol
 
 #endif  // PMOL_KERNELS_CUDA_CUDA_BACKEND_H_

@@ -16,6 +16,7 @@
 #include "dist/local_comm.h"
 #include "dist/process_groups.h"
 #include "dist/zero_optimizer.h"
+#include "kernels/backend.h"
 #include "pmol/core/status.h"
 #include "pmol/data/batching.h"
 #include "pmol/data/sampler.h"
@@ -155,6 +156,13 @@ absl::Status Trainer::Setup() {
   output_dir_ = config_.output_dir();
   if (output_dir_.empty()) return absl::InvalidArgumentError("output_dir: required by `pmol train`");
   checkpoint_dir_ = config_.checkpoint().dir().empty() ? output_dir_ + "/checkpoints" : config_.checkpoint().dir();
+  if (local_world_ != nullptr && config_.model().device() != "cpu") {
+    // One process on a GPU: the world's copies (ZeRO's, with one rank) move GPU buffers.
+    PMOL_ASSIGN_OR_RETURN(DeviceType device, ParseDevice(config_.model().device()));
+    PMOL_ASSIGN_OR_RETURN(Backend * backend, GetBackend(device, config_.model().threads()));
+    local_world_ = std::make_unique<dist::LocalComm>("world", backend);
+    world_ = local_world_.get();
+  }
   // The groups first: a collective every rank reaches, whatever fails after it.
   PMOL_ASSIGN_OR_RETURN(groups_, dist::MakeProcessGroups(world_, config_.parallel()));
   groups_made_ = true;

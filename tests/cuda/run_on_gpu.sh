@@ -3,7 +3,7 @@
 #
 #   On the build machine (after `bazel build --config=cuda //tests/cuda:all`):
 #     tests/cuda/run_on_gpu.sh pack DIR [BINARY...]
-#   copies the test binaries (default: bazel-bin/tests/cuda/cuda_backend_test) to DIR/bin
+#   copies the test binaries (default: bazel-bin/tests/cuda/{cuda_backend,nccl_comm}_test) to DIR/bin
 #   and every shared library they need that is neither part of glibc nor part of CUDA
 #   (Abseil, OpenBLAS, gfortran, libstdc++, ...; found with ldd) to DIR/lib.
 #
@@ -39,7 +39,7 @@ pack() {
   shift
   local binaries=("$@")
   if [[ ${#binaries[@]} -eq 0 ]]; then
-    binaries=(bazel-bin/tests/cuda/cuda_backend_test)
+    binaries=(bazel-bin/tests/cuda/cuda_backend_test bazel-bin/tests/cuda/nccl_comm_test)
   fi
   mkdir -p "$out/bin" "$out/lib"
   local bin lib name path
