@@ -20,9 +20,14 @@ absl::StatusOr<DType> ComputeDType(const config::ModelConfig& m, DeviceType devi
   DType dt;
   if (!ParseDTypeName(absl::AsciiStrToUpper(m.dtype()), &dt) || dt == DType::kI32)
     return absl::InvalidArgumentError(absl::StrCat("model.dtype: unknown dtype '", m.dtype(), "'"));
-  if (device == DeviceType::kCpu && dt != DType::kF32 && dt != DType::kF64)
+  if (dt != DType::kF32 && dt != DType::kF64) {
+    // bf16 weights load fine (converted on load); bf16 compute with f32 master weights
+    // needs the mixed-precision kernels, which neither backend has yet.
     return absl::InvalidArgumentError(absl::StrCat(
-        "model.dtype: '", m.dtype(), "' is a GPU compute type; the CPU computes in f32 or f64"));
+        "model.dtype: '", m.dtype(), "': mixed-precision (", m.dtype(), ") training is not implemented yet; ",
+        device == DeviceType::kCpu ? "the CPU" : "the CUDA backend",
+        " computes in f32 (or f64); a bf16 checkpoint is read and converted on load"));
+  }
   return dt;
 }
 

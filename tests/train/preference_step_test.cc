@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "pmol/train/run_components.h"
 #include "tests/model/model_test_util.h"
@@ -166,6 +167,19 @@ TEST(PreferenceStepTest, RouterMassByLayer) {
       diff = std::max(diff, std::fabs(m.router_mass_by_layer[p][0][k] -
                                       m.router_mass_by_layer[p][1][k]));
     EXPECT_GT(diff, 1e-9);
+  }
+}
+
+TEST(PreferenceStepTest, MixedPrecisionComputeIsRefusedByName) {
+  for (const char* dtype : {"bf16", "f16"}) {
+    config::RunConfig c = TinyConfig();
+    c.mutable_model()->set_dtype(dtype);
+    absl::StatusOr<std::unique_ptr<RunComponents>> run = BuildRunComponents(c, "");
+    ASSERT_FALSE(run.ok()) << dtype;
+    EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string message(run.status().message());
+    EXPECT_NE(message.find(absl::StrCat("model.dtype: '", dtype, "'")), std::string::npos) << message;
+    EXPECT_NE(message.find("not implemented yet"), std::string::npos) << message;
   }
 }
 

@@ -1,0 +1,111 @@
+// A whole PMoL-DPO step on the GPU against the CPU path: the tiny PMoL run of the training
+// tests (2 layers, 2 groups x 2 experts + routers, rank 3, DPO + group + balance loss,
+// 4 pairs of two preferences, lora_B set nonzero so that the policy differs from the
+// reference) is built once on the CPU in f64 (the oracle) and once on CUDA, in f64 and in
+// f32, with and without activation recompute; the losses, the reward figures and every
+// trainable gradient (lora_A, lora_B, routers) are compared.
+//
+// Tolerances, per tensor relative to its largest entry (max |gpu - cpu| <= tol * max|cpu|),
+// and relative for the loss parts:
+//   CUDA f64 vs CPU f64: 1e-10. Both compute in double; only the summation orders of
+//     GEMMs and reductions differ (~sqrt(n) ulp of 1.1e-16 over sums of <= 64 terms here),
+//     chained through two layers' forward and backward.
+//   CUDA f32 vs CPU f64: 2e-4. f32 rounding (6e-8) amplified by the depth of the chain
+//     (about 40 dependent GEMM/softmax/norm stages forward and backward) and by the DPO
+//     loss's difference of log-prob sums, ~1e-5 expected; 2e-4 leaves margin while still
+//     catching a wrong kernel (an error in any op moves gradients by O(1) relative).
+// Without a GPU (the build machines), every test is skipped.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "pmol/train/run_components.h"
+#include "tests/train/train_test_util.h"
+
+namespace pmol {
+namespace {
+
+bool HaveGpu() { return GetBackend(DeviceType::kCuda).ok(); }
+
+// lora_B = 0.05 sin(1 + i) on any device (train_test_util's PerturbB writes host memory).
+void SetLoraB(RunComponents& run) {
+  Backend* cpu = GetBackend(DeviceType::kCpu).value();
+  for (AdaptedModule& am : run.adapters->modules()) {
+    Tensor& b = am.params.lora_B;
+    std::vector<double> values(b.numel());
+    for (size_t i = 0; i < values.size(); ++i) values[i] = 0.05 * std::sin(1.0 + static_cast<double>(i));
+    b.CopyFrom(Tensor::FromHost(values.data(), b.shape(), DType::kF64, cpu).ConvertTo(b.dtype()));
+  }
+}
+
+struct StepResult {
+  std::vector<double> parts;  // loss, main, group, balance, reward sums
+  std::vector<std::pair<std::string, std::vector<double>>> grads;
+};
+
+StepResult RunStep(const std::string& device, const std::string& dtype, bool recompute) {
+  config::RunConfig c = TinyConfig();
+  c.mutable_model()->set_device(device);
+  c.mutable_model()->set_dtype(dtype);
+  c.mutable_model()->set_recompute_activations(recompute);
+  absl::StatusOr<std::unique_ptr<RunComponents>> run = BuildRunComponents(c, "");
+  EXPECT_TRUE(run.ok()) << run.status();
+  if (!run.ok()) return {};
+  SetLoraB(**run);
+  absl::StatusOr<StepMetrics> m = (*run)->step->Run(TinyBatch(0, 4), 1.0);
+  EXPECT_TRUE(m.ok()) << m.status();
+  if (!m.ok()) return {};
+  StepResult out;
+  out.parts = {m->loss, m->main, m->group, m->balance};
+  for (double x : m->reward_chosen_sum) out.parts.push_back(x);
+  for (double x : m->reward_rejected_sum) out.parts.push_back(x);
+  for (auto& [name, g] : (*run)->TrainableGrads()) out.grads.push_back({name, g.ToDoubles()});
+  return out;
+}
+
+void ExpectMatches(const StepResult& gpu, const StepResult& cpu, double tol) {
+  ASSERT_EQ(gpu.parts.size(), cpu.parts.size());
+  for (size_t i = 0; i < cpu.parts.size(); ++i) {
+    EXPECT_LE(std::fabs(gpu.parts[i] - cpu.parts[i]), tol * std::max(1e-3, std::fabs(cpu.parts[i])))
+        << "loss part " << i << ": gpu " << gpu.parts[i] << " cpu " << cpu.parts[i];
+  }
+  ASSERT_EQ(gpu.grads.size(), cpu.grads.size());
+  for (size_t t = 0; t < cpu.grads.size(); ++t) {
+    const auto& [name, want] = cpu.grads[t];
+    const std::vector<double>& got = gpu.grads[t].second;
+    ASSERT_EQ(gpu.grads[t].first, name);
+    ASSERT_EQ(got.size(), want.size()) << name;
+    double scale = 0, worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      scale = std::max(scale, std::fabs(want[i]));
+      worst = std::max(worst, std::fabs(got[i] - want[i]));
+    }
+    ASSERT_GT(scale, 0) << name << ": a zero gradient would make this comparison empty";
+    EXPECT_LE(worst, tol * scale) << name << ": max |gpu - cpu| " << worst << " vs max |cpu| " << scale;
+  }
+}
+
+TEST(PreferenceStepGpuTest, LossesAndGradientsMatchTheCpuPath) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable GPU: " << GetBackend(DeviceType::kCuda).status();
+  const StepResult cpu = RunStep("cpu", "f64", false);
+  ASSERT_FALSE(cpu.grads.empty());
+  for (bool recompute : {false, true}) {
+    SCOPED_TRACE(recompute ? "with activation recompute" : "stored activations");
+    ExpectMatches(RunStep("cuda", "f64", recompute), cpu, 1e-10);
+    ExpectMatches(RunStep("cuda", "f32", recompute), cpu, 2e-4);
+  }
+}
+
+TEST(PreferenceStepGpuTest, RepeatsBitForBit) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable GPU: " << GetBackend(DeviceType::kCuda).status();
+  const StepResult a = RunStep("cuda", "f32", false), b = RunStep("cuda", "f32", false);
+  EXPECT_EQ(a.parts, b.parts);
+  ASSERT_EQ(a.grads.size(), b.grads.size());
+  for (size_t t = 0; t < a.grads.size(); ++t) EXPECT_EQ(a.grads[t].second, b.grads[t].second) << a.grads[t].first;
+}
+
+}  // namespace
+}  // namespace pmol
