@@ -3,15 +3,18 @@
 #
 #   On the build machine (after `bazel build --config=cuda //tests/cuda:all`):
 #     tests/cuda/run_on_gpu.sh pack DIR [BINARY...]
-#   copies the test binaries (default: bazel-bin/tests/cuda/{cuda_backend,nccl_comm}_test) to DIR/bin
+#   copies the test binaries (default: every tests/cuda/*_test in bazel-bin) to DIR/bin
 #   and every shared library they need that is neither part of glibc nor part of CUDA
 #   (Abseil, OpenBLAS, gfortran, libstdc++, ...; found with ldd) to DIR/lib.
 #
 #   On the GPU machine:
 #     tests/cuda/run_on_gpu.sh run DIR [gtest flags...]
-#   runs every binary in DIR/bin with LD_LIBRARY_PATH = DIR/lib plus the directories
+#   runs every test binary (DIR/bin/*_test) with LD_LIBRARY_PATH = DIR/lib plus the directories
 #   that hold the CUDA libraries there (/usr/local/cuda*/lib64, or the nvidia/*/lib
 #   folders of a pip-installed PyTorch), and exits non-zero if any test fails.
+#     tests/cuda/run_on_gpu.sh exec DIR COMMAND [ARGS...]
+#   runs one command (a packed binary, or a tool such as compute-sanitizer wrapping one)
+#   with that same LD_LIBRARY_PATH, and exits with its status.
 #
 # The binaries link pmol's own libraries statically (linkstatic) and carry a RUNPATH of
 # /usr/local/cuda/lib64; libcudart/libcublas/libcublasLt are not copied (the cuBLAS
@@ -19,7 +22,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -39,7 +42,7 @@ pack() {
   shift
   local binaries=("$@")
   if [[ ${#binaries[@]} -eq 0 ]]; then
-    binaries=(bazel-bin/tests/cuda/cuda_backend_test bazel-bin/tests/cuda/nccl_comm_test)
+    binaries=(bazel-bin/tests/cuda/*_test)
   fi
   mkdir -p "$out/bin" "$out/lib"
   local bin lib name path
@@ -78,16 +81,27 @@ cuda_lib_dirs() {
   echo "${dirs[*]}"
 }
 
-run() {
+use_libraries() {
   local dir="$1"
-  shift
   [[ -d "$dir/bin" ]] || { echo "run_on_gpu.sh: $dir/bin does not exist (pack first)" >&2; exit 1; }
   local lib_path
   lib_path="$(cd "$dir/lib" && pwd):$(cuda_lib_dirs)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export LD_LIBRARY_PATH="$lib_path"
+}
+
+exec_one() {
+  use_libraries "$1"
+  shift
+  exec "$@"
+}
+
+run() {
+  local dir="$1"
+  shift
+  use_libraries "$dir"
   command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
   local failed=0 bin
-  for bin in "$dir"/bin/*; do
+  for bin in "$dir"/bin/*_test; do
     if ldd "$bin" | grep -q "not found"; then
       echo "run_on_gpu.sh: $bin has unresolved libraries with LD_LIBRARY_PATH=$LD_LIBRARY_PATH:" >&2
       ldd "$bin" | grep "not found" >&2
@@ -112,5 +126,6 @@ shift
 case "$command" in
   pack) pack "$@" ;;
   run) run "$@" ;;
+  exec) exec_one "$@" ;;
   *) usage ;;
 esac
