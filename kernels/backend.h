@@ -19,6 +19,17 @@
 //   LogSoftmaxGather: logp[r] = logits[r, t_r] - logsumexp(logits[r,:]); rows with
 //               t_r < 0 give logp = 0 and zero gradient.
 //               backward: dlogits[r,:] = dlogp[r] * (onehot(t_r) - softmax(logits[r,:]))
+//
+// Memory accounting (GetMemoryStats) covers what Allocate hands out and Free returns:
+//   in_use   = bytes allocated and not yet freed (CPU: exactly the bytes requested; CUDA:
+//              the stream-ordered pool's count, which rounds each block up and includes
+//              the backend's own scratch buffer);
+//   peak     = max of in_use since the last ResetPeakMemory(), which sets peak = in_use;
+//   reserved = bytes held from the system (CPU: = in_use, malloc is the allocator; CUDA:
+//              the pool's reservation, >= in_use, freed blocks stay cached for reuse).
+// Memory a Tensor wraps without allocating it (Tensor::Wrap, e.g. an mmap'ed safetensors
+// file) is not counted. The counters are per backend (per process and device), not per
+// thread.
 #ifndef PMOL_KERNELS_BACKEND_H_
 #define PMOL_KERNELS_BACKEND_H_
 
@@ -55,6 +66,14 @@ struct AdamWScalars {
   double bias_correction2 = 1.0;  // 1 - beta2^t
 };
 
+// Bytes of device memory held by this backend's allocator (Allocate/Free); see the file
+// comment for what each backend counts.
+struct MemoryStats {
+  int64_t in_use_bytes = 0;       // allocated and not yet freed
+  int64_t peak_in_use_bytes = 0;  // max of in_use_bytes since the last ResetPeakMemory()
+  int64_t reserved_bytes = 0;     // held from the system (>= in_use; the cache on CUDA)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -69,6 +88,9 @@ class Backend {
   virtual void CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void CopyOnDevice(void* dst, const void* src, size_t bytes) = 0;
   virtual void Synchronize() = 0;
+  // Thread-safe, like Allocate and Free.
+  virtual MemoryStats GetMemoryStats() = 0;
+  virtual void ResetPeakMemory() = 0;  // peak <- current in-use
 
   // Element-wise and reductions.
   virtual void Fill(DType dt, void* x, double value, int64_t n) = 0;

@@ -2,9 +2,11 @@
 // instantiation of the kernels in this folder.
 #include "kernels/cpu/cpu_backend.h"
 
-#include <thread>
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/check.h"
@@ -20,6 +22,10 @@
 
 namespace pmol {
 namespace {
+
+// Alignment of every block Allocate returns, and the size of the header in front of it.
+constexpr size_t kAlign = 64;
+static_assert(kAlign >= sizeof(size_t));
 
 // Calls fn(T{}) with T = float or double according to dt.
 template <typename Fn>
@@ -57,12 +63,51 @@ void CpuBackend::SetThreads(int threads) {
 
 std::string CpuBackend::Name() const { return absl::StrCat("cpu (", threads_, " threads)"); }
 
+// A block is [header of kAlign bytes | the caller's bytes]: the header holds the
+// requested size (for Free's accounting) and keeps the returned pointer kAlign-aligned.
 void* CpuBackend::Allocate(size_t bytes) {
-  constexpr size_t kAlign = 64;
-  size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-  return std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
+  if (bytes > std::numeric_limits<size_t>::max() - 2 * kAlign) return nullptr;
+  const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  char* block = static_cast<char*>(std::aligned_alloc(kAlign, kAlign + rounded));
+  if (block == nullptr) return nullptr;
+  std::memcpy(block, &bytes, sizeof(bytes));
+  const int64_t size = static_cast<int64_t>(bytes);
+  RaisePeak(in_use_bytes_.fetch_add(size, std::memory_order_relaxed) + size);
+  return block + kAlign;
 }
-void CpuBackend::Free(void* ptr) { std::free(ptr); }
+void CpuBackend::Free(void* ptr) {
+  if (ptr == nullptr) return;
+  char* block = static_cast<char*>(ptr) - kAlign;
+  size_t bytes = 0;
+  std::memcpy(&bytes, block, sizeof(bytes));
+  in_use_bytes_.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+  std::free(block);
+}
+
+void CpuBackend::RaisePeak(int64_t in_use) {
+  int64_t peak = peak_in_use_bytes_.load(std::memory_order_relaxed);
+  while (in_use > peak &&
+         !peak_in_use_bytes_.compare_exchange_weak(peak, in_use, std::memory_order_relaxed)) {
+  }
+}
+
+MemoryStats CpuBackend::GetMemoryStats() {
+  MemoryStats stats;
+  stats.in_use_bytes = in_use_bytes_.load(std::memory_order_relaxed);
+  stats.peak_in_use_bytes = std::max(peak_in_use_bytes_.load(std::memory_order_relaxed),
+                                     stats.in_use_bytes);
+  stats.reserved_bytes = stats.in_use_bytes;
+  return stats;
+}
+
+void CpuBackend::ResetPeakMemory() {
+  // Store the current count, then raise the peak to whatever an allocation racing with
+  // the store has reached, so that peak >= in_use holds afterwards.
+  peak_in_use_bytes_.store(in_use_bytes_.load(std::memory_order_relaxed),
+                           std::memory_order_relaxed);
+  RaisePeak(in_use_bytes_.load(std::memory_order_relaxed));
+}
+
 void CpuBackend::CopyFromHost(void* dst, const void* src, size_t bytes) {
   std::memcpy(dst, src, bytes);
 }

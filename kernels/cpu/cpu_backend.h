@@ -1,7 +1,14 @@
 // The CPU implementation of Backend: host memory (64-byte aligned), OpenBLAS GEMMs and
 // the multithreaded kernels of this folder, in f32 or f64 (f64 serves the oracle tests).
+// Memory accounting: every block carries its requested size in a 64-byte header in
+// front of it, so that in_use counts exactly the bytes requested and not yet freed;
+// the counters are atomics (Allocate and Free may run on several threads at once), and
+// reserved == in_use (malloc is the allocator; nothing is cached).
 #ifndef PMOL_KERNELS_CPU_CPU_BACKEND_H_
 #define PMOL_KERNELS_CPU_CPU_BACKEND_H_
+
+#include <atomic>
+#include <cstdint>
 
 #include "kernels/backend.h"
 
@@ -24,6 +31,8 @@ class CpuBackend : public Backend {
   void CopyToHost(void* host_dst, const void* src, size_t bytes) override;
   void CopyOnDevice(void* dst, const void* src, size_t bytes) override;
   void Synchronize() override {}
+  MemoryStats GetMemoryStats() override;
+  void ResetPeakMemory() override;
 
   void Fill(DType dt, void* x, double value, int64_t n) override;
   void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) override;
@@ -67,7 +76,11 @@ class CpuBackend : public Backend {
   void SumSquares(DType dt, const void* x, int64_t n, void* acc) override;
 
  private:
+  void RaisePeak(int64_t in_use);  // peak <- max(peak, in_use)
+
   int threads_ = 1;
+  std::atomic<int64_t> in_use_bytes_{0};
+  std::atomic<int64_t> peak_in_use_bytes_{0};
 };
 
 }  // namespace pmol

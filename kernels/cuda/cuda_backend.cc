@@ -1,11 +1,15 @@
 // CudaBackend: the Backend of kernels/backend.h on one GPU. It owns the device's stream,
 // the cuBLAS handle and a scratch buffer for kernels that need temporary memory, checks
 // each call's compute type, and forwards to the launchers of the .cu files
-// (launchers.h) and to cuBLAS (gemm.h). The math lives in those files.
+// (launchers.h) and to cuBLAS (gemm.h). The math lives in those files. Memory comes from
+// the device's default stream-ordered pool, kept as a cache (release threshold: never),
+// and the memory statistics are that pool's counters.
 #include "kernels/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -69,8 +73,9 @@ T* Out(void* p) {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(std::string name, cudaStream_t stream, std::unique_ptr<cuda::Blas> blas)
-      : name_(std::move(name)), stream_(stream), blas_(std::move(blas)) {}
+  CudaBackend(std::string name, cudaStream_t stream, cudaMemPool_t pool,
+              std::unique_ptr<cuda::Blas> blas)
+      : name_(std::move(name)), stream_(stream), pool_(pool), blas_(std::move(blas)) {}
 
   ~CudaBackend() override {
     // The process-wide backend is destroyed during static destruction, possibly after
@@ -95,7 +100,7 @@ class CudaBackend final : public Backend {
 
   void* Allocate(size_t bytes) override {
     void* ptr = nullptr;
-    cudaError_t err = cudaMallocAsync(&ptr, bytes == 0 ? 1 : bytes, stream_);
+    cudaError_t err = cudaMallocFromPoolAsync(&ptr, bytes == 0 ? 1 : bytes, pool_, stream_);
     // Out of memory, or a size no device could ever hold: neither error is sticky;
     // clear it so that later launch checks stay clean.
     if (err == cudaErrorMemoryAllocation || err == cudaErrorInvalidValue) {
@@ -137,6 +142,26 @@ class CudaBackend final : public Backend {
   }
 
   void Synchronize() override { PMOL_CUDA_OK(cudaStreamSynchronize(stream_)); }
+
+  // The pool's own counters: blocks handed out (rounded up by the pool, the scratch
+  // buffer included), their high-water mark, and what the pool holds from the driver.
+  MemoryStats GetMemoryStats() override {
+    MemoryStats stats;
+    stats.in_use_bytes = PoolAttribute(cudaMemPoolAttrUsedMemCurrent);
+    stats.peak_in_use_bytes = std::max({PoolAttribute(cudaMemPoolAttrUsedMemHigh),
+                                        peak_floor_.load(), stats.in_use_bytes});
+    stats.reserved_bytes = PoolAttribute(cudaMemPoolAttrReservedMemCurrent);
+    return stats;
+  }
+
+  // CUDA accepts only 0 for the high-water mark, which then restarts from the next
+  // allocation; the use at the reset is kept as the floor of the peak, so that a reset
+  // followed only by frees still reports it.
+  void ResetPeakMemory() override {
+    uint64_t zero = 0;
+    PMOL_CUDA_OK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrUsedMemHigh, &zero));
+    peak_floor_.store(PoolAttribute(cudaMemPoolAttrUsedMemCurrent));
+  }
 
   void Fill(DType dt, void* x, double value, int64_t n) override {
     switch (dt) {
@@ -383,6 +408,12 @@ class CudaBackend final : public Backend {
                                shape.kv_heads, shape.head_dim, shape.scale};
   }
 
+  int64_t PoolAttribute(cudaMemPoolAttr attribute) {
+    uint64_t value = 0;
+    PMOL_CUDA_OK(cudaMemPoolGetAttribute(pool_, attribute, &value));
+    return static_cast<int64_t>(value);
+  }
+
   // A device buffer of at least `bytes`, valid for work enqueued on stream_ until the
   // next call. Growing frees the old buffer in stream order (after the work using it).
   void* Scratch(size_t bytes) {
@@ -391,7 +422,7 @@ class CudaBackend final : public Backend {
       if (scratch_ != nullptr) PMOL_CUDA_OK(cudaFreeAsync(scratch_, stream_));
       scratch_ = nullptr;
       scratch_bytes_ = 0;
-      PMOL_CUDA_OK(cudaMallocAsync(&scratch_, bytes, stream_));
+      PMOL_CUDA_OK(cudaMallocFromPoolAsync(&scratch_, bytes, pool_, stream_));
       scratch_bytes_ = bytes;
     }
     return scratch_;
@@ -399,6 +430,8 @@ class CudaBackend final : public Backend {
 
   std::string name_;
   cudaStream_t stream_;
+  cudaMemPool_t pool_;  // the device's default pool: every Allocate and the scratch buffer
+  std::atomic<int64_t> peak_floor_{0};  // pool use at the last ResetPeakMemory()
   std::unique_ptr<cuda::Blas> blas_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
@@ -438,13 +471,20 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend() {
     cudaGetLastError();
     return NoGpu(absl::StrCat("cudaSetDevice(0): ", cudaGetErrorString(err)));
   }
-  // Keep freed memory in the stream-ordered pool instead of returning it at every sync.
-  cudaMemPool_t pool;
-  if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+  // The caching allocator: the device's default stream-ordered pool, with a release
+  // threshold of "never", so that freed blocks stay cached in the pool for reuse instead
+  // of going back to the driver at every synchronization.
+  cudaMemPool_t pool = nullptr;
+  err = cudaDeviceGetDefaultMemPool(&pool, device);
+  if (err == cudaSuccess) {
     uint64_t threshold = std::numeric_limits<uint64_t>::max();
-    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+    err = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
   }
-  cudaGetLastError();
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return NoGpu(
+        absl::StrCat("the device's stream-ordered memory pool: ", cudaGetErrorString(err)));
+  }
   cudaStream_t stream = nullptr;
   err = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
   if (err != cudaSuccess) {
@@ -460,7 +500,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend() {
   std::string name = absl::StrCat("cuda:", device, " (", prop.name, ", sm_", prop.major,
                                   prop.minor, ")");
   return std::unique_ptr<Backend>(
-      std::make_unique<CudaBackend>(std::move(name), stream, std::move(blas)));
+      std::make_unique<CudaBackend>(std::move(name), stream, pool, std::move(blas)));
 }
 
 void* CudaBackendStream(Backend* backend) {

@@ -2,8 +2,10 @@
 // `--config=cuda`. One backend drives GPU 0 of the process's visible devices through a
 // single non-blocking stream: every operation is enqueued on it in call order, and
 // CopyToHost and Synchronize are the points where the host waits. Memory comes from the
-// stream-ordered allocator (cudaMallocAsync), so a buffer is valid for work enqueued on
-// this backend's stream; other streams must synchronize first.
+// device's default stream-ordered pool (cudaMallocFromPoolAsync), so a buffer is valid for
+// work enqueued on this backend's stream; other streams must synchronize first. The pool
+// is the caching allocator: freed blocks stay in it (release threshold: never), and
+// GetMemoryStats reports its counters (used, high-water mark, reserved).
 //
 // Compute types: f32 (the CUDA compute type) and f64 (used by tests to compare in double;
 // attention then supports head_dim <= 128). Convert handles f32/f64/bf16/f16.

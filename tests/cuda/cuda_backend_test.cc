@@ -703,5 +703,48 @@ TEST_F(CudaBackendTest, MemoryAndCopies) {
   gpu_->Free(b);
 }
 
+// The pool's counters follow Allocate and Free: in_use grows by at least each block's
+// size (the pool rounds up), drops again on Free while the peak stays, reserved covers
+// in_use (the freed blocks stay cached), and ResetPeakMemory brings the peak to in_use.
+TEST_F(CudaBackendTest, MemoryStatsFollowTheCachingPool) {
+  gpu_->Synchronize();
+  const MemoryStats start = gpu_->GetMemoryStats();
+  EXPECT_GE(start.peak_in_use_bytes, start.in_use_bytes);
+  EXPECT_GE(start.reserved_bytes, start.in_use_bytes);
+  const size_t sizes[3] = {size_t{3} << 20, size_t{5} << 20, 12345};
+  void* blocks[3];
+  for (int i = 0; i < 3; ++i) {
+    blocks[i] = gpu_->Allocate(sizes[i]);
+    ASSERT_NE(blocks[i], nullptr);
+  }
+  gpu_->Synchronize();
+  const MemoryStats held = gpu_->GetMemoryStats();
+  const int64_t total = static_cast<int64_t>(sizes[0] + sizes[1] + sizes[2]);
+  EXPECT_GE(held.in_use_bytes, start.in_use_bytes + total);
+  EXPECT_GE(held.peak_in_use_bytes, held.in_use_bytes);
+  EXPECT_GE(held.reserved_bytes, held.in_use_bytes);
+
+  gpu_->Free(blocks[1]);
+  gpu_->Synchronize();
+  const MemoryStats freed = gpu_->GetMemoryStats();
+  EXPECT_LE(freed.in_use_bytes, held.in_use_bytes - static_cast<int64_t>(sizes[1]));
+  EXPECT_GE(freed.in_use_bytes, start.in_use_bytes + total - static_cast<int64_t>(sizes[1]));
+  EXPECT_GE(freed.peak_in_use_bytes, held.in_use_bytes) << "Free lowered the peak";
+  // Cached, not released: the freed block is still reserved.
+  EXPECT_GE(freed.reserved_bytes, held.in_use_bytes);
+
+  gpu_->ResetPeakMemory();
+  const MemoryStats reset = gpu_->GetMemoryStats();
+  EXPECT_EQ(reset.in_use_bytes, freed.in_use_bytes);
+  EXPECT_EQ(reset.peak_in_use_bytes, reset.in_use_bytes);
+
+  gpu_->Free(blocks[0]);
+  gpu_->Free(blocks[2]);
+  gpu_->Synchronize();
+  const MemoryStats end = gpu_->GetMemoryStats();
+  EXPECT_EQ(end.in_use_bytes, start.in_use_bytes);
+  EXPECT_EQ(end.peak_in_use_bytes, reset.in_use_bytes);
+}
+
 }  // namespace
 }  // namespace pmol
