@@ -16,6 +16,15 @@ std::string FormatDuration(double seconds) {
   return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
 }
 
+std::string FormatBytes(double bytes) {
+  if (!std::isfinite(bytes) || bytes < 0) return "?";
+  constexpr double kKiB = 1024.0, kMiB = kKiB * 1024, kGiB = kMiB * 1024;
+  if (bytes < kKiB) return absl::StrFormat("%.0f B", bytes);
+  if (bytes < kMiB) return absl::StrFormat("%.2f KiB", bytes / kKiB);
+  if (bytes < kGiB) return absl::StrFormat("%.2f MiB", bytes / kMiB);
+  return absl::StrFormat("%.2f GiB", bytes / kGiB);
+}
+
 std::string ProgressLine(const ProgressFigures& f) {
   auto get = [&](const char* name, double* value) {
     auto it = f.metrics.find(name);
@@ -38,8 +47,10 @@ std::string ProgressLine(const ProgressFigures& f) {
     absl::StrAppendFormat(&line, " | acc %.2f", v);
     if (get("rewards/margins", &margin)) absl::StrAppendFormat(&line, " margin %.3f", margin);
   }
-  absl::StrAppendFormat(&line, " | lr %.1e | gnorm %.3g | %.0f tok/s | elapsed %s | ETA %s", f.lr,
-                        f.grad_norm, f.tokens_per_second, FormatDuration(f.elapsed_seconds),
+  absl::StrAppendFormat(&line, " | lr %.1e | gnorm %.3g | %.0f tok/s", f.lr, f.grad_norm,
+                        f.tokens_per_second);
+  if (f.peak_memory_bytes >= 0) absl::StrAppend(&line, " | mem ", FormatBytes(f.peak_memory_bytes));
+  absl::StrAppendFormat(&line, " | elapsed %s | ETA %s", FormatDuration(f.elapsed_seconds),
                         FormatDuration(f.eta_seconds));
   return line;
 }
