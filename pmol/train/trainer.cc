@@ -133,6 +133,9 @@ class Trainer {
   int64_t window_all_steps_ = 0;  // skipped ones included
   dist::CommStats window_gradient_comm_, window_world_comm_, window_expert_comm_, window_expert_gradient_comm_;  // counters at the window's start
   double window_gradient_wait_seconds_ = 0;  // blocked on gradient reductions after the backwards
+  // Device memory (run_->backend): the max over the window's steps of each step's peak,
+  // and what was in use at the end of the last one.
+  int64_t window_peak_bytes_ = 0, window_in_use_bytes_ = 0;
   void StartWindowCounters();
   Clock::time_point window_start_, run_start_;
   int64_t run_start_step_ = 0;
@@ -343,6 +346,8 @@ NamedTensors Trainer::CheckpointedTrainable() {
 
 void Trainer::StartWindowCounters() {
   window_gradient_wait_seconds_ = 0;
+  window_peak_bytes_ = 0;
+  window_in_use_bytes_ = 0;
   window_gradient_comm_ = groups_.data_parallel->stats();
   if (groups_.ep > 1) {
     window_expert_comm_ = groups_.expert_parallel->stats();
@@ -421,6 +426,9 @@ absl::Status Trainer::Resume() {
 }
 
 absl::Status Trainer::TrainStep() {
+  // The step's peak device memory: from what is held at its start (weights, gradients,
+  // optimizer state) to the end of its update.
+  run_->backend->ResetPeakMemory();
   run_->ZeroGrads();
   optimizer_->BeginStep();
   if (expert_optimizer_) expert_optimizer_->BeginStep();
@@ -508,6 +516,9 @@ absl::Status Trainer::TrainStep() {
     window_grad_norm_ += norm;
     ++window_steps_;
   }
+  const MemoryStats step_memory = run_->backend->GetMemoryStats();
+  window_peak_bytes_ = std::max(window_peak_bytes_, step_memory.peak_in_use_bytes);
+  window_in_use_bytes_ = step_memory.in_use_bytes;
   state_.tokens_seen += tokens;
   ++state_.step;
   ++window_all_steps_;
@@ -527,6 +538,11 @@ absl::Status Trainer::TrainStep() {
     f.lr = lr;
     f.grad_norm = window_steps_ > 0 ? window_grad_norm_ / window_steps_ : norm;
     f.tokens_per_second = window_seconds > 0 ? window_->tokens() / window_seconds : 0;
+    // Device memory: the window's peak and the in-use at its end, each the largest over
+    // the ranks (the rank closest to running out).
+    double memory[2] = {static_cast<double>(window_peak_bytes_), static_cast<double>(window_in_use_bytes_)};
+    if (world_->size() > 1) world_->AllReduce(memory, 2, DType::kF64, dist::ReduceOp::kMax);
+    f.peak_memory_bytes = memory[0];
     f.elapsed_seconds = Seconds(run_start_);
     const int64_t done = state_.step - run_start_step_;
     f.eta_seconds = done > 0 ? f.elapsed_seconds / done * (total_steps_ - state_.step) : 0;
@@ -539,6 +555,8 @@ absl::Status Trainer::TrainStep() {
     scalars["tokens_seen"] = static_cast<double>(state_.tokens_seen);
     scalars["skipped_steps"] = static_cast<double>(state_.skipped_steps);
     scalars["step_seconds"] = window_seconds / window_all_steps_;
+    scalars["memory/peak_bytes"] = memory[0];
+    scalars["memory/in_use_bytes"] = memory[1];
     if (world_->size() > 1) {
       // Bytes this rank sent per step (dist/comm.h's ring model): the optimizer's
       // gradient and parameter collectives, and everything else (metrics, agreement).

@@ -30,7 +30,9 @@
 // checkpoints. A run resumes on any number of ranks. Runs on different N agree up to
 // the order in which the reductions add the ranks' gradients.
 // Every logging.every_steps: the progress line and the metrics (JSONL, TensorBoard),
-// averaged over the logged steps' pairs; every eval.every_steps (and at the end): the
+// averaged over the logged steps' pairs, with the window's peak device memory (the
+// backend's peak is reset at each step's start and read at its end; the largest over the
+// steps and the ranks) and the memory in use at its end; every eval.every_steps (and at the end): the
 // held-out pairs (evaluator.h); every checkpoint.every_steps (and at the end, and when a
 // stop is requested): a checkpoint (train_checkpoint.h). With checkpoint.resume the run
 // continues from the newest valid checkpoint; the final weights are then bit for bit

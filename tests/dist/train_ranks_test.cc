@@ -277,6 +277,12 @@ TEST(TrainRanksTest, RanksAndZeroStagesTrainTheOneProcessModel) {
     const std::map<int64_t, double> wait = TrainMetric(dir, "comm/gradient_wait_seconds_per_step");
     EXPECT_EQ(wait.size(), 8u);
     for (const auto& [step, seconds] : wait) EXPECT_GE(seconds, 0) << "step " << step;
+    // So is the peak device memory, the largest over the ranks (a collective every rank
+    // reaches at the same step).
+    const std::map<int64_t, double> peak = TrainMetric(dir, "memory/peak_bytes"),
+                                     in_use = TrainMetric(dir, "memory/in_use_bytes");
+    EXPECT_EQ(peak.size(), 8u);
+    for (const auto& [step, bytes] : peak) EXPECT_GT(bytes, in_use.at(step)) << "step " << step;
     EXPECT_NE(r.stdout_text.find(std::to_string(c.ranks) + " ranks ("), std::string::npos) << r.Describe();
     EXPECT_EQ(Count(r.stdout_text, "done: 8 steps"), 1u) << "only rank 0 prints\n" << r.Describe();
     ExpectSameAdapter(ref, dir);

@@ -3,6 +3,9 @@
 //   * a run killed with SIGKILL at random moments and resumed (again and again) ends with
 //     the same adapter and optimizer state, byte for byte, as an uninterrupted run, and its
 //     metrics log holds every step exactly once;
+//   * every logged step reports its peak device memory (memory/peak_bytes) and the
+//     memory in use (memory/in_use_bytes), bounded below by the trainable parameters and
+//     their gradients, and the progress line shows the peak;
 //   * SIGTERM stops with a checkpoint, and running the command again finishes the same run;
 //   * a corrupt newest checkpoint is skipped with a warning, the previous one resumes, and
 //     the run still ends with the same bytes;
@@ -14,8 +17,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <string>
 #include <thread>
@@ -84,6 +89,7 @@ const std::string& Reference() {
     CommandResult r = RunPmol({"train", "--config=" + WriteConfig(*d, PmolConfig(*d))});
     EXPECT_TRUE(ExitedWith(r, 0));
     EXPECT_NE(r.stdout_text.find("step 24/24"), std::string::npos) << r.Describe();
+    EXPECT_NE(r.stdout_text.find(" tok/s | mem "), std::string::npos) << r.Describe();
     return d;
   }();
   return *dir;
@@ -119,6 +125,53 @@ TEST(TrainRunTest, WritesOutputsMetricsAndTensorBoard) {
   for (const auto& e : fs::directory_iterator(ref + "/checkpoints")) checkpoints.push_back(e.path().filename());
   std::sort(checkpoints.begin(), checkpoints.end());
   EXPECT_EQ(checkpoints, (std::vector<std::string>{"step-00000021", "step-00000024"}));
+}
+
+// Elements of every tensor in a safetensors file (its header's shapes).
+int64_t SafetensorsElements(const std::string& path) {
+  const std::string bytes = ReadFile(path);
+  if (bytes.size() < 8) return -1;
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = header_size << 8 | static_cast<unsigned char>(bytes[i]);
+  const nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_size));
+  int64_t elements = 0;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    int64_t n = 1;
+    for (const auto& d : entry.at("shape")) n *= d.get<int64_t>();
+    elements += n;
+  }
+  return elements;
+}
+
+// Every logged step reports its peak device memory: at least the trainable parameters
+// and their gradients (f32 on CPU, held by the backend through every step; the frozen
+// model is mmap'ed, not allocated), and at least the memory in use at the window's end.
+TEST(TrainRunTest, MetricsReportPeakDeviceMemory) {
+  const std::string& ref = Reference();
+  const int64_t trainable = SafetensorsElements(ref + "/checkpoints/step-00000024/trainable.safetensors");
+  ASSERT_GT(trainable, 0);
+  const double params_and_grads = 2.0 * 4.0 * static_cast<double>(trainable);
+  std::ifstream in(ref + "/metrics.jsonl");
+  std::string line, last;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || j.value("split", "") != "train") continue;
+    ++lines;
+    last = line;
+    ASSERT_TRUE(j.contains("memory/peak_bytes")) << line;
+    ASSERT_TRUE(j.contains("memory/in_use_bytes")) << line;
+    const double peak = j["memory/peak_bytes"].get<double>(), in_use = j["memory/in_use_bytes"].get<double>();
+    EXPECT_GT(peak, 0) << line;
+    EXPECT_GE(peak, in_use) << line;
+    EXPECT_GE(in_use, params_and_grads) << line;
+    // The step's activations come on top of what stays allocated.
+    EXPECT_GT(peak, in_use) << line;
+  }
+  EXPECT_EQ(lines, 24);
+  std::cout << "[   INFO   ] last step: " << last << "\n[   INFO   ] trainable parameters and gradients: "
+            << params_and_grads << " bytes\n";
 }
 
 TEST(TrainRunTest, KilledAtRandomMomentsAndResumedEndsBitIdentical) {
