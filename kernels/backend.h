@@ -110,6 +110,16 @@ class Backend {
                                  int64_t blocks, int64_t width, double alpha, void* out) = 0;
   virtual void ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows,
                                int64_t blocks, int64_t width, double alpha, void* out) = 0;
+  // Row gather/scatter between two row-major matrices (the packing of routed rows for
+  // expert parallelism), for i < n, j < width, with s_i = src_rows ? src_rows[i] : i and
+  // d_i = dst_rows ? dst_rows[i] : i (row index arrays: I32 on this device, may be null):
+  //   dst[d_i * dst_stride + j] = src[s_i * src_stride + j]        (accumulate false)
+  //   dst[d_i * dst_stride + j] += src[s_i * src_stride + j]       (accumulate true)
+  // Columns other than a matrix's first are reached by offsetting the pointer. The d_i
+  // must be distinct, and src and dst must not overlap.
+  virtual void CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows,
+                        void* dst, int64_t dst_stride, const int32_t* dst_rows, int64_t n,
+                        int64_t width, bool accumulate) = 0;
   // Converts n elements between any two floating types.
   virtual void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) = 0;
 

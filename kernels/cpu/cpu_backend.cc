@@ -164,6 +164,15 @@ void CpuBackend::ColumnBlockDots(DType dt, const void* x, const void* y, int64_t
                             P<T>(out));
   });
 }
+void CpuBackend::CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows,
+                          void* dst, int64_t dst_stride, const int32_t* dst_rows, int64_t n,
+                          int64_t width, bool accumulate) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::CopyRows<T>(P<T>(src), src_stride, src_rows, P<T>(dst), dst_stride, dst_rows, n, width,
+                     accumulate);
+  });
+}
 void CpuBackend::Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) {
   cpu::Convert(src_dt, src, dst_dt, dst, n);
 }

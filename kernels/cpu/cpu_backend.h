@@ -43,6 +43,9 @@ class CpuBackend : public Backend {
                          int64_t width, double alpha, void* out) override;
   void ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows, int64_t blocks,
                        int64_t width, double alpha, void* out) override;
+  void CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows, void* dst,
+                int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
+                bool accumulate) override;
   void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override;
   void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
             const void* a, int64_t lda, const void* b, int64_t ldb, double beta, void* c,

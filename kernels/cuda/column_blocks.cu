@@ -1,7 +1,9 @@
-// Column-block scaling and dots (the expert scaling of stacked LoRA experts), math in
-// kernels/backend.h. ScaleColumnBlocks: one thread per output element. ColumnBlockDots:
-// one thread per (row, block), summing its `width` products in order (width is a LoRA
-// rank, small), so results are deterministic.
+// Column-block scaling and dots (the expert scaling of stacked LoRA experts), and row
+// copies (the packing of routed rows), math in kernels/backend.h. ScaleColumnBlocks and
+// CopyRows: one thread per output element (CopyRows' destination rows are distinct, so
+// its accumulation needs no atomics). ColumnBlockDots: one thread per (row, block),
+// summing its `width` products in order (width is a LoRA rank, small), so results are
+// deterministic.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
 
@@ -33,7 +35,33 @@ __global__ void ColumnBlockDotsKernel(const T* x, const T* y, int64_t rows, int6
   }
 }
 
+template <typename T>
+__global__ void CopyRowsKernel(const T* src, int64_t src_stride, const int32_t* src_rows, T* dst,
+                               int64_t dst_stride, const int32_t* dst_rows, int64_t n,
+                               int64_t width, bool accumulate) {
+  const int64_t total = n * width;
+  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < total;
+       k += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = k / width, j = k % width;
+    const T value = src[(src_rows ? src_rows[i] : i) * src_stride + j];
+    T* d = dst + (dst_rows ? dst_rows[i] : i) * dst_stride + j;
+    *d = accumulate ? *d + value : value;
+  }
+}
+
 }  // namespace
+
+template <typename T>
+void LaunchCopyRows(const T* src, int64_t src_stride, const int32_t* src_rows, T* dst,
+                    int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
+                    bool accumulate, cudaStream_t stream) {
+  const int64_t total = n * width;
+  if (total <= 0) return;
+  CopyRowsKernel<T><<<GridFor(total), kThreads, 0, stream>>>(src, src_stride, src_rows, dst,
+                                                             dst_stride, dst_rows, n, width,
+                                                             accumulate);
+  PMOL_CUDA_CHECK_LAUNCH("CopyRowsKernel");
+}
 
 template <typename T>
 void LaunchScaleColumnBlocks(const T* x, const T* s, int64_t rows, int64_t blocks,
@@ -59,7 +87,9 @@ void LaunchColumnBlockDots(const T* x, const T* y, int64_t rows, int64_t blocks,
   template void LaunchScaleColumnBlocks<T>(const T*, const T*, int64_t, int64_t, int64_t, T, \
                                            T*, cudaStream_t);                                \
   template void LaunchColumnBlockDots<T>(const T*, const T*, int64_t, int64_t, int64_t, T,   \
-                                         T*, cudaStream_t);
+                                         T*, cudaStream_t);                                \
+  template void LaunchCopyRows<T>(const T*, int64_t, const int32_t*, T*, int64_t,           \
+                                  const int32_t*, int64_t, int64_t, bool, cudaStream_t);
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)
 #undef PMOL_INSTANTIATE

@@ -228,6 +228,16 @@ class CudaBackend final : public Backend {
     });
   }
 
+  void CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows, void* dst,
+                int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
+                bool accumulate) override {
+    ForFloatType(dt, "CopyRows", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchCopyRows<T>(In<T>(src), src_stride, src_rows, Out<T>(dst), dst_stride, dst_rows,
+                              n, width, accumulate, stream_);
+    });
+  }
+
   void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override {
     if (src_dt == DType::kI32 || dst_dt == DType::kI32) {
       std::fprintf(stderr, "pmol: CUDA backend: Convert is for floating types, got %s -> %s\n",

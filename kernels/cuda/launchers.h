@@ -42,6 +42,10 @@ void LaunchScaleColumnBlocks(const T* x, const T* s, int64_t rows, int64_t block
 template <typename T>
 void LaunchColumnBlockDots(const T* x, const T* y, int64_t rows, int64_t blocks, int64_t width,
                            T alpha, T* out, cudaStream_t stream);
+template <typename T>
+void LaunchCopyRows(const T* src, int64_t src_stride, const int32_t* src_rows, T* dst,
+                    int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
+                    bool accumulate, cudaStream_t stream);
 
 // convert.cu: any two of f32, f64, bf16, f16 (bit-identical to kernels/dtype.h).
 void LaunchConvert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n,

@@ -32,6 +32,14 @@ std::vector<int64_t> ExchangeRowCounts(dist::Comm& comm, const std::vector<std::
   return std::vector<int64_t>(recv.begin(), recv.end());
 }
 
+// The row lists of every rank back to back, as I32 on the device (CopyRows' row maps).
+Tensor RowIndices(const std::vector<std::vector<int64_t>>& rows, Backend* be) {
+  std::vector<int32_t> ids;
+  for (const std::vector<int64_t>& list : rows) ids.insert(ids.end(), list.begin(), list.end());
+  if (ids.empty()) ids.push_back(0);  // a rank may send nothing
+  return Tensor::FromHost(ids.data(), {static_cast<int64_t>(ids.size())}, DType::kI32, be);
+}
+
 // Element counts of blocks of `rows[q]` rows of `width[q]` elements.
 std::vector<int64_t> Counts(const std::vector<int64_t>& rows, const std::vector<int64_t>& width) {
   std::vector<int64_t> c(rows.size());
@@ -90,18 +98,19 @@ void PmolLinearForwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup& 
   const Tensor gates = Tensor::FromHost(gate_values.data(), {static_cast<int64_t>(gate_values.size())},
                                         DType::kF64, be)
                            .ConvertTo(dt);
+  const Tensor row_ids = RowIndices(cache->sent_rows, be);
+  const int32_t* ids = row_ids.data_as<int32_t>();
   Tensor send = Buffer(Sum(send_counts), dt, be);
   {
     char* dst = Bytes(send);
     const char* gate_src = Bytes(gates);
-    for (int q = 0; q < ranks; ++q) {
-      const size_t gate_bytes = (send_width[q] - d_in) * es;
-      for (int64_t row : cache->sent_rows[q]) {
-        be->CopyOnDevice(dst, Bytes(xe) + row * d_in * es, d_in * es);
-        be->CopyOnDevice(dst + d_in * es, gate_src, gate_bytes);
-        dst += d_in * es + gate_bytes;
-        gate_src += gate_bytes;
-      }
+    for (int q = 0; q < ranks; ++q) {  // block q: rows [x_d row | gates of q's experts]
+      const int64_t k = sent[q], width = send_width[q], gate_width = width - d_in;
+      be->CopyRows(dt, xe.data(), d_in, ids, dst, width, nullptr, k, d_in, false);
+      be->CopyRows(dt, gate_src, gate_width, nullptr, dst + d_in * es, width, nullptr, k, gate_width, false);
+      ids += k;
+      dst += k * width * es;
+      gate_src += k * gate_width * es;
     }
   }
   Tensor recv = Buffer(Sum(recv_counts), dt, be);
@@ -112,11 +121,9 @@ void PmolLinearForwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup& 
   const int64_t m = Sum(cache->received_rows);
   cache->recv_x = Tensor::Empty({m, d_in}, dt, be);
   cache->recv_gates = Tensor::Empty({m, local_count}, dt, be);
-  for (int64_t i = 0; i < m; ++i) {
-    const char* src = Bytes(recv) + i * (d_in + local_count) * es;
-    be->CopyOnDevice(Bytes(cache->recv_x) + i * d_in * es, src, d_in * es);
-    be->CopyOnDevice(Bytes(cache->recv_gates) + i * local_count * es, src + d_in * es, local_count * es);
-  }
+  be->CopyRows(dt, recv.data(), d_in + local_count, nullptr, cache->recv_x.data(), d_in, nullptr, m, d_in, false);
+  be->CopyRows(dt, Bytes(recv) + d_in * es, d_in + local_count, nullptr, cache->recv_gates.data(), local_count,
+               nullptr, m, local_count, false);
   recv = Tensor();
   cache->h = Tensor::Empty({m, local_count * r}, dt, be);
   Tensor out = Tensor::Zeros({m, d_out}, dt, be);
@@ -133,11 +140,11 @@ void PmolLinearForwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup& 
   Tensor back = Buffer(Sum(sent) * d_out, dt, be);
   comm.AllToAll(out.data(), Counts(cache->received_rows, out_width), back.data(), Counts(sent, out_width), dt);
   const char* src = Bytes(back);
-  for (int q = 0; q < ranks; ++q) {
-    for (int64_t row : cache->sent_rows[q]) {
-      be->Axpy(dt, 1.0, src, Bytes(y) + row * d_out * es, d_out);
-      src += d_out * es;
-    }
+  ids = row_ids.data_as<int32_t>();
+  for (int q = 0; q < ranks; ++q) {  // a row goes to a rank at most once: distinct rows per call
+    be->CopyRows(dt, src, d_out, nullptr, y.data(), d_out, ids, sent[q], d_out, true);
+    ids += sent[q];
+    src += sent[q] * d_out * es;
   }
 }
 
@@ -158,16 +165,10 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
 
   // dy rows to the ranks whose experts computed them.
   const std::vector<int64_t> out_width(ranks, d_out);
+  const Tensor row_ids = RowIndices(cache.sent_rows, be);
   Tensor send = Buffer(Sum(sent) * d_out, dt, be);
-  {
-    char* dst = Bytes(send);
-    for (int q = 0; q < ranks; ++q) {
-      for (int64_t row : cache.sent_rows[q]) {
-        be->CopyOnDevice(dst, Bytes(dy) + row * d_out * es, d_out * es);
-        dst += d_out * es;
-      }
-    }
-  }
+  be->CopyRows(dt, dy.data(), d_out, row_ids.data_as<int32_t>(), send.data(), d_out, nullptr, Sum(sent), d_out,
+               false);
   Tensor dout = Tensor::Empty({m, d_out}, dt, be);
   comm.AllToAll(send.data(), Counts(sent, out_width), m > 0 ? dout.data() : Buffer(1, dt, be).data(),
                 Counts(cache.received_rows, out_width), dt);
@@ -190,11 +191,9 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
     AdapterGemm(dh, true, cache.recv_x, false, 1.0, grads->lora_A);  // dA_q += dh^T X
     Tensor dxr = Tensor::Empty({m, d_in}, dt, be);
     AdapterGemm(dh, false, p.lora_A, false, 0.0, dxr);  // dX = dh A_q
-    for (int64_t i = 0; i < m; ++i) {
-      char* dst = Bytes(ret) + i * ret_width * es;
-      be->CopyOnDevice(dst, Bytes(dxr) + i * d_in * es, d_in * es);
-      be->CopyOnDevice(dst + d_in * es, Bytes(dgates) + i * local_count * es, local_count * es);
-    }
+    be->CopyRows(dt, dxr.data(), d_in, nullptr, ret.data(), ret_width, nullptr, m, d_in, false);
+    be->CopyRows(dt, dgates.data(), local_count, nullptr, Bytes(ret) + d_in * es, ret_width, nullptr, m, local_count,
+                 false);
   }
   std::vector<int64_t> back_width(ranks);
   for (int q = 0; q < ranks; ++q) back_width[q] = d_in + static_cast<int64_t>(group.experts_of_rank[q].size());
@@ -212,14 +211,14 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
   {
     const char* src = Bytes(back);
     char* gate_dst = Bytes(dgate_values);
-    for (int q = 0; q < ranks; ++q) {
-      const size_t gate_bytes = (back_width[q] - d_in) * es;
-      for (int64_t row : cache.sent_rows[q]) {
-        be->Axpy(dt, 1.0, src, Bytes(dxe) + row * d_in * es, d_in);
-        be->CopyOnDevice(gate_dst, src + d_in * es, gate_bytes);
-        src += d_in * es + gate_bytes;
-        gate_dst += gate_bytes;
-      }
+    const int32_t* ids = row_ids.data_as<int32_t>();
+    for (int q = 0; q < ranks; ++q) {  // block q: rows [dX row | dgates of q's experts]
+      const int64_t k = sent[q], width = back_width[q], gate_width = width - d_in;
+      be->CopyRows(dt, src, width, nullptr, dxe.data(), d_in, ids, k, d_in, true);
+      be->CopyRows(dt, src + d_in * es, width, nullptr, gate_dst, gate_width, nullptr, k, gate_width, false);
+      ids += k;
+      src += k * width * es;
+      gate_dst += k * gate_width * es;
     }
   }
   if (cache.keep.defined()) {

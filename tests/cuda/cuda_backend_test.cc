@@ -31,6 +31,7 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -609,6 +610,36 @@ class CudaBackendTest : public ::testing::Test {
   Backend* gpu_ = nullptr;
   Backend* cpu_ = nullptr;
 };
+
+TYPED_TEST(CudaOps, CopyRowsMatchesCpuBitForBit) {
+  using T = TypeParam;
+  const int64_t src_rows_count = 301, src_stride = 70, dst_rows_count = 257, dst_stride = 45;
+  const int64_t n = 200, width = 33, src_col = 7, dst_col = 11;
+  const std::vector<T> src = Uniform<T>(this->rng_, src_rows_count * src_stride);
+  const std::vector<T> base = Uniform<T>(this->rng_, dst_rows_count * dst_stride);
+  const std::vector<int32_t> src_rows = Ints(this->rng_, n, 0, src_rows_count - 1);
+  std::vector<int32_t> dst_rows(dst_rows_count);  // distinct: a shuffled prefix of 0..256
+  std::iota(dst_rows.begin(), dst_rows.end(), 0);
+  std::shuffle(dst_rows.begin(), dst_rows.end(), this->rng_);
+  dst_rows.resize(n);
+  GpuArray<T> gsrc(this->gpu_, src);
+  GpuArray<int32_t> gsrc_rows(this->gpu_, src_rows), gdst_rows(this->gpu_, dst_rows);
+  for (bool accumulate : {false, true}) {
+    for (int maps = 0; maps < 4; ++maps) {
+      const bool gather = maps & 1, scatter = maps & 2;
+      std::vector<T> want = base;
+      this->cpu_->CopyRows(this->kDt, src.data() + src_col, src_stride, gather ? src_rows.data() : nullptr,
+                           want.data() + dst_col, dst_stride, scatter ? dst_rows.data() : nullptr, n, width,
+                           accumulate);
+      GpuArray<T> got(this->gpu_, base);
+      this->gpu_->CopyRows(this->kDt, gsrc.data() + src_col, src_stride, gather ? gsrc_rows.data() : nullptr,
+                           got.data() + dst_col, dst_stride, scatter ? gdst_rows.data() : nullptr, n, width,
+                           accumulate);
+      ExpectBitwiseEqual(got.ToHost(), want,
+                         "CopyRows accumulate " + std::to_string(accumulate) + " maps " + std::to_string(maps));
+    }
+  }
+}
 
 // Every pair of floating types, on values that exercise rounding: ties, subnormals of
 // f16, overflow, infinities, signed zeros, NaN.

@@ -1,5 +1,8 @@
 // Backend::ScaleColumnBlocks and ColumnBlockDots (the expert scaling of stacked LoRA
-// experts) against loops written here. ScaleColumnBlocks is (alpha*s)*x, two IEEE
+// experts), and CopyRows (the packing of routed rows), against loops written here.
+// CopyRows moves values (or adds one value to each destination element), so it must
+// match bit for bit, and leave every element outside its destination rows and columns
+// untouched. ScaleColumnBlocks is (alpha*s)*x, two IEEE
 // products, so it must match the same two products done in the test bit for bit, also in
 // place. ColumnBlockDots is checked against a long-double dot with the summation bound
 // (W + 2) u sum_j |x_j y_j| |alpha| for width W (W products and additions plus the
@@ -93,6 +96,45 @@ TYPED_TEST(ColumnBlocksTest, ThreadCountDoesNotChangeBits) {
   Cpu(3)->ColumnBlockDots(DTypeOf<T>(), x.data(), y.data(), rows, kBlocks, kWidth, 0.5,
                           three.data());
   EXPECT_EQ(one, three);
+}
+
+TYPED_TEST(ColumnBlocksTest, CopyRowsGathersScattersAndAccumulates) {
+  using T = TypeParam;
+  std::mt19937 rng(9);
+  constexpr int64_t kSrcRows = 23, kSrcStride = 19, kDstRows = 17, kDstStride = 13, kWidth = 6;
+  const std::vector<T> src = Cast<T>(Uniform(rng, kSrcRows * kSrcStride));
+  const std::vector<T> base = Cast<T>(Uniform(rng, kDstRows * kDstStride));
+  // 9 rows: gathered from scattered source rows (one twice), into distinct destination rows.
+  const std::vector<int32_t> src_rows = {22, 0, 5, 5, 17, 3, 9, 11, 1};
+  const std::vector<int32_t> dst_rows = {16, 2, 0, 7, 9, 4, 12, 1, 3};
+  const int64_t n = static_cast<int64_t>(src_rows.size());
+  const int64_t src_col = 4, dst_col = 5;  // column offsets by pointer
+  for (bool accumulate : {false, true}) {
+    for (int maps = 0; maps < 4; ++maps) {
+      const bool gather = maps & 1, scatter = maps & 2;
+      SCOPED_TRACE(::testing::Message() << "accumulate " << accumulate << " gather " << gather
+                                        << " scatter " << scatter);
+      std::vector<T> want = base;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t s_i = gather ? src_rows[i] : i, d_i = scatter ? dst_rows[i] : i;
+        for (int64_t j = 0; j < kWidth; ++j) {
+          T& d = want[d_i * kDstStride + dst_col + j];
+          const T v = src[s_i * kSrcStride + src_col + j];
+          d = accumulate ? d + v : v;
+        }
+      }
+      std::vector<T> got = base;
+      Cpu(2)->CopyRows(DTypeOf<T>(), src.data() + src_col, kSrcStride, gather ? src_rows.data() : nullptr,
+                       got.data() + dst_col, kDstStride, scatter ? dst_rows.data() : nullptr, n, kWidth,
+                       accumulate);
+      ASSERT_EQ(got, want);
+    }
+  }
+  // Nothing to copy: nothing changes.
+  std::vector<T> untouched = base;
+  Cpu(1)->CopyRows(DTypeOf<T>(), src.data(), kSrcStride, nullptr, untouched.data(), kDstStride, nullptr, 0,
+                   kWidth, false);
+  EXPECT_EQ(untouched, base);
 }
 
 }  // namespace
