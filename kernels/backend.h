@@ -27,6 +27,9 @@
 //   peak     = max of in_use since the last ResetPeakMemory(), which sets peak = in_use;
 //   reserved = bytes held from the system (CPU: = in_use, malloc is the allocator; CUDA:
 //              the pool's reservation, >= in_use, freed blocks stay cached for reuse).
+// ReleaseCachedMemory() hands what is reserved but not in use back to the system (CUDA:
+// trims the pool once the stream's work is done, so reserved drops to about in_use, and
+// another process can use the memory; CPU: nothing is cached, nothing to do).
 // Memory a Tensor wraps without allocating it (Tensor::Wrap, e.g. an mmap'ed safetensors
 // file) is not counted. The counters are per backend (per process and device), not per
 // thread.
@@ -91,6 +94,7 @@ class Backend {
   // Thread-safe, like Allocate and Free.
   virtual MemoryStats GetMemoryStats() = 0;
   virtual void ResetPeakMemory() = 0;  // peak <- current in-use
+  virtual void ReleaseCachedMemory() = 0;
 
   // Element-wise and reductions.
   virtual void Fill(DType dt, void* x, double value, int64_t n) = 0;

@@ -33,6 +33,7 @@ class CpuBackend : public Backend {
   void Synchronize() override {}
   MemoryStats GetMemoryStats() override;
   void ResetPeakMemory() override;
+  void ReleaseCachedMemory() override {}  // malloc is the allocator: nothing is cached
 
   void Fill(DType dt, void* x, double value, int64_t n) override;
   void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) override;

@@ -163,6 +163,13 @@ class CudaBackend final : public Backend {
     peak_floor_.store(PoolAttribute(cudaMemPoolAttrUsedMemCurrent));
   }
 
+  // Frees complete in stream order: synchronise first, so that every freed block is
+  // back in the pool and can be returned.
+  void ReleaseCachedMemory() override {
+    PMOL_CUDA_OK(cudaStreamSynchronize(stream_));
+    PMOL_CUDA_OK(cudaMemPoolTrimTo(pool_, 0));
+  }
+
   void Fill(DType dt, void* x, double value, int64_t n) override {
     switch (dt) {
       case DType::kBF16:

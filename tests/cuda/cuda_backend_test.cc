@@ -777,5 +777,23 @@ TEST_F(CudaBackendTest, MemoryStatsFollowTheCachingPool) {
   EXPECT_EQ(end.peak_in_use_bytes, reset.in_use_bytes);
 }
 
+// ReleaseCachedMemory returns cached blocks to the driver: a freed 256 MiB block stays
+// reserved (release threshold: never) until then, and is no longer reserved after it.
+TEST_F(CudaBackendTest, ReleaseCachedMemoryReturnsFreedBlocks) {
+  constexpr int64_t kBytes = int64_t{256} << 20;
+  void* big = gpu_->Allocate(kBytes);
+  ASSERT_NE(big, nullptr);
+  gpu_->Free(big);
+  gpu_->Synchronize();
+  const MemoryStats cached = gpu_->GetMemoryStats();
+  EXPECT_GE(cached.reserved_bytes, cached.in_use_bytes + kBytes)
+      << "the freed block is not cached";
+  gpu_->ReleaseCachedMemory();
+  const MemoryStats released = gpu_->GetMemoryStats();
+  EXPECT_EQ(released.in_use_bytes, cached.in_use_bytes);
+  EXPECT_GE(released.reserved_bytes, released.in_use_bytes);
+  EXPECT_LE(released.reserved_bytes, cached.reserved_bytes - kBytes / 2) << "the block was not returned";
+}
+
 }  // namespace
 }  // namespace pmol

@@ -2,7 +2,8 @@
 // in_use counts exactly the bytes requested from Allocate and not yet freed, directly or
 // through Tensor (Empty, Zeros, Clone; views and Tensor::Wrap add nothing); peak is the
 // maximum of in_use since ResetPeakMemory(), which sets it to in_use; reserved equals
-// in_use; and the counts stay exact when several threads allocate and free at once.
+// in_use (ReleaseCachedMemory changes nothing); and the counts stay exact when several
+// threads allocate and free at once.
 // The backend is the process-wide one, so every figure is checked relative to the
 // counts at the start of the test, with no tolerance.
 #include <barrier>
@@ -84,6 +85,16 @@ TEST(MemoryStatsTest, PeakIsTheMaximumSinceTheLastReset) {
   ExpectStats(be, base, base + 2200, "after freeing everything");
   be->ResetPeakMemory();
   ExpectStats(be, base, base, "after the second reset");
+}
+
+TEST(MemoryStatsTest, ReleaseCachedMemoryChangesNothing) {
+  Backend* be = FreshPeak();
+  const int64_t base = be->GetMemoryStats().in_use_bytes;
+  void* a = be->Allocate(4096);
+  be->Free(be->Allocate(1000));
+  be->ReleaseCachedMemory();
+  ExpectStats(be, base + 4096, base + 5096, "after ReleaseCachedMemory");
+  be->Free(a);
 }
 
 TEST(MemoryStatsTest, TensorsCountTheirStorageOnceAndWrapCountsNothing) {
