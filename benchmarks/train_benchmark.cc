@@ -597,11 +597,13 @@ int Main() {
 
   int64_t adapter_params = 0;
   for (auto& [name, t] : run.TrainableParams()) adapter_params += t.numel();
+  const std::string biases =
+      absl::StrCat(lc.qkv_bias ? " q/k/v" : "", lc.o_bias ? " o" : "", lc.mlp_bias ? " mlp" : "");
   std::printf("model: %.1fM parameters (hidden %lld, %lld layers, heads %lld/%lld, vocab %lld%s); "
               "PMoL: %zu adapted modules, %.2fM trainable parameters\n",
               base_params / 1e6, (long long)lc.hidden_size, (long long)lc.num_hidden_layers,
               (long long)lc.num_attention_heads, (long long)lc.num_key_value_heads,
-              (long long)lc.vocab_size, lc.qkv_bias ? ", q/k/v biases" : "",
+              (long long)lc.vocab_size, biases.empty() ? "" : (", biases on" + biases).c_str(),
               run.adapters->modules().size(), adapter_params / 1e6);
   std::printf("batch: %d pairs x %d tokens (prompt %d + response %d), %d policy rows -> %lld tokens/step; "
               "%d CPU threads each; pmol backend %s\n",
