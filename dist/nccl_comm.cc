@@ -389,9 +389,9 @@ class NcclComm final : public Comm {
   }
 
   // Enqueues `enqueue` (NCCL calls on stream_) after the compute stream's work so far.
+  // (The caller has counted the call and its bytes.)
   template <typename Enqueue>
   std::unique_ptr<PendingCollective> Launch(const char* what, Enqueue&& enqueue) {
-    ++stats_.calls;
     CudaOk(cudaEventRecord(ready_, compute_), "cudaEventRecord");
     CudaOk(cudaStreamWaitEvent(stream_, ready_, 0), "cudaStreamWaitEvent");
     enqueue();

@@ -6,7 +6,8 @@
 // trainable gradient (lora_A, lora_B, routers) are compared.
 //
 // Tolerances, per tensor relative to its largest entry (max |gpu - cpu| <= tol * max|cpu|),
-// and relative for the loss parts:
+// and for the loss parts relative to max(|cpu|, 1e-2) (reward sums can be near 0, where
+// only an absolute bound makes sense):
 //   CUDA f64 vs CPU f64: 1e-10. Both compute in double; only the summation orders of
 //     GEMMs and reductions differ (~sqrt(n) ulp of 1.1e-16 over sums of <= 64 terms here),
 //     chained through two layers' forward and backward.
@@ -69,7 +70,7 @@ StepResult RunStep(const std::string& device, const std::string& dtype, bool rec
 void ExpectMatches(const StepResult& gpu, const StepResult& cpu, double tol) {
   ASSERT_EQ(gpu.parts.size(), cpu.parts.size());
   for (size_t i = 0; i < cpu.parts.size(); ++i) {
-    EXPECT_LE(std::fabs(gpu.parts[i] - cpu.parts[i]), tol * std::max(1e-3, std::fabs(cpu.parts[i])))
+    EXPECT_LE(std::fabs(gpu.parts[i] - cpu.parts[i]), tol * std::max(1e-2, std::fabs(cpu.parts[i])))
         << "loss part " << i << ": gpu " << gpu.parts[i] << " cpu " << cpu.parts[i];
   }
   ASSERT_EQ(gpu.grads.size(), cpu.grads.size());

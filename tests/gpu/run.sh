@@ -15,8 +15,10 @@
 #     2. compute-sanitizer (memcheck, then racecheck) on the kernel tests;
 #     3. `pmol train` of the prepared run on the GPU: ZeRO stage 0, stage 1 (one rank, so
 #        the world's copies move GPU buffers), and activation recompute. Each must finish,
-#        and its logged losses must match the CPU run's within 2e-3 relative (f32 on both
-#        sides; 20 AdamW steps let rounding differences grow from ~1e-6 to ~1e-4).
+#        and its logged losses must match the CPU run's within 1e-4 relative (f32 on both
+#        sides). Rounding barely moves this run: on the CPU its f32 and f64 losses differ
+#        by at most 2.1e-8 relative over the 20 steps, so 1e-4 leaves ~5000x room for the
+#        GPU's summation orders while a wrong kernel or a lost gradient shows at 1e-3+.
 #     It ends with "N passed, N failed" and exits non-zero when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -125,8 +127,8 @@ if not want or sorted(got) != sorted(want):
 worst = max(abs(got[s] - want[s]) / max(abs(want[s]), 1e-3) for s in want)
 for s in sorted(want):
     print(f"  step {s}: gpu loss {got[s]:.6f}  cpu loss {want[s]:.6f}")
-print(f"  worst relative difference {worst:.2e} (tolerance 2e-3)")
-sys.exit(0 if worst <= 2e-3 else 1)
+print(f"  worst relative difference {worst:.2e} (tolerance 1e-4)")
+sys.exit(0 if worst <= 1e-4 else 1)
 EOF
 }
 
