@@ -211,17 +211,6 @@ class NcclPending final : public PendingCollective {
   bool waited_ = false;
 };
 
-// A collective already complete (host buffers, done by the host Comm).
-class HostPending final : public PendingCollective {
- public:
-  explicit HostPending(std::unique_ptr<PendingCollective> inner) : inner_(std::move(inner)) {}
-  bool Test() override { return inner_->Test(); }
-  void Wait() override { inner_->Wait(); }
-
- private:
-  std::unique_ptr<PendingCollective> inner_;
-};
-
 class NcclComm final : public Comm {
  public:
   NcclComm(std::unique_ptr<Comm> host, ncclComm_t comm, cudaStream_t compute, int world_rank,
@@ -250,7 +239,8 @@ class NcclComm final : public Comm {
 
   std::unique_ptr<PendingCollective> StartAllReduce(void* data, int64_t count, DType dtype, ReduceOp op) override {
     if (!DeviceCall(data, nullptr)) {
-      return Host([&](Comm& h) { return h.StartAllReduce(data, count, dtype, op); });
+      HostTraffic counted(this);
+      return host_->StartAllReduce(data, count, dtype, op);
     }
     PMOL_CHECK(count >= 0);
     CountAllReduce(count * static_cast<int64_t>(DTypeSize(dtype)));
@@ -263,7 +253,8 @@ class NcclComm final : public Comm {
                                                         DType dtype, ReduceOp op) override {
     PMOL_CHECK(static_cast<int>(counts.size()) == size());
     if (!DeviceCall(send, recv)) {
-      return Host([&](Comm& h) { return h.StartReduceScatter(send, recv, counts, dtype, op); });
+      HostTraffic counted(this);
+      return host_->StartReduceScatter(send, recv, counts, dtype, op);
     }
     const size_t esize = DTypeSize(dtype);
     CountReduceScatter(Sum(counts) * esize, counts[rank()] * esize);
@@ -288,10 +279,8 @@ class NcclComm final : public Comm {
   void AllGather(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype) override {
     PMOL_CHECK(static_cast<int>(counts.size()) == size());
     if (!DeviceCall(send, recv)) {
-      Host([&](Comm& h) {
-        h.AllGather(send, recv, counts, dtype);
-        return Done();
-      });
+      HostTraffic counted(this);
+      host_->AllGather(send, recv, counts, dtype);
       return;
     }
     const size_t esize = DTypeSize(dtype);
@@ -317,10 +306,8 @@ class NcclComm final : public Comm {
                 const std::vector<int64_t>& recv_counts, DType dtype) override {
     PMOL_CHECK(static_cast<int>(send_counts.size()) == size() && static_cast<int>(recv_counts.size()) == size());
     if (!DeviceCall(send, recv)) {
-      Host([&](Comm& h) {
-        h.AllToAll(send, send_counts, recv, recv_counts, dtype);
-        return Done();
-      });
+      HostTraffic counted(this);
+      host_->AllToAll(send, send_counts, recv, recv_counts, dtype);
       return;
     }
     CountAllToAll((Sum(send_counts) - send_counts[rank()]) * static_cast<int64_t>(DTypeSize(dtype)));
@@ -344,10 +331,8 @@ class NcclComm final : public Comm {
   void Broadcast(void* data, int64_t count, DType dtype, int root) override {
     PMOL_CHECK(count >= 0 && root >= 0 && root < size());
     if (!DeviceCall(data, nullptr)) {
-      Host([&](Comm& h) {
-        h.Broadcast(data, count, dtype, root);
-        return Done();
-      });
+      HostTraffic counted(this);
+      host_->Broadcast(data, count, dtype, root);
       return;
     }
     CountBroadcast(count * static_cast<int64_t>(DTypeSize(dtype)), root);
@@ -357,10 +342,8 @@ class NcclComm final : public Comm {
   }
 
   void Barrier() override {
-    Host([&](Comm& h) {
-      h.Barrier();
-      return Done();
-    });
+    HostTraffic counted(this);
+    host_->Barrier();
   }
 
   std::unique_ptr<Comm> Split(int color, int key, const std::string& name) override {
@@ -371,22 +354,26 @@ class NcclComm final : public Comm {
   }
 
  private:
-  static std::unique_ptr<PendingCollective> Done() { return nullptr; }
+  // Adds the traffic of a host-buffer collective, which the host Comm counts, to this
+  // Comm's stats as well (from construction to destruction).
+  class HostTraffic {
+   public:
+    explicit HostTraffic(NcclComm* comm) : comm_(comm), before_(comm->host_->stats()) {}
+    ~HostTraffic() {
+      const CommStats& after = comm_->host_->stats();
+      CommStats& stats = comm_->stats_;
+      stats.all_reduce_bytes += after.all_reduce_bytes - before_.all_reduce_bytes;
+      stats.reduce_scatter_bytes += after.reduce_scatter_bytes - before_.reduce_scatter_bytes;
+      stats.all_gather_bytes += after.all_gather_bytes - before_.all_gather_bytes;
+      stats.all_to_all_bytes += after.all_to_all_bytes - before_.all_to_all_bytes;
+      stats.broadcast_bytes += after.broadcast_bytes - before_.broadcast_bytes;
+      stats.calls += after.calls - before_.calls;
+    }
 
-  // Runs a collective of host buffers on the host Comm, counting its traffic here too.
-  template <typename Call>
-  std::unique_ptr<PendingCollective> Host(Call&& call) {
-    const CommStats before = host_->stats();
-    std::unique_ptr<PendingCollective> pending = call(*host_);
-    const CommStats& after = host_->stats();
-    stats_.all_reduce_bytes += after.all_reduce_bytes - before.all_reduce_bytes;
-    stats_.reduce_scatter_bytes += after.reduce_scatter_bytes - before.reduce_scatter_bytes;
-    stats_.all_gather_bytes += after.all_gather_bytes - before.all_gather_bytes;
-    stats_.all_to_all_bytes += after.all_to_all_bytes - before.all_to_all_bytes;
-    stats_.broadcast_bytes += after.broadcast_bytes - before.broadcast_bytes;
-    stats_.calls += after.calls - before.calls;
-    return pending == nullptr ? nullptr : std::make_unique<HostPending>(std::move(pending));
-  }
+   private:
+    NcclComm* comm_;
+    CommStats before_;
+  };
 
   // Enqueues `enqueue` (NCCL calls on stream_) after the compute stream's work so far.
   // (The caller has counted the call and its bytes.)
