@@ -6,9 +6,9 @@
 #     builds `--config=cuda` every CUDA test and the pmol binary, packs them with the shared
 #     libraries they need (tests/cuda/run_on_gpu.sh pack) into DIR/suite.tar.xz, with an
 #     end-to-end run:
-#     the demo corpus, a random tiny Llama (launch/quickstart/tiny_llama.json), a PMoL-DPO
-#     run config (3 groups x 2 experts + 1 empty, r = 8, 20 steps), and the same run
-#     trained here on the CPU as the reference.
+#     the demo corpus, a random tiny Llama (launch/quickstart/tiny_llama.json), the
+#     quickstart's PMoL-DPO config (3 groups x 2 experts + 1 empty, r = 8) cut to 20 steps
+#     on that base, and the same run trained here on the CPU as the reference.
 #   bash tests/gpu/run.sh run [DIR]        (GPU machine, from the repository root)
 #     1. every CUDA test binary: kernels against the CPU backend op by op, NCCL on one
 #        GPU, a whole PMoL-DPO step's losses and gradients against the CPU path;
@@ -34,40 +34,11 @@ pack() {
   mkdir -p "$e2e"
   "$pmol" make-demo-data --out="$e2e/data" --seed=1 > /dev/null
   "$pmol" init-model --hf-config=launch/quickstart/tiny_llama.json --out="$e2e/base" --seed=1 > /dev/null
-  cat > "$e2e/dpo_pmol.textproto" << 'EOF'
-# proto-file: proto/run_config.proto
-# proto-message: pmol.config.RunConfig
-# The GPU suite's end-to-end run; E2E_DIR is replaced by tests/gpu/run.sh.
-seed: 1
-output_dir: "E2E_DIR/out"
-model { path: "E2E_DIR/base" threads: 0 }
-adapter {
-  kind: PMOL
-  groups { name: "helpfulness" experts: 2 }
-  groups { name: "harmlessness" experts: 2 }
-  groups { name: "empathy" experts: 2 }
-  empty_experts: 1
-  rank: 8
-  alpha: 16
-}
-objective { kind: DPO beta: 0.1 group_loss_weight: 0.1 balance_loss_weight: 0.01 }
-optimizer { lr: 1e-3 schedule: COSINE warmup_steps: 5 max_grad_norm: 1.0 max_steps: 20 }
-data {
-  tokenizer: "E2E_DIR/data/tokenizer.json"
-  preference_names: ["helpfulness", "harmlessness", "empathy"]
-  train { path: "E2E_DIR/data/preference/helpfulness/train.jsonl" }
-  train { path: "E2E_DIR/data/preference/harmlessness/train.jsonl" }
-  train { path: "E2E_DIR/data/preference/empathy/train.jsonl" }
-  chat_template: "chatml"
-  max_length: 160
-  max_prompt_length: 96
-  micro_batch_size: 8
-}
-checkpoint { every_steps: 10 keep_last: 1 }
-logging { every_steps: 5 }
-EOF
+  # The quickstart's PMoL-DPO config, on the random base, shortened by e2e_flags.
+  sed 's#QUICKSTART_DIR#E2E_DIR#g' launch/quickstart/dpo_pmol.textproto > "$e2e/dpo_pmol.textproto"
   e2e_config "$e2e" > "$e2e/cpu.textproto"
-  "$pmol" train --config="$e2e/cpu.textproto" --set=output_dir="$e2e/cpu_reference" --set=model.device=cpu
+  "$pmol" train --config="$e2e/cpu.textproto" $(e2e_flags "$e2e") --set=output_dir="$e2e/cpu_reference" \
+    --set=model.device=cpu
   cp "$e2e/cpu_reference/metrics.jsonl" "$e2e/cpu_metrics.jsonl"
   rm -rf "$e2e/cpu_reference" "$e2e/cpu.textproto"
   # One xz archive (~21 MB; unpacked ~95 MB, mostly OpenBLAS and ICU data), small enough
@@ -93,6 +64,15 @@ e2e_config() {
   local abs
   abs="$(cd "$1" && pwd)"
   sed "s#E2E_DIR#$abs#g" "$1/dpo_pmol.textproto"
+}
+
+# The overrides that make the quickstart run the suite's: the random base in $1/base, 20
+# steps, losses logged every 5.
+e2e_flags() {
+  local abs
+  abs="$(cd "$1" && pwd)"
+  echo "--set=model.path=$abs/base --set=optimizer.max_steps=20 --set=optimizer.warmup_steps=5" \
+    "--set=logging.every_steps=5 --set=checkpoint.every_steps=10"
 }
 
 passed=0
@@ -138,8 +118,9 @@ train_on_gpu() {  # train_on_gpu DIR NAME [--set=...]
   local e2e="$dir/e2e" out="$dir/e2e/gpu_$name"
   e2e_config "$e2e" > "$e2e/gpu_$name.textproto"
   rm -rf "$out"
+  # shellcheck disable=SC2046  # e2e_flags is a list of words without spaces
   bash tests/cuda/run_on_gpu.sh exec "$dir" "$dir/bin/pmol" train --config="$e2e/gpu_$name.textproto" \
-    --set=output_dir="$out" --set=model.device=cuda "$@" || return 1
+    $(e2e_flags "$e2e") --set=output_dir="$out" --set=model.device=cuda "$@" || return 1
   same_losses "$out/metrics.jsonl" "$e2e/cpu_metrics.jsonl"
 }
 
