@@ -16,6 +16,10 @@
 //   Attention:  causal grouped-query attention, q [B,T,Hq,D], k/v [B,T,Hkv,D],
 //               query head h reads kv head h / (Hq/Hkv); out [B,T,Hq,D];
 //               lse [B,Hq,T] = logsumexp of the scaled, masked scores (for backward).
+//               Query i of row b sees key j iff j <= i and j is outside its key hole
+//               [hb, he) = [key_holes[2(bT+i)], key_holes[2(bT+i)+1]) when key_holes is
+//               given (begin >= end: no hole; a query always sees its own key). The hole is how two sequences share a
+//               prefix in one row: [prefix | reply A | reply B], reply B skipping reply A.
 //   LogSoftmaxGather: logp[r] = logits[r, t_r] - logsumexp(logits[r,:]); rows with
 //               t_r < 0 give logp = 0 and zero gradient.
 //               backward: dlogits[r,:] = dlogp[r] * (onehot(t_r) - softmax(logits[r,:]))
@@ -55,6 +59,9 @@ struct AttentionShape {
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
   double scale = 0.0;  // usually 1/sqrt(head_dim)
+  // i32 [batch * seq, 2] on the backend's device, or null (plain causal): per query, the
+  // row-local key range it must not see (see the file comment).
+  const int32_t* key_holes = nullptr;
 };
 
 // The scalars of one AdamW update (Backend::AdamWStep); step t >= 1 is folded into the

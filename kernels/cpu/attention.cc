@@ -2,7 +2,10 @@
 // for each (batch, kv head) the query heads that share the kv head are stacked, and the
 // queries are taken in blocks of kBlock positions, so that a block only meets the keys it
 // may see (0 .. its last position) and the causal half of the score matrix is never
-// computed beyond one block's triangle. Per block, with R = group * block rows:
+// computed beyond one block's triangle. With key holes, the part of the hole that every
+// row of a block shares is left out of the block's GEMMs too: its keys are read as at
+// most two pieces, and the score columns are the pieces side by side. Per block, with
+// R = group * block rows and L the keys it reads:
 //   S = scale Q K^T [R, L];  P = softmax of the unmasked part;  O = P V
 // and the backward, from the saved lse:
 //   dV += P^T dO;  dP = dO V^T;  dS = P (dP - rowsum(dO O)) scale;  dQ = dS K;  dK += dS^T Q
@@ -13,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
@@ -61,6 +65,75 @@ void ScatterQ(const Geometry& s, const T* src, int64_t b, int64_t g, int64_t i0,
                   dst + (b * s.S + i0 + i) * s.q_row + (g * s.group + hh) * s.D);
 }
 
+// The key hole of query i of row b, clipped to [0, i) (a query always sees its own key);
+// an empty hole is [i+1, i+1).
+struct Hole {
+  int64_t begin, end;
+};
+Hole RowHole(const int32_t* holes, int64_t b, int64_t seq, int64_t i) {
+  if (holes == nullptr) return {i + 1, i + 1};
+  const int64_t at = 2 * (b * seq + i);
+  const int64_t begin = std::max<int64_t>(holes[at], 0);
+  const int64_t end = std::min<int64_t>(holes[at + 1], i);
+  if (begin >= end) return {i + 1, i + 1};
+  return {begin, end};
+}
+
+// The keys query block [i0, i0 + n) of row b reads: [0, i0 + n) minus the hole all its
+// rows share, [skip_begin, skip_begin + skip), as pieces p of keys [key0, key0 + len)
+// at score columns [col0, col0 + len); `cols` columns in all.
+struct KeyPieces {
+  int count = 0;
+  int64_t key0[2] = {0, 0}, col0[2] = {0, 0}, len[2] = {0, 0};
+  int64_t cols = 0, skip_begin = 0, skip = 0;
+
+  KeyPieces(const int32_t* holes, int64_t b, int64_t seq, int64_t i0, int64_t n) {
+    const int64_t keys = i0 + n;
+    int64_t sb = 0, se = keys;
+    for (int64_t i = i0; i < keys && sb < se; ++i) {
+      const Hole h = RowHole(holes, b, seq, i);
+      sb = std::max(sb, h.begin);
+      se = std::min(se, h.end);
+    }
+    if (sb < se) {
+      skip_begin = sb;
+      skip = se - sb;
+    }
+    Add(0, skip == 0 ? keys : skip_begin);
+    if (skip > 0) Add(skip_begin + skip, keys - skip_begin - skip);
+  }
+  // Column of key j (j outside the skipped keys; j may be one past the last key).
+  int64_t Col(int64_t j) const { return j <= skip_begin ? j : j - skip; }
+
+ private:
+  void Add(int64_t key, int64_t length) {
+    if (length <= 0) return;
+    key0[count] = key;
+    col0[count] = cols;
+    len[count] = length;
+    cols += length;
+    ++count;
+  }
+};
+
+// The score columns row position i sees: [0, a) and [c, e); the rest of [0, cols) is
+// masked.
+struct VisibleColumns {
+  int64_t a, c, e;
+  VisibleColumns(const KeyPieces& kp, const Hole& h, int64_t i)
+      : a(kp.Col(h.begin)), c(kp.Col(h.end)), e(kp.Col(i + 1)) {}
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    for (int64_t j = 0; j < a; ++j) fn(j);
+    for (int64_t j = c; j < e; ++j) fn(j);
+  }
+  template <typename T>
+  void ZeroMasked(T* row, int64_t cols) const {
+    std::fill(row + a, row + c, T(0));
+    std::fill(row + e, row + cols, T(0));
+  }
+};
+
 }  // namespace
 
 template <typename T>
@@ -75,28 +148,34 @@ void AttentionForward(const AttentionShape& sh, const T* q, const T* k, const T*
       GatherKv(s, k, b, g, kg.data());
       GatherKv(s, v, b, g, vg.data());
       for (int64_t i0 = 0; i0 < s.S; i0 += kBlock) {
-        const int64_t n = std::min(kBlock, s.S - i0), rows = s.group * n, keys = i0 + n;
+        const int64_t n = std::min(kBlock, s.S - i0), rows = s.group * n;
+        const KeyPieces kp(sh.key_holes, b, s.S, i0, n);
+        const int64_t cols = kp.cols;
         GatherQ(s, q, b, g, i0, n, qc.data());
-        Gemm<T>(false, true, rows, keys, s.D, scale, qc.data(), s.D, kg.data(), s.D, T(0),
-                scores.data(), keys);
-        ParallelFor(rows, 3 * keys, [&](int64_t r0, int64_t r1) {
+        for (int p = 0; p < kp.count; ++p)
+          Gemm<T>(false, true, rows, kp.len[p], s.D, scale, qc.data(), s.D,
+                  kg.data() + kp.key0[p] * s.D, s.D, T(0), scores.data() + kp.col0[p], cols);
+        ParallelFor(rows, 3 * cols, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
-            const int64_t i = i0 + r % n, visible = i + 1;
-            T* row = scores.data() + r * keys;
-            const T m = *std::max_element(row, row + visible);
+            const int64_t i = i0 + r % n;
+            const VisibleColumns vis(kp, RowHole(sh.key_holes, b, s.S, i), i);
+            T* row = scores.data() + r * cols;
+            T m = -std::numeric_limits<T>::infinity();
+            vis.ForEach([&](int64_t j) { m = std::max(m, row[j]); });
             T l = 0;
-            for (int64_t j = 0; j < visible; ++j) {
+            vis.ForEach([&](int64_t j) {
               row[j] = std::exp(row[j] - m);
               l += row[j];
-            }
+            });
             const T inv = T(1) / l;
-            for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
-            std::fill(row + visible, row + keys, T(0));
+            vis.ForEach([&](int64_t j) { row[j] *= inv; });
+            vis.ZeroMasked(row, cols);
             lse[(b * s.H + g * s.group + r / n) * s.S + i] = m + std::log(l);
           }
         });
-        Gemm<T>(false, false, rows, s.D, keys, T(1), scores.data(), keys, vg.data(), s.D, T(0),
-                oc.data(), s.D);
+        for (int p = 0; p < kp.count; ++p)
+          Gemm<T>(false, false, rows, s.D, kp.len[p], T(1), scores.data() + kp.col0[p], cols,
+                  vg.data() + kp.key0[p] * s.D, s.D, p == 0 ? T(0) : T(1), oc.data(), s.D);
         ScatterQ(s, oc.data(), b, g, i0, n, out);
       }
     }
@@ -119,37 +198,46 @@ void AttentionBackward(const AttentionShape& sh, const T* q, const T* k, const T
       std::fill(dkg.begin(), dkg.end(), T(0));
       std::fill(dvg.begin(), dvg.end(), T(0));
       for (int64_t i0 = 0; i0 < s.S; i0 += kBlock) {
-        const int64_t n = std::min(kBlock, s.S - i0), rows = s.group * n, keys = i0 + n;
+        const int64_t n = std::min(kBlock, s.S - i0), rows = s.group * n;
+        const KeyPieces kp(sh.key_holes, b, s.S, i0, n);
+        const int64_t cols = kp.cols;
         GatherQ(s, q, b, g, i0, n, qc.data());
         GatherQ(s, out, b, g, i0, n, oc.data());
         GatherQ(s, dout, b, g, i0, n, doc.data());
-        Gemm<T>(false, true, rows, keys, s.D, scale, qc.data(), s.D, kg.data(), s.D, T(0),
-                p.data(), keys);
-        Gemm<T>(false, true, rows, keys, s.D, T(1), doc.data(), s.D, vg.data(), s.D, T(0),
-                dp.data(), keys);
+        for (int x = 0; x < kp.count; ++x) {
+          const T* kx = kg.data() + kp.key0[x] * s.D;
+          Gemm<T>(false, true, rows, kp.len[x], s.D, scale, qc.data(), s.D, kx, s.D, T(0),
+                  p.data() + kp.col0[x], cols);
+          Gemm<T>(false, true, rows, kp.len[x], s.D, T(1), doc.data(), s.D,
+                  vg.data() + kp.key0[x] * s.D, s.D, T(0), dp.data() + kp.col0[x], cols);
+        }
         // P from the saved lse; dS = P (dP - rowsum(dO O)) scale, written over dP.
-        ParallelFor(rows, 4 * keys, [&](int64_t r0, int64_t r1) {
+        ParallelFor(rows, 4 * cols, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
-            const int64_t i = i0 + r % n, visible = i + 1;
+            const int64_t i = i0 + r % n;
+            const VisibleColumns vis(kp, RowHole(sh.key_holes, b, s.S, i), i);
             const T l = lse[(b * s.H + g * s.group + r / n) * s.S + i];
             T di = 0;
             for (int64_t d = 0; d < s.D; ++d) di += doc[r * s.D + d] * oc[r * s.D + d];
-            T* prow = p.data() + r * keys;
-            T* dsrow = dp.data() + r * keys;
-            for (int64_t j = 0; j < visible; ++j) {
+            T* prow = p.data() + r * cols;
+            T* dsrow = dp.data() + r * cols;
+            vis.ForEach([&](int64_t j) {
               prow[j] = std::exp(prow[j] - l);
               dsrow[j] = prow[j] * (dsrow[j] - di) * scale;
-            }
-            std::fill(prow + visible, prow + keys, T(0));
-            std::fill(dsrow + visible, dsrow + keys, T(0));
+            });
+            vis.ZeroMasked(prow, cols);
+            vis.ZeroMasked(dsrow, cols);
           }
         });
-        Gemm<T>(true, false, keys, s.D, rows, T(1), p.data(), keys, doc.data(), s.D, T(1),
-                dvg.data(), s.D);
-        Gemm<T>(false, false, rows, s.D, keys, T(1), dp.data(), keys, kg.data(), s.D, T(0),
-                dqc.data(), s.D);
-        Gemm<T>(true, false, keys, s.D, rows, T(1), dp.data(), keys, qc.data(), s.D, T(1),
-                dkg.data(), s.D);
+        for (int x = 0; x < kp.count; ++x) {
+          const int64_t key0 = kp.key0[x], col0 = kp.col0[x], len = kp.len[x];
+          Gemm<T>(true, false, len, s.D, rows, T(1), p.data() + col0, cols, doc.data(), s.D,
+                  T(1), dvg.data() + key0 * s.D, s.D);
+          Gemm<T>(false, false, rows, s.D, len, T(1), dp.data() + col0, cols,
+                  kg.data() + key0 * s.D, s.D, x == 0 ? T(0) : T(1), dqc.data(), s.D);
+          Gemm<T>(true, false, len, s.D, rows, T(1), dp.data() + col0, cols, qc.data(), s.D,
+                  T(1), dkg.data() + key0 * s.D, s.D);
+        }
         ScatterQ(s, dqc.data(), b, g, i0, n, dq);
       }
       ScatterKv(s, dkg.data(), b, g, dk);

@@ -1,5 +1,6 @@
 // Causal grouped-query attention, backward (FlashAttention-2 style recomputation from
-// lse; no [T, T] matrix is stored). With P = exp(scale * Q K^T - lse) on visible pairs:
+// lse; no [T, T] matrix is stored). With P = exp(scale * Q K^T - lse) on visible pairs
+// (j <= i, j outside query i's key hole; kernels/backend.h):
 //   Delta_i = sum_d dO[i, d] * O[i, d]                        (per query row)
 //   dP = dO V^T,  dS = P * (dP - Delta)
 //   dV = sum over query heads of the group of P^T dO
@@ -20,7 +21,8 @@ namespace {
 template <typename T>
 size_t DkDvSharedBytes(int head_dim) {
   const int ld = head_dim + 1;
-  return static_cast<size_t>(4 * kTile * ld + 2 * kTile * (kTile + 1) + 2 * kTile) * sizeof(T);
+  return static_cast<size_t>(4 * kTile * ld + 2 * kTile * (kTile + 1) + 2 * kTile) * sizeof(T) +
+         2 * kTile * sizeof(int32_t);  // the query tile's key holes
 }
 
 template <typename T>
@@ -54,8 +56,8 @@ __global__ void AttentionDeltaKernel(const T* out, const T* dout, int64_t batch,
 
 template <typename T, int kMaxD>
 __global__ void __launch_bounds__(kAttnThreads)
-    AttentionDkDvKernel(const T* q, const T* k, const T* v, const T* lse, const T* delta,
-                        const T* dout, T* dk, T* dv, int64_t seq, int64_t q_heads,
+    AttentionDkDvKernel(const T* q, const T* k, const T* v, const int32_t* holes, const T* lse,
+                        const T* delta, const T* dout, T* dk, T* dv, int64_t seq, int64_t q_heads,
                         int64_t kv_heads, int head_dim, T scale) {
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
   extern __shared__ __align__(16) unsigned char shared_raw[];
@@ -68,6 +70,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   T* s_ds = s_p + kTile * (kTile + 1);   // [key][query]
   T* s_lse = s_ds + kTile * (kTile + 1);
   T* s_delta = s_lse + kTile;
+  int32_t* s_hole = reinterpret_cast<int32_t*>(s_delta + kTile);  // [query][begin, end]
 
   const int64_t k_tile = blockIdx.x;
   const int64_t hk = blockIdx.y;
@@ -97,6 +100,9 @@ __global__ void __launch_bounds__(kAttnThreads)
         const int64_t t = q0 + threadIdx.x;
         s_lse[threadIdx.x] = t < seq ? lse[(b * q_heads + h) * seq + t] : T(0);
         s_delta[threadIdx.x] = t < seq ? delta[(b * q_heads + h) * seq + t] : T(0);
+        const KeyHole hole = LoadKeyHole(holes, b, seq, t);
+        s_hole[2 * threadIdx.x] = static_cast<int32_t>(hole.begin);
+        s_hole[2 * threadIdx.x + 1] = static_cast<int32_t>(hole.end);
       }
       __syncthreads();
 
@@ -104,7 +110,9 @@ __global__ void __launch_bounds__(kAttnThreads)
       for (int i = 0; i < kKeysPerLane; ++i) {
         const int c = lane + kRowLanesAttn * i;  // query row of the tile
         const int64_t q_pos = q0 + c;
-        const bool visible = k_pos <= q_pos && q_pos < seq && k_pos < seq;
+        const KeyHole hole{s_hole[2 * c], s_hole[2 * c + 1]};
+        const bool visible =
+            k_pos <= q_pos && q_pos < seq && k_pos < seq && !hole.Hides(k_pos, q_pos);
         T p = T(0);
         T ds = T(0);
         if (visible) {
@@ -150,8 +158,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 
 template <typename T, int kMaxD>
 __global__ void __launch_bounds__(kAttnThreads)
-    AttentionDqKernel(const T* q, const T* k, const T* v, const T* lse, const T* delta,
-                      const T* dout, T* dq, int64_t seq, int64_t q_heads, int64_t kv_heads,
+    AttentionDqKernel(const T* q, const T* k, const T* v, const int32_t* holes, const T* lse,
+                      const T* delta, const T* dout, T* dq, int64_t seq, int64_t q_heads, int64_t kv_heads,
                       int head_dim, T scale) {
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
   extern __shared__ __align__(16) unsigned char shared_raw[];
@@ -175,6 +183,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   LoadTile(dout, b, q0, seq, q_heads, h, head_dim, ld, s_do);
   const T row_lse = q_pos < seq ? lse[(b * q_heads + h) * seq + q_pos] : T(0);
   const T row_delta = q_pos < seq ? delta[(b * q_heads + h) * seq + q_pos] : T(0);
+  const KeyHole hole = LoadKeyHole(holes, b, seq, q_pos);
 
   T acc[kPerLane];
 #pragma unroll
@@ -191,7 +200,8 @@ __global__ void __launch_bounds__(kAttnThreads)
     for (int i = 0; i < kKeysPerLane; ++i) {
       const int c = lane + kRowLanesAttn * i;
       const int64_t k_pos = k0 + c;
-      const bool visible = k_pos <= q_pos && q_pos < seq && k_pos < seq;
+      const bool visible =
+          k_pos <= q_pos && q_pos < seq && k_pos < seq && !hole.Hides(k_pos, q_pos);
       T ds = T(0);
       if (visible) {
         const T s = scale * Dot(s_q + row * ld, s_k + c * ld, head_dim);
@@ -260,7 +270,8 @@ void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, 
                          static_cast<int>(dkdv_shared));
     dim3 dkdv_grid(static_cast<unsigned>(tiles), static_cast<unsigned>(dims.kv_heads),
                    static_cast<unsigned>(dims.batch));
-    dkdv<<<dkdv_grid, kAttnThreads, dkdv_shared, stream>>>(q, k, v, lse, delta, dout, dk, dv,
+    dkdv<<<dkdv_grid, kAttnThreads, dkdv_shared, stream>>>(q, k, v, dims.key_holes, lse, delta,
+                                                           dout, dk, dv,
                                                            dims.seq, dims.q_heads,
                                                            dims.kv_heads, head_dim, scale);
     PMOL_CUDA_CHECK_LAUNCH("AttentionDkDvKernel");
@@ -271,7 +282,8 @@ void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, 
                          static_cast<int>(dq_shared));
     dim3 dq_grid(static_cast<unsigned>(tiles), static_cast<unsigned>(dims.q_heads),
                  static_cast<unsigned>(dims.batch));
-    dq_kernel<<<dq_grid, kAttnThreads, dq_shared, stream>>>(q, k, v, lse, delta, dout, dq,
+    dq_kernel<<<dq_grid, kAttnThreads, dq_shared, stream>>>(q, k, v, dims.key_holes, lse, delta,
+                                                            dout, dq,
                                                             dims.seq, dims.q_heads,
                                                             dims.kv_heads, head_dim, scale);
     PMOL_CUDA_CHECK_LAUNCH("AttentionDqKernel");

@@ -1,5 +1,6 @@
 // Shared pieces of the attention kernels (attention_forward.cu, attention_backward.cu):
-// tile sizes, the thread layout, shared-memory tile loads and the head-dim dispatch.
+// tile sizes, the thread layout, shared-memory tile loads, key holes and the head-dim
+// dispatch.
 //
 // Tiles are kTile = 32 query rows by kTile = 32 key rows; a block has 256 threads seen as
 // 32 rows x 8 lanes: thread (row, lane) computes the scores of its row against keys
@@ -22,6 +23,24 @@ constexpr int kAttnThreads = 256;
 constexpr int kRowLanesAttn = 8;
 constexpr int kKeysPerLane = kTile / kRowLanesAttn;  // 4
 constexpr int kMaxSharedBytes = 227 * 1024;         // sm_90 opt-in limit per block
+
+// The key hole of query q_pos of row b (kernels/backend.h: query i does not see keys
+// [hb, he), but always sees key i); {0, 0} without holes or past the sequence end.
+struct KeyHole {
+  int64_t begin = 0, end = 0;
+  __device__ __forceinline__ bool Hides(int64_t k_pos, int64_t q_pos) const {
+    return k_pos != q_pos && k_pos >= begin && k_pos < end;
+  }
+};
+__device__ __forceinline__ KeyHole LoadKeyHole(const int32_t* holes, int64_t b, int64_t seq,
+                                               int64_t q_pos) {
+  KeyHole h;
+  if (holes != nullptr && q_pos < seq) {
+    h.begin = holes[2 * (b * seq + q_pos)];
+    h.end = holes[2 * (b * seq + q_pos) + 1];
+  }
+  return h;
+}
 
 // Loads rows [t0, t0 + kTile) of head `head` of a [B, T, H, D] tensor of batch b into a
 // shared tile [kTile][ld]; rows past the sequence end are zero.

@@ -1,5 +1,6 @@
 // Causal grouped-query attention, forward, flash-style (no [T, T] score matrix):
-//   S = scale * Q K^T (key j visible to query i iff j <= i),  P = softmax_row(S),
+//   S = scale * Q K^T (key j visible to query i iff j <= i and j is outside i's key
+//   hole, kernels/backend.h),  P = softmax_row(S),
 //   out = P V,  lse[b, h, i] = logsumexp_j S[i, j]
 // Query head h reads kv head h / (Hq / Hkv). One block per (32-query tile, head, batch);
 // it walks the key tiles 0..(its own tile) with the online softmax: per row a running max
@@ -21,8 +22,9 @@ size_t ForwardSharedBytes(int head_dim) {
 
 template <typename T, int kMaxD>
 __global__ void __launch_bounds__(kAttnThreads)
-    AttentionForwardKernel(const T* q, const T* k, const T* v, T* out, T* lse, int64_t seq,
-                           int64_t q_heads, int64_t kv_heads, int head_dim, T scale) {
+    AttentionForwardKernel(const T* q, const T* k, const T* v, const int32_t* holes, T* out,
+                           T* lse, int64_t seq, int64_t q_heads, int64_t kv_heads, int head_dim,
+                           T scale) {
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const int ld = head_dim + 1;
@@ -39,6 +41,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int lane = threadIdx.x % kRowLanesAttn;
   const int64_t q0 = q_tile * kTile;
   const int64_t q_pos = q0 + row;
+  const KeyHole hole = LoadKeyHole(holes, b, seq, q_pos);
 
   LoadTile(q, b, q0, seq, q_heads, h, head_dim, ld, s_q);
 
@@ -61,7 +64,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     for (int i = 0; i < kKeysPerLane; ++i) {
       const int c = lane + kRowLanesAttn * i;
       const int64_t k_pos = k0 + c;
-      const bool visible = k_pos <= q_pos && k_pos < seq;
+      const bool visible = k_pos <= q_pos && k_pos < seq && !hole.Hides(k_pos, q_pos);
       s[i] = visible ? scale * Dot(s_q + row * ld, s_k + c * ld, head_dim) : T(-INFINITY);
       tile_max = max(tile_max, s[i]);
     }
@@ -125,7 +128,8 @@ void LaunchAttentionForward(const AttentionDims& dims, const T* q, const T* k, c
     auto kernel = AttentionForwardKernel<T, kMaxD>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(shared));
-    kernel<<<grid, kAttnThreads, shared, stream>>>(q, k, v, out, lse, dims.seq, dims.q_heads,
+    kernel<<<grid, kAttnThreads, shared, stream>>>(q, k, v, dims.key_holes, out, lse, dims.seq,
+                                                   dims.q_heads,
                                                    dims.kv_heads, head_dim,
                                                    static_cast<T>(dims.scale));
     PMOL_CUDA_CHECK_LAUNCH("AttentionForwardKernel");

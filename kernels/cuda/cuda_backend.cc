@@ -422,7 +422,8 @@ class CudaBackend final : public Backend {
       std::abort();
     }
     return cuda::AttentionDims{shape.batch,    shape.seq,      shape.q_heads,
-                               shape.kv_heads, shape.head_dim, shape.scale};
+                               shape.kv_heads, shape.head_dim, shape.scale,
+                               shape.key_holes};
   }
 
   int64_t PoolAttribute(cudaMemPoolAttr attribute) {

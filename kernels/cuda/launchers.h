@@ -99,6 +99,7 @@ struct AttentionDims {
   int64_t kv_heads;
   int64_t head_dim;
   double scale;
+  const int32_t* key_holes;  // i32 [batch * seq, 2] or null (AttentionShape::key_holes)
 };
 // The largest head_dim the attention kernels accept for an element size.
 int64_t AttentionMaxHeadDim(size_t elem_size);

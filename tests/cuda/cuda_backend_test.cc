@@ -536,6 +536,9 @@ TYPED_TEST(CudaOps, LogSoftmaxGather) {
 
 struct AttentionCase {
   int64_t batch, seq, q_heads, kv_heads, head_dim;
+  // Key holes when reply_a > 0 (the shared-prompt layout): row b is
+  // [prefix + b | reply A of reply_a | reply B], reply B's queries not seeing reply A.
+  int64_t prefix = 0, reply_a = 0;
 };
 
 TYPED_TEST(CudaOps, Attention) {
@@ -543,12 +546,27 @@ TYPED_TEST(CudaOps, Attention) {
   const AttentionCase cases[] = {
       {2, 37, 4, 2, 24},  {1, 37, 6, 1, 64}, {2, 70, 4, 4, 128},
       {1, 70, 6, 2, 80},  {3, 1, 2, 1, 24},  {1, 32, 4, 2, 64},
+      // Holes within one key tile, across tiles, and from the row's first key.
+      {2, 37, 4, 2, 24, 3, 9}, {2, 150, 4, 2, 64, 20, 70}, {1, 70, 6, 2, 80, 0, 33},
   };
   for (const AttentionCase& c : cases) {
     const std::string what = " B=" + std::to_string(c.batch) + " T=" + std::to_string(c.seq) +
                              " Hq=" + std::to_string(c.q_heads) +
                              " Hkv=" + std::to_string(c.kv_heads) +
-                             " D=" + std::to_string(c.head_dim);
+                             " D=" + std::to_string(c.head_dim) +
+                             (c.reply_a > 0 ? " holes(prefix=" + std::to_string(c.prefix) +
+                                                  ", A=" + std::to_string(c.reply_a) + ")"
+                                            : std::string());
+    std::vector<int32_t> holes;
+    if (c.reply_a > 0) {
+      holes.assign(2 * c.batch * c.seq, 0);
+      for (int64_t b = 0; b < c.batch; ++b)
+        for (int64_t i = c.prefix + b + c.reply_a; i < c.seq; ++i) {
+          holes[2 * (b * c.seq + i)] = static_cast<int32_t>(c.prefix + b);
+          holes[2 * (b * c.seq + i) + 1] = static_cast<int32_t>(c.prefix + b + c.reply_a);
+        }
+    }
+    GpuArray<int32_t> gholes(this->gpu_, holes.empty() ? std::vector<int32_t>{0} : holes);
     AttentionShape shape;
     shape.batch = c.batch;
     shape.seq = c.seq;
@@ -556,6 +574,11 @@ TYPED_TEST(CudaOps, Attention) {
     shape.kv_heads = c.kv_heads;
     shape.head_dim = c.head_dim;
     shape.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+    AttentionShape cpu_shape = shape;  // the same holes, in host memory for the CPU backend
+    if (!holes.empty()) {
+      shape.key_holes = gholes.get();
+      cpu_shape.key_holes = holes.data();
+    }
     const int64_t q_size = c.batch * c.seq * c.q_heads * c.head_dim;
     const int64_t kv_size = c.batch * c.seq * c.kv_heads * c.head_dim;
     const int64_t lse_size = c.batch * c.q_heads * c.seq;
@@ -570,8 +593,8 @@ TYPED_TEST(CudaOps, Attention) {
     this->gpu_->AttentionForward(this->kDt, shape, gq.get(), gk.get(), gv.get(), gout.get(),
                                  glse.get());
     std::vector<T> out(q_size), lse(lse_size);
-    this->cpu_->AttentionForward(this->kDt, shape, q.data(), k.data(), v.data(), out.data(),
-                                 lse.data());
+    this->cpu_->AttentionForward(this->kDt, cpu_shape, q.data(), k.data(), v.data(),
+                                 out.data(), lse.data());
     ExpectClose(gout.ToHost(), out, Tol<T>::kReduction, "AttentionForward out" + what);
     ExpectClose(glse.ToHost(), lse, Tol<T>::kReduction, "AttentionForward lse" + what);
 
@@ -584,8 +607,9 @@ TYPED_TEST(CudaOps, Attention) {
     this->gpu_->AttentionBackward(this->kDt, shape, gq.get(), gk.get(), gv.get(), gout.get(),
                                   glse.get(), gdout.get(), gdq2.get(), gdk2.get(), gdv2.get());
     std::vector<T> dq(q_size), dk(kv_size), dv(kv_size);
-    this->cpu_->AttentionBackward(this->kDt, shape, q.data(), k.data(), v.data(), out.data(),
-                                  lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+    this->cpu_->AttentionBackward(this->kDt, cpu_shape, q.data(), k.data(), v.data(),
+                                  out.data(), lse.data(), dout.data(), dq.data(), dk.data(),
+                                  dv.data());
     const std::vector<T> got_dk = gdk.ToHost();
     ExpectClose(gdq.ToHost(), dq, Tol<T>::kReduction, "AttentionBackward dq" + what);
     ExpectClose(got_dk, dk, Tol<T>::kReduction, "AttentionBackward dk" + what);

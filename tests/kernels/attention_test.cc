@@ -5,7 +5,11 @@
 // result for 2 and 3 threads (bitwise, as the implementation promises).
 // Shapes: GQA 4/2, MHA (Hq = Hkv), MQA 6/1, a single token (T = 1), a long odd one
 // (T = 13, D = 37), one with a scale other than 1/sqrt(D), and one spanning several of
-// the CPU kernel's query blocks (T = 260).
+// the CPU kernel's query blocks (T = 260). Key holes (two replies sharing a prefix in one
+// row, the second reply not seeing the first): on a short row, with an empty prefix, and
+// over several query blocks, where one block's rows share a hole (the CPU kernel leaves
+// it out of its GEMMs) and another mixes rows with and without one; row b shifts the
+// split by b so that rows differ.
 //
 // Tolerances: a first-order forward error bound evaluated per element from the exact
 // (long-double) intermediates, for unit roundoff u (2^-53: f64 vs reference, 2^-24 + 2^-53:
@@ -41,6 +45,9 @@ struct Shape {
   const char* name;
   int64_t batch, seq, q_heads, kv_heads, head_dim;
   double scale;  // 0: 1/sqrt(head_dim)
+  // Key holes when reply_a > 0: row b is [prefix + b | reply A of reply_a | reply B], and
+  // the queries of reply B do not see reply A.
+  int64_t prefix = 0, reply_a = 0;
 };
 
 struct AttnTensors {
@@ -48,8 +55,16 @@ struct AttnTensors {
 };
 
 struct AttnCase {
-  AttentionShape sh;
+  AttentionShape sh;  // key_holes is set from `holes` when the kernel runs
   std::vector<double> q, k, v, dout;
+  std::vector<int32_t> holes;  // [B * T, 2], or empty
+
+  bool Visible(int64_t b, int64_t i, int64_t j) const {
+    if (j > i) return false;
+    if (holes.empty() || j == i) return true;
+    const int64_t at = 2 * (b * sh.seq + i);
+    return j < holes[at] || j >= holes[at + 1];
+  }
 
   static AttnCase Make(const Shape& s, uint32_t seed, double qk_range = 1.0) {
     AttnCase c;
@@ -62,6 +77,16 @@ struct AttnCase {
     c.k = Uniform(rng, nkv, -qk_range, qk_range);
     c.v = Uniform(rng, nkv, -1.0, 1.0);
     c.dout = Uniform(rng, nq, -1.0, 1.0);
+    if (s.reply_a > 0) {
+      c.holes.assign(2 * s.batch * s.seq, 0);
+      for (int64_t b = 0; b < s.batch; ++b) {
+        const int64_t a0 = s.prefix + b, b0 = a0 + s.reply_a;
+        for (int64_t i = b0; i < s.seq; ++i) {
+          c.holes[2 * (b * s.seq + i)] = static_cast<int32_t>(a0);
+          c.holes[2 * (b * s.seq + i) + 1] = static_cast<int32_t>(b0);
+        }
+      }
+    }
     return c;
   }
   AttnCase RoundedToF32() const {
@@ -90,13 +115,15 @@ AttnTensors RunAttention(const AttnCase& c, bool backward = true, int threads = 
   std::vector<T> q = Cast<T>(c.q), k = Cast<T>(c.k), v = Cast<T>(c.v), dout = Cast<T>(c.dout);
   std::vector<T> out = Cast<T>(Nans(q.size()));
   std::vector<T> lse = Cast<T>(Nans(c.sh.batch * c.sh.q_heads * c.sh.seq));
-  be->AttentionForward(dt, c.sh, q.data(), k.data(), v.data(), out.data(), lse.data());
+  AttentionShape sh = c.sh;
+  sh.key_holes = c.holes.empty() ? nullptr : c.holes.data();
+  be->AttentionForward(dt, sh, q.data(), k.data(), v.data(), out.data(), lse.data());
   AttnTensors r{ToDouble(out), ToDouble(lse), {}, {}, {}};
   if (!backward) return r;
   // dq, dk, dv are documented as overwritten: start them as NaN.
   std::vector<T> dq = Cast<T>(Nans(q.size())), dk = Cast<T>(Nans(k.size())),
                  dv = Cast<T>(Nans(v.size()));
-  be->AttentionBackward(dt, c.sh, q.data(), k.data(), v.data(), out.data(), lse.data(),
+  be->AttentionBackward(dt, sh, q.data(), k.data(), v.data(), out.data(), lse.data(),
                         dout.data(), dq.data(), dk.data(), dv.data());
   r.dq = ToDouble(dq);
   r.dk = ToDouble(dk);
@@ -121,10 +148,11 @@ void Reference(const AttnCase& c, double u, AttnTensors* ref, AttnTensors* bound
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       const int64_t g = h / G;
-      // Explicit causal score matrix for this (batch, head).
+      // Explicit causal score matrix for this (batch, head), -inf where masked.
       std::vector<long double> s(T * T, -kInf), s_abs(T * T, 0);
       for (int64_t i = 0; i < T; ++i) {
         for (int64_t j = 0; j <= i; ++j) {
+          if (!c.Visible(b, i, j)) continue;
           long double dot = 0, dot_abs = 0;
           for (int64_t d = 0; d < D; ++d) {
             const long double t = static_cast<long double>(c.q[c.Q(b, i, h, d)]) *
@@ -142,13 +170,17 @@ void Reference(const AttnCase& c, double u, AttnTensors* ref, AttnTensors* bound
         long double z = 0, s_max = 0, r = 0;
         for (int64_t j = 0; j < T; ++j) z += std::exp(si[j] - m);  // exp(-inf) = 0
         const long double lse = m + std::log(z);
-        const int64_t n = i + 1;
-        for (int64_t j = 0; j < n; ++j) {
+        // The visible keys: p[jj] belongs to key vis[jj].
+        std::vector<int64_t> vis;
+        for (int64_t j = 0; j <= i; ++j)
+          if (c.Visible(b, i, j)) vis.push_back(j);
+        const int64_t n = static_cast<int64_t>(vis.size());
+        for (int64_t j : vis) {
           s_max = std::max(s_max, s_abs[i * T + j]);
           r = std::max(r, m - si[j]);
         }
         std::vector<long double> p(n);
-        for (int64_t j = 0; j < n; ++j) p[j] = std::exp(si[j] - lse);
+        for (int64_t jj = 0; jj < n; ++jj) p[jj] = std::exp(si[vis[jj]] - lse);
         const long double kp = 2 * (D + 2) * s_max + r + std::log(static_cast<long double>(n)) +
                                std::abs(lse) + n + 8;
         ref->lse[c.L(b, h, i)] = static_cast<double>(lse);
@@ -157,8 +189,9 @@ void Reference(const AttnCase& c, double u, AttnTensors* ref, AttnTensors* bound
         std::vector<long double> o(D, 0), o_bound(D, 0);
         for (int64_t d = 0; d < D; ++d) {
           long double v_max = 0;
-          for (int64_t j = 0; j < n; ++j) {
-            o[d] += p[j] * c.v[c.KV(b, j, g, d)];
+          for (int64_t jj = 0; jj < n; ++jj) {
+            const int64_t j = vis[jj];
+            o[d] += p[jj] * c.v[c.KV(b, j, g, d)];
             v_max = std::max(v_max, std::abs(static_cast<long double>(c.v[c.KV(b, j, g, d)])));
           }
           o_bound[d] = (2 * kp + n + 3) * u * v_max;
@@ -172,7 +205,8 @@ void Reference(const AttnCase& c, double u, AttnTensors* ref, AttnTensors* bound
           di += dod * o[d];
           di_err += (D + 1) * u * std::abs(dod * o[d]) + std::abs(dod) * o_bound[d];
         }
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t jj = 0; jj < n; ++jj) {
+          const int64_t j = vis[jj];
           long double dp = 0, dp_err = 0;
           for (int64_t d = 0; d < D; ++d) {
             const long double t =
@@ -181,16 +215,16 @@ void Reference(const AttnCase& c, double u, AttnTensors* ref, AttnTensors* bound
             dp_err += (D + 1) * u * std::abs(t);
           }
           const long double diff = std::abs(dp - di);
-          const long double ds = scale * p[j] * diff;  // |ds_j|
+          const long double ds = scale * p[jj] * diff;  // |ds_j|
           const long double ds_err =
-              scale * p[j] * (kp * u * diff + dp_err + di_err + 3 * u * diff);
+              scale * p[jj] * (kp * u * diff + dp_err + di_err + 3 * u * diff);
           for (int64_t d = 0; d < D; ++d) {
             bound->dq[c.Q(b, i, h, d)] += static_cast<double>(
                 2 * (ds_err + (n + 1) * u * ds) * std::abs(c.k[c.KV(b, j, g, d)]));
             bound->dk[c.KV(b, j, g, d)] += static_cast<double>(
                 2 * (ds_err + (T * G + 2) * u * ds) * std::abs(c.q[c.Q(b, i, h, d)]));
             bound->dv[c.KV(b, j, g, d)] += static_cast<double>(
-                2 * (kp + T * G + 2) * u * p[j] * std::abs(c.dout[c.Q(b, i, h, d)]));
+                2 * (kp + T * G + 2) * u * p[jj] * std::abs(c.dout[c.Q(b, i, h, d)]));
           }
         }
       }
@@ -241,7 +275,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Shape{"CustomScale", 2, 7, 4, 2, 6, 0.37},
                       // Longer than the CPU kernel's 128-position query block: three
                       // blocks, the last one partial.
-                      Shape{"MultiBlock", 1, 260, 2, 1, 2, 0.0}),
+                      Shape{"MultiBlock", 1, 260, 2, 1, 2, 0.0},
+                      // Key holes: [prefix | A | B], B not seeing A.
+                      Shape{"HoleGqa", 2, 11, 4, 2, 6, 0.0, 3, 4},
+                      Shape{"HoleNoPrefix", 2, 9, 3, 3, 4, 0.0, 0, 4},
+                      // Block 128..255 mixes A rows (no hole) and B rows; block
+                      // 256..259 is all B rows, whose shared hole [40, 140) is skipped.
+                      Shape{"HoleMultiBlock", 2, 260, 2, 1, 2, 0.0, 40, 100}),
     ShapeName);
 
 TEST(AttentionTest, LargeScoresStayFinite) {
