@@ -16,6 +16,7 @@ AttentionShape ShapeOf(const LlamaConfig& c, const BlockInput& in) {
   s.kv_heads = c.num_key_value_heads;
   s.head_dim = c.head_dim;
   s.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  s.key_holes = in.key_holes != nullptr ? in.key_holes->data_as<int32_t>() : nullptr;
   return s;
 }
 

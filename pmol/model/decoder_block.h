@@ -27,6 +27,7 @@ struct BlockInput {
   // Adapters on the block's linear modules (none when null), and this block's index.
   LinearAdapters* adapters = nullptr;
   int64_t layer = 0;
+  const Tensor* key_holes = nullptr;  // i32 [N, 2] or null (llama_model.h TokenLayout)
 };
 
 struct BlockActivations {

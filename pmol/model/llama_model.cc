@@ -20,6 +20,26 @@ absl::StatusOr<LlamaModel> LlamaModel::Load(const std::string& dir, Backend* bac
   return LlamaModel(std::move(config), std::move(weights), backend, dtype);
 }
 
+namespace {
+
+absl::Status CheckTokenLayout(const TokenLayout& layout, int64_t batch, int64_t seq) {
+  const int64_t n = batch * seq;
+  if (static_cast<int64_t>(layout.positions.size()) != n ||
+      static_cast<int64_t>(layout.key_holes.size()) != 2 * n)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "token layout: expected ", n, " positions and ", 2 * n, " key-hole bounds, got ",
+        layout.positions.size(), " and ", layout.key_holes.size()));
+  for (int64_t i = 0; i < n; ++i) {
+    if (layout.positions[i] < 0 || layout.positions[i] >= seq)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token layout: row ", i / seq, ", token ", i % seq, " has position ",
+          layout.positions[i], ", outside [0, ", seq, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 BlockInput LlamaModel::MakeBlockInput(const ForwardState& s, int64_t layer) {
   BlockInput in;
   in.adapters = s.adapters;
@@ -27,6 +47,7 @@ BlockInput LlamaModel::MakeBlockInput(const ForwardState& s, int64_t layer) {
   in.batch = s.batch;
   in.seq = s.seq;
   in.positions = &s.positions;
+  in.key_holes = s.key_holes.defined() ? &s.key_holes : nullptr;
   in.rope = &rope_;
   return in;
 }
@@ -44,7 +65,8 @@ absl::StatusOr<Tensor> LlamaModel::Forward(const std::vector<int32_t>& ids, int6
 
 absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids, int64_t batch,
                                                  int64_t seq, ForwardState* state,
-                                                 LinearAdapters* adapters) {
+                                                 LinearAdapters* adapters,
+                                                 const TokenLayout* layout) {
   if (batch <= 0 || seq <= 0 || static_cast<int64_t>(ids.size()) != batch * seq)
     return absl::InvalidArgumentError(absl::StrCat("token ids: expected ", batch, " x ", seq,
                                                    " ids, got ", ids.size()));
@@ -58,6 +80,7 @@ absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids
     return absl::UnimplementedError(absl::StrCat(
         "sequence length ", seq, " exceeds the model's sliding_window (", config_.sliding_window,
         "); sliding-window attention is not implemented"));
+  if (layout != nullptr) PMOL_RETURN_IF_ERROR(CheckTokenLayout(*layout, batch, seq));
   if (rope_.positions < seq) rope_ = MakeRopeTable(config_, std::max<int64_t>(seq, 256), backend_, dtype_);
 
   ForwardState local;
@@ -68,9 +91,14 @@ absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids
   s.seq = seq;
   const int64_t n = batch * seq, h = config_.hidden_size;
   s.ids = Tensor::FromHost(ids.data(), {n}, DType::kI32, backend_);
-  std::vector<int32_t> pos(n);
-  for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(i % seq);
-  s.positions = Tensor::FromHost(pos.data(), {n}, DType::kI32, backend_);
+  if (layout != nullptr) {
+    s.positions = Tensor::FromHost(layout->positions.data(), {n}, DType::kI32, backend_);
+    s.key_holes = Tensor::FromHost(layout->key_holes.data(), {n, 2}, DType::kI32, backend_);
+  } else {
+    std::vector<int32_t> pos(n);
+    for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(i % seq);
+    s.positions = Tensor::FromHost(pos.data(), {n}, DType::kI32, backend_);
+  }
 
   Tensor x = Tensor::Empty({n, h}, dtype_, backend_);
   backend_->EmbeddingForward(dtype_, weights_.embed.data(), s.ids.data_as<int32_t>(), n, h, x.data());

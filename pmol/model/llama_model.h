@@ -23,11 +23,22 @@
 
 namespace pmol {
 
+// How the tokens of a [batch, seq] id array are laid out when it is not one sequence per
+// row (position t % seq, plain causal attention): per token its RoPE position, and the
+// keys it must not attend to (Backend attention's key holes). Several sequences sharing
+// a prefix fit in one row this way: [prefix | reply A | reply B] with reply B's positions
+// continuing the prefix and reply A a hole for reply B's tokens.
+struct TokenLayout {
+  std::vector<int32_t> positions;  // [N], each in [0, seq)
+  std::vector<int32_t> key_holes;  // [N, 2]: row-local [begin, end) (begin >= end: none)
+};
+
 struct ForwardState {
   int64_t batch = 0, seq = 0;
   LinearAdapters* adapters = nullptr;  // those the forward ran with; the backward reuses them
   Tensor ids;        // i32 [N] on the device
   Tensor positions;  // i32 [N]
+  Tensor key_holes;  // i32 [N, 2], or undefined (plain causal attention)
   std::vector<BlockActivations> blocks;
   Tensor final_in, final_inv_rms, final_out;  // [N, H], [N], [N, H]
 };
@@ -62,10 +73,12 @@ class LlamaModel {
                                  ForwardState* state, LinearAdapters* adapters = nullptr);
 
   // The same up to the final norm: returns the hidden states [batch*seq, H] that the LM
-  // head (or a value head) reads; no vocabulary GEMM.
+  // head (or a value head) reads; no vocabulary GEMM. `layout` (may be null: one sequence
+  // per row) places the tokens; a malformed one is an error naming the token.
   absl::StatusOr<Tensor> ForwardHidden(const std::vector<int32_t>& ids, int64_t batch,
                                        int64_t seq, ForwardState* state,
-                                       LinearAdapters* adapters = nullptr);
+                                       LinearAdapters* adapters = nullptr,
+                                       const TokenLayout* layout = nullptr);
 
   // dlogits [batch, seq, vocab]. Returns the gradient at the embedding output [N, H];
   // adds weight gradients into `grads` (shaped by ZerosLikeWeights) when not null.
@@ -79,7 +92,8 @@ class LlamaModel {
 
   // The LM head at selected positions only: logits [M, vocab] = hidden[positions] W_head^T,
   // for hidden [N, H] from ForwardHidden and `positions` an i32 [M] tensor of row indices
-  // on this model's backend (distinct). Objectives that score response tokens need no
+  // on this model's backend (a row may be selected more than once: a shared prompt's last
+  // token predicts the first token of each reply). Objectives that score response tokens need no
   // logits at prompt and padding positions, so their vocabulary GEMM is skipped.
   Tensor HeadAt(const Tensor& hidden, const Tensor& positions) const;
   // Its backward: the gradient at the hidden states [N, H] (zero at unselected rows) from

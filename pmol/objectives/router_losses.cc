@@ -89,20 +89,20 @@ double GroupSoftLoss(const ExpertLayout& layout, const Tensor& g,
   return total * inv;
 }
 
-double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vector<uint8_t>& valid,
+double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vector<uint8_t>& weight,
                    double grad_scale, Tensor* dg) {
   int64_t rows = 0;
   const std::vector<double> w = RouterWeights(layout, g, &rows);
   CheckGradTarget(g, dg);
-  PMOL_CHECK(static_cast<int64_t>(valid.size()) == rows);
+  PMOL_CHECK(static_cast<int64_t>(weight.size()) == rows);
   const int32_t groups = layout.num_groups(), experts = layout.num_experts();
   const int64_t slots = layout.num_slots();
   std::vector<double> mass(experts, 0.0);
   for (int64_t n = 0; n < rows; ++n) {
-    if (!valid[n]) continue;
-    for (int32_t i = 0; i < experts; ++i) mass[i] += w[n * slots + i];
+    if (!weight[n]) continue;
+    for (int32_t i = 0; i < experts; ++i) mass[i] += weight[n] * w[n * slots + i];
   }
-  // dL/dM_i, shared by every valid position.
+  // dL/dM_i; position n's gradient is w_n times it.
   std::vector<double> dmass(experts, 0.0);
   double total = 0;
   for (int32_t k = 0; k < groups; ++k) {
@@ -126,8 +126,8 @@ double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vecto
   if (dg != nullptr) {
     std::vector<double> grad(w.size(), 0.0);
     for (int64_t n = 0; n < rows; ++n) {
-      if (!valid[n]) continue;
-      for (int32_t i = 0; i < experts; ++i) grad[n * slots + i] = dmass[i];
+      if (!weight[n]) continue;
+      for (int32_t i = 0; i < experts; ++i) grad[n * slots + i] = weight[n] * dmass[i];
     }
     objectives_internal::AccumulateDoubles(grad, grad_scale, dg);
   }

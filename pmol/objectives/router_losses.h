@@ -18,11 +18,12 @@
 // Guards: s_k and 1 - e are floored at 1e-30 (only reachable when an f32 softmax
 // underflows), and a term with y_k = 0 (eps = 0) contributes nothing.
 //
-// Balance loss. Over valid (non-padding) positions:
-//   M_i = sum_{n valid} g[n, i];   for group k with E_k experts, mu = mean_{i in G_k} M_i,
+// Balance loss. Over valid (non-padding) positions, each counted w_n times (w_n = 1; 2 for
+// a prompt token that two sequences share in one row; 0 for padding):
+//   M_i = sum_n w_n g[n, i];   for group k with E_k experts, mu = mean_{i in G_k} M_i,
 //   A = mean_{i in G_k} M_i^2:     CV2_k = var/mu^2 = A/mu^2 - 1 (population variance)
 //   L_bal = mean over the P groups of CV2_k   (a 1-expert group contributes 0; mu == 0 -> 0)
-//   dL_bal/dg[n, i] = (1/P) * 2 / (E_k mu^2) * (M_i - A/mu)   for valid n, expert i in G_k
+//   dL_bal/dg[n, i] = w_n (1/P) * 2 / (E_k mu^2) * (M_i - A/mu)   for expert i in G_k
 //   (0 for empty slots and invalid positions).
 //
 // Reductions across layers: the caller averages over adapted layers by passing
@@ -45,8 +46,9 @@ double GroupSoftLoss(const ExpertLayout& layout, const Tensor& g,
                      const std::vector<int32_t>& labels, double label_smoothing,
                      double grad_scale, Tensor* dg);
 
-// valid [N]: 1 = counted (non-padding). Returns L_bal (unscaled); dg as above.
-double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vector<uint8_t>& valid,
+// weight [N]: how many times each position counts (0 = padding). Returns L_bal
+// (unscaled); dg as above.
+double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vector<uint8_t>& weight,
                    double grad_scale, Tensor* dg);
 
 // Router mass per group over the selected positions (select [N], 1 = included):

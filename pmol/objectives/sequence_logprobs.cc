@@ -111,16 +111,4 @@ std::vector<int32_t> ResponseTargets(const std::vector<int32_t>& tokens, int64_t
   return targets;
 }
 
-std::vector<int32_t> ResponseTargetsFromMask(const std::vector<int32_t>& tokens,
-                                             const std::vector<uint8_t>& response_mask,
-                                             int64_t rows, int64_t seq) {
-  PMOL_CHECK(static_cast<int64_t>(tokens.size()) == rows * seq);
-  PMOL_CHECK(static_cast<int64_t>(response_mask.size()) == rows * seq);
-  std::vector<int32_t> targets(rows * seq, -1);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t t = 0; t + 1 < seq; ++t)
-      if (response_mask[r * seq + t + 1]) targets[r * seq + t] = tokens[r * seq + t + 1];
-  return targets;
-}
-
 }  // namespace pmol

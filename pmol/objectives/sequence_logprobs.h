@@ -69,12 +69,6 @@ std::vector<int32_t> ResponseTargets(const std::vector<int32_t>& tokens, int64_t
                                      int64_t seq, const std::vector<int64_t>& response_start,
                                      const std::vector<int64_t>& length);
 
-// The same from a per-token response mask (pmol/data's SequenceBatch::response_mask):
-//   targets[r*T + t] = tokens[r*T + t + 1] if response_mask[r*T + t + 1] else -1.
-std::vector<int32_t> ResponseTargetsFromMask(const std::vector<int32_t>& tokens,
-                                             const std::vector<uint8_t>& response_mask,
-                                             int64_t rows, int64_t seq);
-
 }  // namespace pmol
 
 #endif  // PMOL_OBJECTIVES_SEQUENCE_LOGPROBS_H_

@@ -150,6 +150,42 @@ TEST(RouterLossesTest, BalanceLossGradientMatchesFiniteDifferences) {
   }
 }
 
+TEST(RouterLossesTest, BalanceLossWeightCountsAPositionThatManyTimes) {
+  // A shared prompt token stands for two positions: weight 2 on one row must give the
+  // loss of that row written twice, and the gradient of both copies on the one row (the
+  // sum of the duplicated rows' gradients). Also checked against finite differences.
+  for (const ExpertLayout& layout : Layouts()) {
+    std::mt19937 rng(layout.num_slots() * 7 + 3);
+    const int64_t slots = layout.num_slots();
+    const std::vector<double> g = SoftmaxRows(rng, kPositions, slots);
+    const std::vector<uint8_t> weight = {2, 1, 0, 2, 1, 1, 0};
+    std::vector<double> expanded;
+    std::vector<int64_t> source;  // expanded row -> row of g
+    for (int64_t n = 0; n < kPositions; ++n)
+      for (int c = 0; c < weight[n]; ++c) {
+        expanded.insert(expanded.end(), g.begin() + n * slots, g.begin() + (n + 1) * slots);
+        source.push_back(n);
+      }
+    const int64_t rows = static_cast<int64_t>(source.size());
+    Tensor dg = Tensor::Zeros({kPositions, slots}, DType::kF64, Cpu());
+    Tensor dexp = Tensor::Zeros({rows, slots}, DType::kF64, Cpu());
+    const double weighted = BalanceLoss(layout, F64(g, {kPositions, slots}), weight, 1.0, &dg);
+    const double dup = BalanceLoss(layout, F64(expanded, {rows, slots}),
+                                   std::vector<uint8_t>(rows, 1), 1.0, &dexp);
+    EXPECT_NEAR(weighted, dup, 1e-14 * (1 + std::abs(dup))) << Name(layout);
+    std::vector<double> want(kPositions * slots, 0.0);
+    const std::vector<double> de = dexp.ToDoubles();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t s2 = 0; s2 < slots; ++s2) want[source[r] * slots + s2] += de[r * slots + s2];
+    testing::ExpectNear(dg.ToDoubles(), want, 1e-12, Name(layout) + " vs duplicated rows");
+    auto loss = [&](const std::vector<double>& v) {
+      return BalanceLoss(layout, F64(v, {kPositions, slots}), weight, 1.0, nullptr);
+    };
+    testing::ExpectNear(dg.ToDoubles(), testing::NumericGradient(loss, g), testing::kFdTolerance,
+                        Name(layout) + " vs finite differences");
+  }
+}
+
 TEST(RouterLossesTest, BalanceLossClosedForm) {
   // Groups {2, 1}, one empty. Masses over valid rows: expert 0: 0.1+0.3 = 0.4,
   // expert 1: 0.2+0.4 = 0.6 -> mu 0.5, var 0.01, CV2 0.04; group 1 (one expert) 0.

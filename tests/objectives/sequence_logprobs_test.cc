@@ -147,9 +147,6 @@ TEST(SequenceLogProbsTest, ResponseTargetsFromStartAndLength) {
   const std::vector<int32_t> t = ResponseTargets(tokens, 2, 6, {2, 1}, {5, 6});
   EXPECT_EQ(t, (std::vector<int32_t>{-1, 12, 13, 14, -1, -1,
                                      21, 22, 23, 24, 25, -1}));
-  const std::vector<uint8_t> mask = {0, 0, 1, 1, 1, 0,
-                                     0, 1, 1, 1, 1, 1};
-  EXPECT_EQ(ResponseTargetsFromMask(tokens, mask, 2, 6), t);
 }
 
 }  // namespace
