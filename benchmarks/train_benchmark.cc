@@ -15,7 +15,10 @@
 // (PMoL, 3 groups x 2 experts + 1 empty, r = 8, alpha = 16, all seven targets, DPO
 // sigmoid, beta 0.1, model.device = --device), PreferenceStep::Run, ClipGradNorm,
 // AdamW::Step(LearningRate(...)). Batch: B pairs of T tokens (prompt T/4, responses
-// T - T/4, random ids, preference labels 0,1,2,0,...).
+// T - T/4, random ids, preference labels 0,1,2,0,...). pmol runs each pair as one row with
+// the prompt computed once (objective.share_prompt, the default; --share_prompt=false for
+// two rows per pair like the peer); the FLOP count below is that of two rows per pair,
+// the work both sides deliver.
 //
 // Same start: this program writes the base model (HF folder; linear biases, where the
 // config has them, random rather than HF's zeros so that they count) and pmol's initial
@@ -154,6 +157,9 @@ DEFINE_bool(check_f64, true,
             "also run the peer in float64 for the check (f32 noise floor; cuda default: off, "
             "it needs about twice the f32 peer's GPU memory)");
 DEFINE_bool(profile, false, "time the phases of a step on every side after the comparison");
+DEFINE_bool(share_prompt, true,
+            "pmol's objective.share_prompt: one row per pair, the prompt computed once (the "
+            "peer runs two rows per pair, as TRL does)");
 DEFINE_bool(peer_defaults, true, "also time PyTorch with its default thread environment (cpu only)");
 DEFINE_bool(bf16, false, "also time PyTorch in bf16 mixed precision (cuda default: on)");
 DEFINE_bool(compile, false, "also time PyTorch bf16 under torch.compile (cuda default: on)");
@@ -412,7 +418,8 @@ std::string RunConfigText(const std::string& model_dir, const std::string& devic
       "adapter { kind: PMOL num_groups: 3 experts_per_group: 2 empty_experts: 1 rank: 8 "
       "alpha: 16 }\n",
       "objective { kind: DPO dpo_loss: SIGMOID beta: 0.1 group_loss_weight: 0.1 "
-      "group_label_smoothing: 0.1 balance_loss_weight: 0.01 }\n",
+      "group_label_smoothing: 0.1 balance_loss_weight: 0.01 share_prompt: ",
+      FLAGS_share_prompt ? "true" : "false", " }\n",
       "optimizer { lr: 2e-4 beta1: 0.9 beta2: 0.999 eps: 1e-8 weight_decay: 0.01 "
       "decay_routers: false schedule: COSINE warmup_steps: 0 min_lr_ratio: 0 max_grad_norm: 1.0 "
       "max_steps: ", total_steps, " }\n",

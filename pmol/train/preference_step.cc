@@ -10,42 +10,12 @@
 #include "pmol/objectives/router_losses.h"
 #include "pmol/objectives/sequence_logprobs.h"
 #include "pmol/objectives/sft_loss.h"
+#include "pmol/train/step_rows.h"
 
 namespace pmol {
 namespace {
 
-// The rows one forward runs: chosen sequences of the pairs, then (unless SFT) the rejected.
-struct Rows {
-  int64_t count = 0, seq = 0;
-  std::vector<int32_t> ids;
-  std::vector<uint8_t> response, valid;
-  std::vector<int32_t> preference;  // per row
-  std::vector<int64_t> length;      // real tokens per row
-};
-
-Rows MakeRows(const data::PreferenceBatch& b, bool with_rejected) {
-  Rows r;
-  const int64_t pairs = b.num_pairs, T = b.chosen.seq_len;
-  r.seq = T;
-  r.count = with_rejected ? 2 * pairs : pairs;
-  for (const data::SequenceBatch* s : {&b.chosen, &b.rejected}) {
-    if (s == &b.rejected && !with_rejected) break;
-    r.ids.insert(r.ids.end(), s->input_ids.begin(), s->input_ids.begin() + pairs * T);
-    r.response.insert(r.response.end(), s->response_mask.begin(),
-                      s->response_mask.begin() + pairs * T);
-    r.valid.insert(r.valid.end(), s->attention_mask.begin(),
-                   s->attention_mask.begin() + pairs * T);
-    for (int64_t i = 0; i < pairs; ++i) {
-      r.preference.push_back(b.preference[i]);
-      int64_t len = 0;
-      for (int64_t t = 0; t < T; ++t) len += s->attention_mask[i * T + t];
-      r.length.push_back(len);
-    }
-  }
-  return r;
-}
-
-// Response log-probs with the LM head applied at response positions only
+// Response log-probs with the LM head applied at the scored tokens only
 // (LlamaModel::HeadAt): prompt and padding positions need no vocabulary GEMM.
 struct ResponseLogits {
   Tensor hidden;     // [N, H] final hidden states (the head's input)
@@ -54,18 +24,18 @@ struct ResponseLogits {
   SequenceLogProbsResult lp;
 };
 
-absl::StatusOr<ResponseLogits> ResponseLogProbs(LlamaModel* model, const Rows& rows, ForwardState* keep,
+absl::StatusOr<Tensor> RunForward(LlamaModel* model, const StepRows& rows, ForwardState* keep,
+                                  LinearAdapters* adapters) {
+  return model->ForwardHidden(rows.ids, rows.count, rows.seq, keep, adapters,
+                              rows.shared ? &rows.layout : nullptr);
+}
+
+absl::StatusOr<ResponseLogits> ResponseLogProbs(LlamaModel* model, const StepRows& rows, ForwardState* keep,
                                                 LinearAdapters* adapters) {
   ResponseLogits r;
-  PMOL_ASSIGN_OR_RETURN(r.hidden, model->ForwardHidden(rows.ids, rows.count, rows.seq, keep, adapters));
-  const std::vector<int32_t> targets = ResponseTargetsFromMask(rows.ids, rows.response, rows.count, rows.seq);
-  std::vector<int32_t> positions, selected, sequence_of;
-  for (size_t i = 0; i < targets.size(); ++i) {
-    if (targets[i] < 0) continue;
-    positions.push_back(static_cast<int32_t>(i));
-    selected.push_back(targets[i]);
-    sequence_of.push_back(static_cast<int32_t>(i / rows.seq));
-  }
+  PMOL_ASSIGN_OR_RETURN(r.hidden, RunForward(model, rows, keep, adapters));
+  std::vector<int32_t> positions = rows.head_rows, selected = rows.head_targets,
+                       sequence_of = rows.head_sequence;
   if (positions.empty()) {  // no reply token at all: one uncounted position keeps shapes valid
     positions.push_back(0);
     selected.push_back(-1);
@@ -74,7 +44,7 @@ absl::StatusOr<ResponseLogits> ResponseLogProbs(LlamaModel* model, const Rows& r
   const int64_t m = static_cast<int64_t>(positions.size());
   r.positions = Tensor::FromHost(positions.data(), {m}, DType::kI32, model->backend());
   r.logits = model->HeadAt(r.hidden, r.positions).Reshape({1, m, model->config().vocab_size});
-  r.lp = SequenceLogProbs(r.logits, selected, sequence_of, rows.count);
+  r.lp = SequenceLogProbs(r.logits, selected, sequence_of, rows.sequences);
   return r;
 }
 
@@ -103,6 +73,7 @@ StepOptions StepOptionsFromConfig(const config::ObjectiveConfig& c, int32_t num_
   o.group_loss_weight = c.group_loss_weight();
   o.group_label_smoothing = c.group_label_smoothing();
   o.balance_loss_weight = c.balance_loss_weight();
+  o.share_prompt = c.share_prompt();
   o.num_preferences = std::max(1, num_preferences);
   return o;
 }
@@ -172,7 +143,7 @@ PreferenceStep::PreferenceStep(StepOptions options, LlamaModel* model, PmolAdapt
 
 absl::StatusOr<std::pair<std::vector<double>, std::vector<double>>>
 PreferenceStep::ReferenceLogProbs(const data::PreferenceBatch& batch) {
-  const Rows rows = MakeRows(batch, true);
+  const StepRows rows = MakeStepRows(batch, true, options_.share_prompt);
   LlamaModel* ref = adapters_ != nullptr ? model_ : reference_;
   if (ref == nullptr)
     return absl::FailedPreconditionError(
@@ -210,14 +181,14 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
     for (int32_t i = 0; i < batch.num_pairs; ++i) P = std::max(P, batch.preference[i] + 1);
   PMOL_RETURN_IF_ERROR(CheckBatch(batch, P));
   const ObjectiveKind kind = options_.kind;
-  const Rows rows = MakeRows(batch, kind != ObjectiveKind::kSft);
+  const StepRows rows = MakeStepRows(batch, kind != ObjectiveKind::kSft, options_.share_prompt);
   const int64_t B = batch.num_pairs, T = rows.seq, N = rows.count * T;
   Backend* be = model_->backend();
   const DType dt = model_->dtype();
 
   StepMetrics m;
   m.pairs = B;
-  for (uint8_t v : rows.valid) m.tokens += v;
+  for (uint8_t w : rows.weight) m.tokens += w;
   m.pref_pairs.assign(P + 1, 0);
   m.reward_chosen_sum.assign(P + 1, 0.0);
   m.reward_rejected_sum.assign(P + 1, 0.0);
@@ -247,12 +218,9 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
   Tensor dhidden;
   if (kind == ObjectiveKind::kReward) {
     if (value_head_ == nullptr) return absl::FailedPreconditionError("reward training needs a value head");
-    PMOL_ASSIGN_OR_RETURN(Tensor hidden, model_->ForwardHidden(rows.ids, rows.count, T, keep, adapters_));
-    std::vector<int64_t> chosen_rows(B), rejected_rows(B);
-    for (int64_t i = 0; i < B; ++i) {
-      chosen_rows[i] = i * T + rows.length[i] - 1;
-      rejected_rows[i] = (B + i) * T + rows.length[B + i] - 1;
-    }
+    PMOL_ASSIGN_OR_RETURN(Tensor hidden, RunForward(model_, rows, keep, adapters_));
+    const std::vector<int64_t> chosen_rows(rows.last.begin(), rows.last.begin() + B),
+        rejected_rows(rows.last.begin() + B, rows.last.end());
     const Tensor w = value_head_->weight.Reshape({value_head_->weight.numel()});
     RewardResult r = RewardLoss(hidden, chosen_rows, rejected_rows, w, 0.0);
     m.main = r.loss;
@@ -308,7 +276,7 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
     std::vector<int32_t> labels(N, -1);
     std::vector<std::vector<uint8_t>> select(P + 1, std::vector<uint8_t>(N, 0));
     for (int64_t n = 0; n < N; ++n) {
-      if (!rows.response[n] || !rows.valid[n]) continue;
+      if (!rows.response[n] || !rows.weight[n]) continue;
       labels[n] = rows.preference[n / T];
       select[labels[n]][n] = 1;
       select[P][n] = 1;
@@ -337,7 +305,7 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
       m.group += GroupSoftLoss(layout, am.cache.probs, labels, options_.group_label_smoothing,
                                loss_scale * options_.group_loss_weight / modules, dg) /
                  modules;
-      m.balance += BalanceLoss(layout, am.cache.probs, rows.valid,
+      m.balance += BalanceLoss(layout, am.cache.probs, rows.weight,
                                loss_scale * options_.balance_loss_weight / modules, dg) /
                    modules;
       const size_t j = layer_index[am.layer];
@@ -349,12 +317,12 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
           m.router_mass_by_layer[p][j][k] += mass[k] / in_layer;
         }
       }
-      // L_bal's per-slot sums over non-padding positions, in BalanceLoss's order.
+      // L_bal's per-slot sums over non-padding positions (weighted), in BalanceLoss's order.
       const std::vector<double> g = am.cache.probs.ToDoubles();
       std::vector<double> sums(S, 0.0);
       for (int64_t n = 0; n < N; ++n) {
-        if (!rows.valid[n]) continue;
-        for (size_t s = 0; s < S; ++s) sums[s] += g[n * S + s];
+        if (!rows.weight[n]) continue;
+        for (size_t s = 0; s < S; ++s) sums[s] += rows.weight[n] * g[n * S + s];
       }
       m.router_slot_sums.push_back(std::move(sums));
     }

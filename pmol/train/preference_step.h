@@ -4,7 +4,13 @@
 // into the trainable tensors' gradient buffers, scaled by loss_scale (1/accumulation).
 //
 // Rows: the chosen sequences (prompt + chosen) of the pairs, then the rejected ones, as
-// one [2B, T] forward (SFT: the chosen rows only). Per objective:
+// one [2B, T] forward (SFT: the chosen rows only). With share_prompt (DPO, REWARD) a pair
+// is one row instead, [common prefix | chosen rest | rejected rest]: the rejected rest
+// takes the positions that follow the prefix and does not attend to the chosen rest
+// (llama_model.h TokenLayout), so each sequence sees the context it has on its own row
+// and the prefix is computed once. Every figure below is then the same as with two rows
+// (up to rounding): a prefix token counts twice wherever positions are counted
+// (L_bal, tokens), and its gradient is the sum of both sequences'. Per objective:
 //   DPO     L_dpo (dpo_loss.h) on summed response log-probs; the reference log-probs come
 //           from the frozen base (adapters off; no second model copy) or, for full
 //           fine-tuning, from a frozen reference model; or from a cache computed once.
@@ -46,6 +52,7 @@ struct StepOptions {
   double group_loss_weight = 0.1;
   double group_label_smoothing = 0.1;
   double balance_loss_weight = 0.01;
+  bool share_prompt = true;  // DPO, REWARD: one row per pair (see the file comment)
   // PMoL: labels lie in [0, num_preferences) (one per group). Without groups labels
   // only split the metrics and may be larger.
   int32_t num_preferences = 1;

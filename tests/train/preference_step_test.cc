@@ -11,7 +11,12 @@
 //    ignores dropout (eval mode), while Run with dropout differs;
 //  - router mass per layer: layer 0's figures equal those of a run that adapts layer 0
 //    only (layer 1's adapters cannot change layer 0's routers), and with the same modules
-//    in every layer their mean over layers is the overall router mass.
+//    in every layer their mean over layers is the overall router mass;
+//  - one row per pair with a shared prompt (objective.share_prompt) gives the metrics and
+//    gradients of two rows per pair, for DPO and REWARD, with whole and partly shared
+//    prompts, with and without recompute: 1e-12 relative (both run in f64; only the
+//    order of sums differs). The PyTorch oracle tests (tests/grads) run shared rows too,
+//    as it is the default, against an oracle that runs two rows per pair.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -167,6 +172,39 @@ TEST(PreferenceStepTest, RouterMassByLayer) {
       diff = std::max(diff, std::fabs(m.router_mass_by_layer[p][0][k] -
                                       m.router_mass_by_layer[p][1][k]));
     EXPECT_GT(diff, 1e-9);
+  }
+}
+
+// Metrics and gradients of one step, with or without a shared prompt.
+std::pair<std::vector<double>, std::vector<double>> SharedOrNot(
+    config::RunConfig c, const data::PreferenceBatch& batch, bool share) {
+  c.mutable_objective()->set_share_prompt(share);
+  auto run = BuildRunComponents(c, "").value();
+  PerturbB(*run);
+  const StepMetrics m = run->step->Run(batch, 1.0).value();
+  return {Flatten(m), AllGrads(*run)};
+}
+
+TEST(PreferenceStepTest, SharedPromptRowsGiveTheStepOfTwoRows) {
+  data::PreferenceBatch partly = TinyBatch(0, 4);
+  partly.rejected.input_ids[1] = 40;                 // pair 0 shares 1 prompt token
+  partly.rejected.input_ids[2 * kTinySeqLen] = 41;   // pair 2 shares none
+  for (auto kind : {config::ObjectiveConfig::DPO, config::ObjectiveConfig::REWARD}) {
+    for (bool recompute : {false, true}) {
+      for (bool partial : {false, true}) {
+        const data::PreferenceBatch& batch = partial ? partly : TinyBatch(0, 4);
+        const std::string what = absl::StrCat(config::ObjectiveConfig::Kind_Name(kind),
+                                              recompute ? " recompute" : "",
+                                              partial ? " partly shared" : "");
+        config::RunConfig c = TinyConfig();
+        c.mutable_objective()->set_kind(kind);
+        c.mutable_model()->set_recompute_activations(recompute);
+        const auto two_rows = SharedOrNot(c, batch, false);
+        const auto shared = SharedOrNot(c, batch, true);
+        ExpectClose(shared.first, two_rows.first, 1e-12, what + ": metrics");
+        ExpectClose(shared.second, two_rows.second, 1e-12, what + ": gradients");
+      }
+    }
   }
 }
 
