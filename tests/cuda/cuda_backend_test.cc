@@ -576,7 +576,7 @@ TYPED_TEST(CudaOps, Attention) {
     shape.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
     AttentionShape cpu_shape = shape;  // the same holes, in host memory for the CPU backend
     if (!holes.empty()) {
-      shape.key_holes = gholes.get();
+      shape.key_holes = static_cast<const int32_t*>(gholes.get());
       cpu_shape.key_holes = holes.data();
     }
     const int64_t q_size = c.batch * c.seq * c.q_heads * c.head_dim;
