@@ -7,6 +7,7 @@
 // most two pieces, and the score columns are the pieces side by side. Per block, with
 // R = group * block rows and L the keys it reads:
 //   S = scale Q K^T [R, L];  P = softmax of the unmasked part;  O = P V
+// (the exponentials in f32 with the AVX2 exp of exp_avx2.h)
 // and the backward, from the saved lse:
 //   dV += P^T dO;  dP = dO V^T;  dS = P (dP - rowsum(dO O)) scale;  dQ = dS K;  dK += dS^T Q
 // dK and dV of a kv head come out of GEMMs that sum over its query heads, in a fixed
@@ -17,8 +18,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/exp_avx2.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 
@@ -134,6 +137,35 @@ struct VisibleColumns {
   }
 };
 
+// row[j] = exp(row[j] - shift) over [begin, end); returns their sum. In f32 8 lanes at a
+// time with the AVX2 exp (exp_avx2.h; its arguments are <= 0 here up to rounding, the
+// shift being the row max or logsumexp) unless `scalar`, which a caller sets for a row
+// holding a NaN so that the NaN reaches the output as std::exp passes it on.
+template <typename T>
+T ExpShifted(T* row, int64_t begin, int64_t end, T shift, bool scalar) {
+  T sum = 0;
+  int64_t j = begin;
+  if constexpr (std::is_same_v<T, float>) {
+    if (!scalar) {
+      const __m256 sv = _mm256_set1_ps(shift);
+      __m256 acc = _mm256_setzero_ps();
+      for (; j + 8 <= end; j += 8) {
+        const __m256 e = Exp8NonPositive(_mm256_sub_ps(_mm256_loadu_ps(row + j), sv));
+        _mm256_storeu_ps(row + j, e);
+        acc = _mm256_add_ps(acc, e);
+      }
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, acc);
+      for (float x : lanes) sum += x;
+    }
+  }
+  for (; j < end; ++j) {
+    row[j] = std::exp(row[j] - shift);
+    sum += row[j];
+  }
+  return sum;
+}
+
 }  // namespace
 
 template <typename T>
@@ -161,12 +193,12 @@ void AttentionForward(const AttentionShape& sh, const T* q, const T* k, const T*
             const VisibleColumns vis(kp, RowHole(sh.key_holes, b, s.S, i), i);
             T* row = scores.data() + r * cols;
             T m = -std::numeric_limits<T>::infinity();
-            vis.ForEach([&](int64_t j) { m = std::max(m, row[j]); });
-            T l = 0;
+            bool nan = false;
             vis.ForEach([&](int64_t j) {
-              row[j] = std::exp(row[j] - m);
-              l += row[j];
+              m = std::max(m, row[j]);
+              nan |= row[j] != row[j];
             });
+            const T l = ExpShifted(row, 0, vis.a, m, nan) + ExpShifted(row, vis.c, vis.e, m, nan);
             const T inv = T(1) / l;
             vis.ForEach([&](int64_t j) { row[j] *= inv; });
             vis.ZeroMasked(row, cols);
@@ -221,10 +253,10 @@ void AttentionBackward(const AttentionShape& sh, const T* q, const T* k, const T
             for (int64_t d = 0; d < s.D; ++d) di += doc[r * s.D + d] * oc[r * s.D + d];
             T* prow = p.data() + r * cols;
             T* dsrow = dp.data() + r * cols;
-            vis.ForEach([&](int64_t j) {
-              prow[j] = std::exp(prow[j] - l);
-              dsrow[j] = prow[j] * (dsrow[j] - di) * scale;
-            });
+            const bool scalar = !std::isfinite(l);
+            ExpShifted(prow, 0, vis.a, l, scalar);
+            ExpShifted(prow, vis.c, vis.e, l, scalar);
+            vis.ForEach([&](int64_t j) { dsrow[j] = prow[j] * (dsrow[j] - di) * scale; });
             vis.ZeroMasked(prow, cols);
             vis.ZeroMasked(dsrow, cols);
           }

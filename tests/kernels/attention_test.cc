@@ -15,9 +15,10 @@
 // (long-double) intermediates, for unit roundoff u (2^-53: f64 vs reference, 2^-24 + 2^-53:
 // f32 vs f64). With n = i + 1 visible keys, S_abs = max_j scale * sum_d |q_d k_jd| and
 // R = max_j |s_j - max s|, every probability p_j carries a relative error of at most
-//   Kp * u,  Kp = 2 (D + 2) S_abs + R + log n + |lse| + n + 8
+//   Kp * u,  Kp = 2 (D + 2) S_abs + R + log n + |lse| + n + 11
 // (the D-term score dot product, for s_j and for the max/lse subtracted from it, the
-// rounding of the exp argument, the n-term normaliser, and a few single roundings).
+// rounding of the exp argument, the n-term normaliser, the exp itself (4u: the f32
+// kernel's AVX2 exp, kernels/cpu/exp_avx2.h) and a few single roundings).
 // Then out_d: (2 Kp + n + 3) u max_j |v_jd|;  lse: ((D + 2) S_abs + n + 4 + |lse|) u;
 // and for the backward, with dp_j = do . v_j, di = do . out, ds_j = scale p_j (dp_j - di):
 //   err(ds_j) <= scale p_j (Kp u |dp_j - di| + err(dp_j) + err(di) + 3u |dp_j - di|),
@@ -182,7 +183,7 @@ void Reference(const AttnCase& c, double u, AttnTensors* ref, AttnTensors* bound
         std::vector<long double> p(n);
         for (int64_t jj = 0; jj < n; ++jj) p[jj] = std::exp(si[vis[jj]] - lse);
         const long double kp = 2 * (D + 2) * s_max + r + std::log(static_cast<long double>(n)) +
-                               std::abs(lse) + n + 8;
+                               std::abs(lse) + n + 11;
         ref->lse[c.L(b, h, i)] = static_cast<double>(lse);
         bound->lse[c.L(b, h, i)] =
             static_cast<double>(2 * u * ((D + 2) * s_max + n + 4 + std::abs(lse)));
@@ -305,6 +306,21 @@ TEST(AttentionTest, LargeScoresStayFinite) {
   ExpectWithin(got32.dq, want.dq, bound.dq, "f32 dq");
   ExpectWithin(got32.dk, want.dk, bound.dk, "f32 dk");
   ExpectWithin(got32.dv, want.dv, bound.dv, "f32 dv");
+}
+
+TEST(AttentionTest, NanInAKeyReachesEveryQueryThatSeesIt) {
+  // The f32 softmax's vector exp maps NaN to 0; the kernel must route such rows to the
+  // scalar path. Key 0 of batch 0, kv head 0 is NaN: every query of heads 0 and 1 in
+  // batch 0 sees it (out NaN); batch 1 and the heads of kv head 1 stay finite.
+  AttnCase c = AttnCase::Make(Shape{"Nan", 2, 40, 4, 2, 8, 0.0}, 37).RoundedToF32();
+  for (int64_t d = 0; d < c.sh.head_dim; ++d) c.k[c.KV(0, 0, 0, d)] = std::nan("");
+  const AttnTensors got = RunAttention<float>(c, /*backward=*/false);
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < c.sh.seq; ++t)
+      for (int64_t h = 0; h < c.sh.q_heads; ++h) {
+        const bool sees = b == 0 && h < 2;
+        EXPECT_EQ(std::isnan(got.out[c.Q(b, t, h, 0)]), sees) << "b=" << b << " t=" << t << " h=" << h;
+      }
 }
 
 TEST(AttentionTest, BackwardIsBitwiseIndependentOfThreadCount) {
