@@ -8,7 +8,8 @@
 //   dQ = scale * dS K
 // Three launches: Delta (one warp per row, into scratch [B, Hq, T]); dK/dV with one
 // block per (32-key tile, kv head, batch) that loops over the group's query heads and
-// the query tiles at or after its keys, accumulating in registers; dQ with one block
+// the query tiles at or after its keys (less those whose key holes all cover its keys),
+// accumulating in registers; dQ with one block
 // per (32-query tile, head, batch) over the key tiles up to its own. Every output
 // element is summed by one thread in a fixed order: no atomics, deterministic.
 #include "kernels/cuda/attention_common.cuh"
@@ -105,6 +106,16 @@ __global__ void __launch_bounds__(kAttnThreads)
         s_hole[2 * threadIdx.x + 1] = static_cast<int32_t>(hole.end);
       }
       __syncthreads();
+      if (holes != nullptr) {  // skip a query tile whose holes all cover this key tile
+        bool hidden = true;
+#pragma unroll
+        for (int i = 0; i < kKeysPerLane; ++i) {
+          const int c = lane + kRowLanesAttn * i;
+          const KeyHole hole{s_hole[2 * c], s_hole[2 * c + 1]};
+          hidden = hidden && HidesTile(hole, k0, q0 + c, seq);
+        }
+        if (__syncthreads_and(hidden)) continue;
+      }
 
 #pragma unroll
       for (int i = 0; i < kKeysPerLane; ++i) {
@@ -191,6 +202,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 
   for (int64_t k_tile = 0; k_tile <= q_tile; ++k_tile) {
     const int64_t k0 = k_tile * kTile;
+    // A key tile inside every row's hole adds nothing (holes is the same for all threads).
+    if (holes != nullptr && __syncthreads_and(HidesTile(hole, k0, q_pos, seq))) continue;
     __syncthreads();  // the previous K, V, dS are no longer read
     LoadTile(k, b, k0, seq, kv_heads, hk, head_dim, ld, s_k);
     LoadTile(v, b, k0, seq, kv_heads, hk, head_dim, ld, s_v);

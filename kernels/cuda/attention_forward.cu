@@ -3,7 +3,8 @@
 //   hole, kernels/backend.h),  P = softmax_row(S),
 //   out = P V,  lse[b, h, i] = logsumexp_j S[i, j]
 // Query head h reads kv head h / (Hq / Hkv). One block per (32-query tile, head, batch);
-// it walks the key tiles 0..(its own tile) with the online softmax: per row a running max
+// it walks the key tiles 0..(its own tile), less those all its rows' key holes cover,
+// with the online softmax: per row a running max
 // m and sum l; each new tile rescales the accumulated output by exp(m_old - m_new).
 // Blocks are issued longest-first (the last query tiles see the most keys).
 // Arithmetic is in T on CUDA cores; rows finish with out = acc / l, lse = m + log(l).
@@ -53,6 +54,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 
   for (int64_t k_tile = 0; k_tile <= q_tile; ++k_tile) {
     const int64_t k0 = k_tile * kTile;
+    // A key tile inside every row's hole adds nothing (holes is the same for all threads).
+    if (holes != nullptr && __syncthreads_and(HidesTile(hole, k0, q_pos, seq))) continue;
     __syncthreads();  // the previous tile's K, V, P are no longer read
     LoadTile(k, b, k0, seq, kv_heads, hk, head_dim, ld, s_k);
     LoadTile(v, b, k0, seq, kv_heads, hk, head_dim, ld, s_v);
