@@ -29,11 +29,12 @@
 //              the stream-ordered pool's count, which rounds each block up and includes
 //              the backend's own scratch buffer);
 //   peak     = max of in_use since the last ResetPeakMemory(), which sets peak = in_use;
-//   reserved = bytes held from the system (CPU: = in_use, malloc is the allocator; CUDA:
-//              the pool's reservation, >= in_use, freed blocks stay cached for reuse).
+//   reserved = bytes held from the system, >= in_use: freed blocks stay cached for reuse
+//              (CPU: blocks of 256 KiB and more, in kernels/cpu/host_block_cache.h, and
+//              the rounding of those in use; CUDA: the pool's reservation).
 // ReleaseCachedMemory() hands what is reserved but not in use back to the system (CUDA:
 // trims the pool once the stream's work is done, so reserved drops to about in_use, and
-// another process can use the memory; CPU: nothing is cached, nothing to do).
+// another process can use the memory; CPU: unmaps the cached blocks).
 // Memory a Tensor wraps without allocating it (Tensor::Wrap, e.g. an mmap'ed safetensors
 // file) is not counted. The counters are per backend (per process and device), not per
 // thread.

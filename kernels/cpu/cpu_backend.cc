@@ -25,7 +25,7 @@ namespace {
 
 // Alignment of every block Allocate returns, and the size of the header in front of it.
 constexpr size_t kAlign = 64;
-static_assert(kAlign >= sizeof(size_t));
+static_assert(kAlign >= 2 * sizeof(size_t));
 
 // Calls fn(T{}) with T = float or double according to dt.
 template <typename Fn>
@@ -64,14 +64,23 @@ void CpuBackend::SetThreads(int threads) {
 std::string CpuBackend::Name() const { return absl::StrCat("cpu (", threads_, " threads)"); }
 
 // A block is [header of kAlign bytes | the caller's bytes]: the header holds the
-// requested size (for Free's accounting) and keeps the returned pointer kAlign-aligned.
+// requested size (for Free's accounting) and the block's cache capacity (0: a malloc
+// block), and keeps the returned pointer kAlign-aligned.
 void* CpuBackend::Allocate(size_t bytes) {
-  if (bytes > std::numeric_limits<size_t>::max() - 2 * kAlign) return nullptr;
+  if (bytes > std::numeric_limits<size_t>::max() / 2) return nullptr;  // no such memory
   const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-  char* block = static_cast<char*>(std::aligned_alloc(kAlign, kAlign + rounded));
+  size_t capacity = 0;
+  char* block;
+  if (kAlign + rounded >= cpu::HostBlockCache::kMinBytes) {
+    block = static_cast<char*>(block_cache_.Take(kAlign + rounded, &capacity));
+  } else {
+    block = static_cast<char*>(std::aligned_alloc(kAlign, kAlign + rounded));
+  }
   if (block == nullptr) return nullptr;
   std::memcpy(block, &bytes, sizeof(bytes));
+  std::memcpy(block + sizeof(bytes), &capacity, sizeof(capacity));
   const int64_t size = static_cast<int64_t>(bytes);
+  if (capacity != 0) cached_in_use_bytes_.fetch_add(size, std::memory_order_relaxed);
   RaisePeak(in_use_bytes_.fetch_add(size, std::memory_order_relaxed) + size);
   return block + kAlign;
 }
@@ -79,15 +88,31 @@ void CpuBackend::Free(void* ptr) {
   if (ptr == nullptr) return;
   char* block = static_cast<char*>(ptr) - kAlign;
   size_t bytes = 0;
+  size_t capacity = 0;
   std::memcpy(&bytes, block, sizeof(bytes));
+  std::memcpy(&capacity, block + sizeof(bytes), sizeof(capacity));
   in_use_bytes_.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
-  std::free(block);
+  if (capacity == 0) {
+    std::free(block);
+    return;
+  }
+  cached_in_use_bytes_.fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+  constexpr int64_t kMinCacheLimit = int64_t{64} << 20;
+  const int64_t limit =
+      std::max(kMinCacheLimit, high_water_bytes_.load(std::memory_order_relaxed));
+  block_cache_.Give(block, capacity, static_cast<size_t>(limit));
 }
+
+void CpuBackend::ReleaseCachedMemory() { block_cache_.Release(); }
 
 void CpuBackend::RaisePeak(int64_t in_use) {
   int64_t peak = peak_in_use_bytes_.load(std::memory_order_relaxed);
   while (in_use > peak &&
          !peak_in_use_bytes_.compare_exchange_weak(peak, in_use, std::memory_order_relaxed)) {
+  }
+  int64_t high = high_water_bytes_.load(std::memory_order_relaxed);
+  while (in_use > high &&
+         !high_water_bytes_.compare_exchange_weak(high, in_use, std::memory_order_relaxed)) {
   }
 }
 
@@ -96,7 +121,10 @@ MemoryStats CpuBackend::GetMemoryStats() {
   stats.in_use_bytes = in_use_bytes_.load(std::memory_order_relaxed);
   stats.peak_in_use_bytes = std::max(peak_in_use_bytes_.load(std::memory_order_relaxed),
                                      stats.in_use_bytes);
-  stats.reserved_bytes = stats.in_use_bytes;
+  // Live cache blocks count with their capacity, cached ones whole.
+  stats.reserved_bytes = stats.in_use_bytes -
+                         cached_in_use_bytes_.load(std::memory_order_relaxed) +
+                         block_cache_.mapped_bytes();
   return stats;
 }
 

@@ -1,9 +1,14 @@
 // The CPU implementation of Backend: host memory (64-byte aligned), OpenBLAS GEMMs and
 // the multithreaded kernels of this folder, in f32 or f64 (f64 serves the oracle tests).
-// Memory accounting: every block carries its requested size in a 64-byte header in
-// front of it, so that in_use counts exactly the bytes requested and not yet freed;
-// the counters are atomics (Allocate and Free may run on several threads at once), and
-// reserved == in_use (malloc is the allocator; nothing is cached).
+// Memory: a block of at least HostBlockCache::kMinBytes comes from the block cache
+// (host_block_cache.h), which keeps freed blocks for reuse; smaller ones from malloc.
+// Every block carries its requested size (and its cache capacity, 0 for malloc) in a
+// 64-byte header in front of it, so that in_use counts exactly the bytes requested and
+// not yet freed. The cache keeps at most max(64 MiB, the highest in_use so far) bytes
+// of freed blocks, so a step that allocates what the previous one freed maps no new
+// memory. reserved = in_use + the cache's capacity slack and cached blocks (small blocks
+// count as requested); ReleaseCachedMemory unmaps the cached blocks. The counters are
+// atomics (Allocate and Free may run on several threads at once).
 #ifndef PMOL_KERNELS_CPU_CPU_BACKEND_H_
 #define PMOL_KERNELS_CPU_CPU_BACKEND_H_
 
@@ -11,6 +16,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/host_block_cache.h"
 
 namespace pmol {
 
@@ -33,7 +39,7 @@ class CpuBackend : public Backend {
   void Synchronize() override {}
   MemoryStats GetMemoryStats() override;
   void ResetPeakMemory() override;
-  void ReleaseCachedMemory() override {}  // malloc is the allocator: nothing is cached
+  void ReleaseCachedMemory() override;
 
   void Fill(DType dt, void* x, double value, int64_t n) override;
   void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) override;
@@ -85,6 +91,9 @@ class CpuBackend : public Backend {
   int threads_ = 1;
   std::atomic<int64_t> in_use_bytes_{0};
   std::atomic<int64_t> peak_in_use_bytes_{0};
+  std::atomic<int64_t> high_water_bytes_{0};     // max of in_use over the process's life
+  std::atomic<int64_t> cached_in_use_bytes_{0};  // requested bytes of live cache blocks
+  cpu::HostBlockCache block_cache_;
 };
 
 }  // namespace pmol

@@ -1,9 +1,11 @@
 // The CPU backend's memory accounting (Backend::GetMemoryStats, kernels/backend.h):
 // in_use counts exactly the bytes requested from Allocate and not yet freed, directly or
 // through Tensor (Empty, Zeros, Clone; views and Tensor::Wrap add nothing); peak is the
-// maximum of in_use since ResetPeakMemory(), which sets it to in_use; reserved equals
-// in_use (ReleaseCachedMemory changes nothing); and the counts stay exact when several
-// threads allocate and free at once.
+// maximum of in_use since ResetPeakMemory(), which sets it to in_use; reserved is in_use
+// plus what the block cache holds (a large block's capacity slack while it is live, the
+// whole block once freed, until ReleaseCachedMemory unmaps it); a freed large block is
+// handed out again; and the counts stay exact when several threads allocate and free at
+// once.
 // The backend is the process-wide one, so every figure is checked relative to the
 // counts at the start of the test, with no tolerance.
 #include <barrier>
@@ -32,8 +34,17 @@ void ExpectStats(Backend* be, int64_t in_use, int64_t peak, const char* what) {
   const MemoryStats s = be->GetMemoryStats();
   EXPECT_EQ(s.in_use_bytes, in_use) << what;
   EXPECT_EQ(s.peak_in_use_bytes, peak) << what;
-  EXPECT_EQ(s.reserved_bytes, s.in_use_bytes) << what << ": the CPU backend caches nothing";
+  EXPECT_GE(s.reserved_bytes, s.in_use_bytes) << what;
 }
+
+// reserved - in_use: the bytes the block cache holds beyond what callers asked for.
+int64_t Slack(Backend* be) {
+  const MemoryStats s = be->GetMemoryStats();
+  return s.reserved_bytes - s.in_use_bytes;
+}
+
+constexpr int64_t kKiB = 1024;
+constexpr int64_t kMiB = 1024 * kKiB;
 
 TEST(MemoryStatsTest, AllocateAndFreeCountTheRequestedBytes) {
   Backend* be = FreshPeak();
@@ -87,14 +98,56 @@ TEST(MemoryStatsTest, PeakIsTheMaximumSinceTheLastReset) {
   ExpectStats(be, base, base, "after the second reset");
 }
 
-TEST(MemoryStatsTest, ReleaseCachedMemoryChangesNothing) {
+TEST(MemoryStatsTest, SmallBlocksAreNotCached) {
   Backend* be = FreshPeak();
-  const int64_t base = be->GetMemoryStats().in_use_bytes;
-  void* a = be->Allocate(4096);
-  be->Free(be->Allocate(1000));
   be->ReleaseCachedMemory();
-  ExpectStats(be, base + 4096, base + 5096, "after ReleaseCachedMemory");
+  const int64_t base = be->GetMemoryStats().in_use_bytes;
+  const int64_t slack = Slack(be);
+  void* a = be->Allocate(4096);
+  be->Free(be->Allocate(200 * kKiB));  // below the cache's 256 KiB: malloc
+  EXPECT_EQ(Slack(be), slack);
+  be->ReleaseCachedMemory();
+  ExpectStats(be, base + 4096, base + 4096 + 200 * kKiB, "after ReleaseCachedMemory");
+  EXPECT_EQ(Slack(be), slack);
   be->Free(a);
+}
+
+// Sizes and capacities: a request of n bytes takes a block of n + 64 (the header)
+// rounded up to 1/8 of its power of two; 3 MiB + 64 -> 3.25 MiB, 1 MiB + 64 -> 1.125 MiB,
+// 2.9 MiB + 64 -> 3 MiB, which the 3.25 MiB block serves (< 3 MiB * 1.25).
+TEST(MemoryStatsTest, FreedLargeBlocksAreReusedUntilReleased) {
+  Backend* be = FreshPeak();
+  be->ReleaseCachedMemory();
+  const int64_t base = be->GetMemoryStats().in_use_bytes;
+  ASSERT_EQ(Slack(be), 0) << "another test left a large block alive";
+
+  void* p = be->Allocate(3 * kMiB);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+  std::memset(p, 0x5a, 3 * kMiB);
+  ExpectStats(be, base + 3 * kMiB, base + 3 * kMiB, "3 MiB live");
+  EXPECT_EQ(Slack(be), kMiB / 4) << "a live block's capacity slack";
+  be->Free(p);
+  ExpectStats(be, base, base + 3 * kMiB, "3 MiB freed");
+  EXPECT_EQ(Slack(be), 3 * kMiB + kMiB / 4) << "the freed block stays cached";
+
+  const int64_t smaller = 3 * kMiB - 100 * kKiB;
+  void* q = be->Allocate(smaller);
+  EXPECT_EQ(q, p) << "a slightly smaller request takes the cached block";
+  std::memset(q, 0x33, smaller);
+  EXPECT_EQ(Slack(be), 3 * kMiB + kMiB / 4 - smaller);
+  be->Free(q);
+
+  void* r = be->Allocate(kMiB);  // the 3.25 MiB block is too large to serve 1 MiB
+  EXPECT_NE(r, p);
+  std::memset(r, 0x11, kMiB);
+  EXPECT_EQ(Slack(be), 3 * kMiB + kMiB / 4 + kMiB / 8);
+  be->ReleaseCachedMemory();
+  ExpectStats(be, base + kMiB, base + 3 * kMiB, "after ReleaseCachedMemory");
+  EXPECT_EQ(Slack(be), kMiB / 8) << "only the live block's slack is left";
+  be->Free(r);
+  be->ReleaseCachedMemory();
+  EXPECT_EQ(Slack(be), 0);
 }
 
 TEST(MemoryStatsTest, TensorsCountTheirStorageOnceAndWrapCountsNothing) {
@@ -187,11 +240,46 @@ TEST(MemoryStatsTest, ConcurrentAllocateAndFreeStayExact) {
 
   EXPECT_EQ(while_held.in_use_bytes, base + held_total);
   EXPECT_EQ(while_held.peak_in_use_bytes, base + held_total);
+  be->ReleaseCachedMemory();
   const MemoryStats end = be->GetMemoryStats();
   EXPECT_EQ(end.in_use_bytes, base);
   EXPECT_EQ(end.reserved_bytes, base);
   EXPECT_GE(end.peak_in_use_bytes, base + held_total);
   EXPECT_LE(end.peak_in_use_bytes, base + held_total + kThreads * kMaxChurnBytes);
+}
+
+// Threads take and free large blocks (through the block cache) at once: no two live
+// blocks overlap (each thread fills its block with its own byte and finds it intact
+// before freeing it), and the counts end where they started.
+TEST(MemoryStatsTest, ConcurrentLargeBlocksNeverOverlap) {
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 200;
+  Backend* be = FreshPeak();
+  be->ReleaseCachedMemory();
+  const int64_t base = be->GetMemoryStats().in_use_bytes;
+  std::vector<std::thread> threads;
+  std::vector<int> bad(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(300 + t);
+      std::uniform_int_distribution<size_t> size(256 * kKiB, 4 * kMiB);
+      const unsigned char mark = static_cast<unsigned char>(0x10 + t);
+      for (int i = 0; i < kRounds; ++i) {
+        const size_t bytes = size(rng);
+        auto* p = static_cast<unsigned char*>(be->Allocate(bytes));
+        std::memset(p, mark, bytes);
+        std::this_thread::yield();
+        for (size_t j = 0; j < bytes; j += 4096) bad[t] += p[j] != mark;
+        bad[t] += p[bytes - 1] != mark;
+        be->Free(p);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(bad[t], 0) << "thread " << t;
+  EXPECT_EQ(be->GetMemoryStats().in_use_bytes, base);
+  be->ReleaseCachedMemory();
+  EXPECT_EQ(Slack(be), 0);
 }
 
 // ResetPeakMemory racing with allocations must not lose an allocation's raise of the
