@@ -102,9 +102,13 @@ class LlamaModel {
   Tensor HeadAtBackward(const Tensor& hidden, const Tensor& positions, const Tensor& dlogits,
                         LlamaWeights* grads) const;
 
+  // The LM head's weight [vocab, H]: lm_head, or embed when tied.
+  const Tensor& Head() const {
+    return config_.tie_word_embeddings ? weights_.embed : weights_.lm_head;
+  }
+
  private:
   BlockInput MakeBlockInput(const ForwardState& state, int64_t layer);
-  const Tensor& Head() const { return config_.tie_word_embeddings ? weights_.embed : weights_.lm_head; }
 
   LlamaConfig config_;
   LlamaWeights weights_;

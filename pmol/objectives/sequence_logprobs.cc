@@ -20,6 +20,45 @@ SequenceLogProbsResult SequenceLogProbs(const Tensor& logits, const std::vector<
   return SequenceLogProbs(logits, targets, sequence_of, rows);
 }
 
+std::vector<int32_t> CountedTargets(const std::vector<int32_t>& targets,
+                                    const std::vector<int32_t>& sequence_of,
+                                    int64_t num_sequences, int64_t vocab) {
+  const size_t n = targets.size();
+  PMOL_CHECK(sequence_of.size() == n);
+  std::vector<int32_t> counted(n);
+  for (size_t i = 0; i < n; ++i) {
+    PMOL_CHECK(targets[i] < vocab);
+    PMOL_CHECK(sequence_of[i] < num_sequences);
+    counted[i] = sequence_of[i] < 0 ? -1 : targets[i];
+  }
+  return counted;
+}
+
+SequenceLogProbsResult SumSequenceLogProbs(const Tensor& logp,
+                                           const std::vector<int32_t>& counted_targets,
+                                           const std::vector<int32_t>& sequence_of,
+                                           int64_t num_sequences) {
+  const int64_t n = logp.numel();
+  PMOL_CHECK(static_cast<int64_t>(counted_targets.size()) == n);
+  PMOL_CHECK(static_cast<int64_t>(sequence_of.size()) == n);
+  SequenceLogProbsResult result;
+  SequenceLogProbsState& st = result.state;
+  st.rows = 1;
+  st.seq = n;
+  st.dtype = logp.dtype();
+  st.sequence_of = sequence_of;
+  st.num_sequences = num_sequences;
+  const std::vector<double> lp = logp.ToDoubles();
+  result.sums.assign(num_sequences, 0.0);
+  result.counts.assign(num_sequences, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (counted_targets[i] < 0) continue;
+    result.sums[sequence_of[i]] += lp[i];
+    ++result.counts[sequence_of[i]];
+  }
+  return result;
+}
+
 SequenceLogProbsResult SequenceLogProbs(const Tensor& logits, const std::vector<int32_t>& targets,
                                         const std::vector<int32_t>& sequence_of,
                                         int64_t num_sequences) {
@@ -28,56 +67,46 @@ SequenceLogProbsResult SequenceLogProbs(const Tensor& logits, const std::vector<
   const int64_t rows = logits.dim(0), seq = logits.dim(1), vocab = logits.dim(2);
   const int64_t n = rows * seq;
   PMOL_CHECK(static_cast<int64_t>(targets.size()) == n);
-  PMOL_CHECK(static_cast<int64_t>(sequence_of.size()) == n);
-  std::vector<int32_t> effective(n);
-  for (int64_t i = 0; i < n; ++i) {
-    PMOL_CHECK(targets[i] < vocab);
-    PMOL_CHECK(sequence_of[i] < num_sequences);
-    effective[i] = sequence_of[i] < 0 ? -1 : targets[i];
-  }
+  const std::vector<int32_t> counted = CountedTargets(targets, sequence_of, num_sequences, vocab);
   Backend* backend = logits.backend();
-  SequenceLogProbsResult result;
+  Tensor targets_t = Tensor::FromHost(counted.data(), {n}, DType::kI32, backend);
+  Tensor lse = Tensor::Empty({n}, logits.dtype(), backend);
+  Tensor logp = Tensor::Empty({n}, logits.dtype(), backend);
+  if (n > 0) {
+    backend->LogSoftmaxGather(logits.dtype(), logits.data(), targets_t.data_as<int32_t>(), n,
+                              vocab, logp.data(), lse.data());
+  }
+  SequenceLogProbsResult result = SumSequenceLogProbs(logp, counted, sequence_of, num_sequences);
   SequenceLogProbsState& st = result.state;
   st.rows = rows;
   st.seq = seq;
   st.vocab = vocab;
-  st.dtype = logits.dtype();
-  st.targets = Tensor::FromHost(effective.data(), {n}, DType::kI32, backend);
-  st.lse = Tensor::Empty({n}, logits.dtype(), backend);
-  st.sequence_of = sequence_of;
-  st.num_sequences = num_sequences;
-  Tensor logp = Tensor::Empty({n}, logits.dtype(), backend);
-  if (n > 0) {
-    backend->LogSoftmaxGather(logits.dtype(), logits.data(), st.targets.data_as<int32_t>(), n,
-                              vocab, logp.data(), st.lse.data());
-  }
-  const std::vector<double> lp = logp.ToDoubles();
-  result.sums.assign(num_sequences, 0.0);
-  result.counts.assign(num_sequences, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    if (effective[i] < 0) continue;
-    result.sums[sequence_of[i]] += lp[i];
-    ++result.counts[sequence_of[i]];
-  }
+  st.targets = std::move(targets_t);
+  st.lse = std::move(lse);
   return result;
+}
+
+Tensor PositionLogProbGrads(const SequenceLogProbsState& state, const std::vector<double>& d_sums,
+                            Backend* backend, DType dtype) {
+  PMOL_CHECK(static_cast<int64_t>(d_sums.size()) == state.num_sequences);
+  const int64_t n = static_cast<int64_t>(state.sequence_of.size());
+  std::vector<double> dlogp(n, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    if (state.sequence_of[i] >= 0) dlogp[i] = d_sums[state.sequence_of[i]];
+  return objectives_internal::TensorFromDoubles(dlogp, {n}, dtype, backend);
 }
 
 void SequenceLogProbsBackward(const Tensor& logits, const SequenceLogProbsState& state,
                               const std::vector<double>& d_sums, Tensor* dlogits) {
   PMOL_CHECK(dlogits != nullptr);
   PMOL_CHECK(logits.shape() == Shape({state.rows, state.seq, state.vocab}));
-  PMOL_CHECK(logits.dtype() == state.dtype);
-  PMOL_CHECK(static_cast<int64_t>(d_sums.size()) == state.num_sequences);
+  PMOL_CHECK(logits.dtype() == state.dtype && state.targets.defined());
   if (!dlogits->defined()) {
     *dlogits = Tensor::Empty(logits.shape(), logits.dtype(), logits.backend());
   }
   PMOL_CHECK(dlogits->shape() == logits.shape() && dlogits->dtype() == logits.dtype());
   const int64_t n = state.rows * state.seq;
-  std::vector<double> dlogp(n, 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    if (state.sequence_of[i] >= 0) dlogp[i] = d_sums[state.sequence_of[i]];
-  Tensor dlogp_t = objectives_internal::TensorFromDoubles(dlogp, {n}, logits.dtype(),
-                                                          logits.backend());
+  Tensor dlogp_t = PositionLogProbGrads(state, d_sums, logits.backend(), logits.dtype());
   if (n > 0) {
     logits.backend()->LogSoftmaxGatherBackward(logits.dtype(), logits.data(),
                                                state.targets.data_as<int32_t>(), state.lse.data(),

@@ -12,6 +12,10 @@
 // Backward, given dL/dsum_s: dlogits[r, t, :] = dL/dsum_{s(r,t)} * (onehot(y) - softmax),
 // via Backend::LogSoftmaxGatherBackward (positions with target -1 get zero gradient).
 //
+// The same sums from per-position log-probs computed elsewhere (SumSequenceLogProbs,
+// e.g. from pmol/model/head_logprobs.h, which never holds all the logits) and the
+// per-position gradient dL/dlogp that such a caller backpropagates (PositionLogProbGrads).
+//
 // Precision: per-position log-probs are computed in the logits' dtype (f32 or f64, the
 // backends' compute types) and summed on the host in double.
 #ifndef PMOL_OBJECTIVES_SEQUENCE_LOGPROBS_H_
@@ -27,10 +31,10 @@ namespace pmol {
 // What the forward keeps for the backward (the logits themselves are passed again, so
 // the caller decides how long they live).
 struct SequenceLogProbsState {
-  int64_t rows = 0, seq = 0, vocab = 0;
+  int64_t rows = 0, seq = 0, vocab = 0;  // SumSequenceLogProbs: 1, M, 0
   DType dtype = DType::kF32;
-  Tensor targets;                      // i32 [R*T] on the logits' backend
-  Tensor lse;                          // [R*T], logits' dtype
+  Tensor targets;                      // i32 [R*T] on the logits' backend (not from Sum...)
+  Tensor lse;                          // [R*T], logits' dtype (not from Sum...)
   std::vector<int32_t> sequence_of;    // [R*T]: sequence of each position, -1 = none
   int64_t num_sequences = 0;
 };
@@ -51,6 +55,24 @@ SequenceLogProbsResult SequenceLogProbs(const Tensor& logits, const std::vector<
 SequenceLogProbsResult SequenceLogProbs(const Tensor& logits, const std::vector<int32_t>& targets,
                                         const std::vector<int32_t>& sequence_of,
                                         int64_t num_sequences);
+
+// The targets with uncounted positions (sequence_of -1) set to -1, after checking that
+// targets < vocab and sequence_of < num_sequences.
+std::vector<int32_t> CountedTargets(const std::vector<int32_t>& targets,
+                                    const std::vector<int32_t>& sequence_of,
+                                    int64_t num_sequences, int64_t vocab);
+
+// Sums and counts from per-position log-probs logp [M] (any float dtype and backend),
+// counting position i when counted_targets[i] >= 0 (CountedTargets).
+SequenceLogProbsResult SumSequenceLogProbs(const Tensor& logp,
+                                           const std::vector<int32_t>& counted_targets,
+                                           const std::vector<int32_t>& sequence_of,
+                                           int64_t num_sequences);
+
+// dL/dlogp per position [M] on `backend` in `dtype`: dL/dsum of its sequence, 0 where it
+// belongs to none.
+Tensor PositionLogProbGrads(const SequenceLogProbsState& state, const std::vector<double>& d_sums,
+                            Backend* backend, DType dtype);
 
 // dlogits [R, T, V] (dtype and backend of the logits) for the given dL/dsum_s.
 // `dlogits` is overwritten; it is allocated when undefined.

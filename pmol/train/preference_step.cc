@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "pmol/core/status.h"
+#include "pmol/model/head_logprobs.h"
 #include "pmol/objectives/reward_loss.h"
 #include "pmol/objectives/router_losses.h"
 #include "pmol/objectives/sequence_logprobs.h"
@@ -15,12 +16,15 @@
 namespace pmol {
 namespace {
 
-// Response log-probs with the LM head applied at the scored tokens only
-// (LlamaModel::HeadAt): prompt and padding positions need no vocabulary GEMM.
+// Response log-probs with the LM head applied at the scored tokens only: prompt and
+// padding positions need no vocabulary GEMM. A frozen head (adapters, or a reference)
+// goes through head_logprobs.h, a chunk of rows at a time with the gradient basis kept
+// instead of the logits; a trained head (full fine-tuning) keeps the logits for its dW.
 struct ResponseLogits {
   Tensor hidden;     // [N, H] final hidden states (the head's input)
   Tensor positions;  // i32 [M] on the backend: the rows of `hidden` that predict a reply token
-  Tensor logits;     // [1, M, V]
+  Tensor logits;     // [1, M, V] when the head is trained, else undefined
+  HeadLogProbs frozen;  // when the head is frozen
   SequenceLogProbsResult lp;
 };
 
@@ -31,7 +35,7 @@ absl::StatusOr<Tensor> RunForward(LlamaModel* model, const StepRows& rows, Forwa
 }
 
 absl::StatusOr<ResponseLogits> ResponseLogProbs(LlamaModel* model, const StepRows& rows, ForwardState* keep,
-                                                LinearAdapters* adapters) {
+                                                LinearAdapters* adapters, bool head_trained) {
   ResponseLogits r;
   PMOL_ASSIGN_OR_RETURN(r.hidden, RunForward(model, rows, keep, adapters));
   std::vector<int32_t> positions = rows.head_rows, selected = rows.head_targets,
@@ -41,10 +45,18 @@ absl::StatusOr<ResponseLogits> ResponseLogProbs(LlamaModel* model, const StepRow
     selected.push_back(-1);
     sequence_of.push_back(-1);
   }
-  const int64_t m = static_cast<int64_t>(positions.size());
+  const int64_t m = static_cast<int64_t>(positions.size()), v = model->config().vocab_size;
   r.positions = Tensor::FromHost(positions.data(), {m}, DType::kI32, model->backend());
-  r.logits = model->HeadAt(r.hidden, r.positions).Reshape({1, m, model->config().vocab_size});
-  r.lp = SequenceLogProbs(r.logits, selected, sequence_of, rows.sequences);
+  if (head_trained) {
+    r.logits = model->HeadAt(r.hidden, r.positions).Reshape({1, m, v});
+    r.lp = SequenceLogProbs(r.logits, selected, sequence_of, rows.sequences);
+    return r;
+  }
+  const std::vector<int32_t> counted = CountedTargets(selected, sequence_of, rows.sequences, v);
+  const Tensor targets = Tensor::FromHost(counted.data(), {m}, DType::kI32, model->backend());
+  r.frozen = HeadLogProbsAt(model->Head(), r.hidden, r.positions, targets,
+                            /*with_basis=*/keep != nullptr);
+  r.lp = SumSequenceLogProbs(r.frozen.logp, counted, sequence_of, rows.sequences);
   return r;
 }
 
@@ -149,7 +161,8 @@ PreferenceStep::ReferenceLogProbs(const data::PreferenceBatch& batch) {
     return absl::FailedPreconditionError(
         "DPO with full fine-tuning needs a frozen reference model or precomputed reference "
         "log-probs");
-  PMOL_ASSIGN_OR_RETURN(const ResponseLogits head, ResponseLogProbs(ref, rows, nullptr, /*adapters=*/nullptr));
+  PMOL_ASSIGN_OR_RETURN(const ResponseLogits head, ResponseLogProbs(ref, rows, nullptr, /*adapters=*/nullptr,
+                                                                  /*head_trained=*/false));
   const SequenceLogProbsResult& lp = head.lp;
   const size_t B = batch.num_pairs;
   return std::make_pair(Slice(lp.sums, 0, B), Slice(lp.sums, B, B));
@@ -234,7 +247,8 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
       be->Scale(dt, loss_scale, dhidden.data(), dhidden.numel());
     }
   } else {
-    PMOL_ASSIGN_OR_RETURN(const ResponseLogits head, ResponseLogProbs(model_, rows, keep, adapters_));
+    PMOL_ASSIGN_OR_RETURN(const ResponseLogits head, ResponseLogProbs(model_, rows, keep, adapters_,
+                                                                  /*head_trained=*/full_grads_ != nullptr));
     const SequenceLogProbsResult& lp = head.lp;
     std::vector<double> d_sums;
     if (kind == ObjectiveKind::kDpo) {
@@ -261,11 +275,16 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
     }
     if (backward) {
       for (double& d : d_sums) d *= loss_scale;
-      Tensor dlogits;
-      SequenceLogProbsBackward(head.logits, lp.state, d_sums, &dlogits);
-      dhidden = model_->HeadAtBackward(head.hidden, head.positions,
-                                       dlogits.Reshape({head.positions.numel(), dlogits.dim(-1)}),
-                                       full_grads_);
+      if (head.logits.defined()) {
+        Tensor dlogits;
+        SequenceLogProbsBackward(head.logits, lp.state, d_sums, &dlogits);
+        dhidden = model_->HeadAtBackward(
+            head.hidden, head.positions,
+            dlogits.Reshape({head.positions.numel(), dlogits.dim(-1)}), full_grads_);
+      } else {
+        const Tensor dlogp = PositionLogProbGrads(lp.state, d_sums, be, dt);
+        dhidden = HeadLogProbsBackward(head.frozen, head.hidden, head.positions, dlogp);
+      }
     }
   }
 

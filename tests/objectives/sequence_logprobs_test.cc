@@ -1,6 +1,6 @@
 // SequenceLogProbs: values against a naive long-double log-softmax, the backward against
 // central finite differences in f64 (tolerance: objectives_test_util.h), the packed form,
-// the mean form, the target builders, and f32 against f64 (tolerance 1e-5 relative: f32
+// the mean form, the sums from per-position log-probs, the target builders, and f32 against f64 (tolerance 1e-5 relative: f32
 // log-softmax over V = 7 logits of O(1) and sums of <= 5 terms, ~10 ulp of f32 with 10x
 // headroom).
 #include <cmath>
@@ -121,6 +121,25 @@ TEST(SequenceLogProbsTest, PackedSequencesAndBackward) {
   SequenceLogProbsBackward(logits, r.state, cot, &dlogits);
   testing::ExpectNear(dlogits.ToDoubles(), testing::NumericGradient(loss, x),
                       testing::kFdTolerance, "packed dlogits");
+}
+
+// From per-position log-probs (the chunked head's path): SumSequenceLogProbs gives the
+// same sums and counts as SequenceLogProbs, uncounted positions (sequence -1, target -1)
+// left out even when their log-prob is not 0; PositionLogProbGrads gives each counted
+// position its sequence's dL/dsum and the others 0.
+TEST(SequenceLogProbsTest, SumsFromPositionLogProbs) {
+  const std::vector<int32_t> targets = {3, 1, -1, 6, 0, 2};
+  const std::vector<int32_t> seq_of = {0, 0, 0, 1, -1, 2};
+  const std::vector<int32_t> counted = CountedTargets(targets, seq_of, 3, kVocab);
+  EXPECT_EQ(counted, (std::vector<int32_t>{3, 1, -1, 6, -1, 2}));
+  const std::vector<double> logp = {-0.5, -1.25, -9.0, -2.0, -7.0, -0.125};
+  const Tensor logp_t = Tensor::FromHost(logp.data(), {6}, DType::kF64, Cpu());
+  const SequenceLogProbsResult r = SumSequenceLogProbs(logp_t, counted, seq_of, 3);
+  EXPECT_EQ(r.sums, (std::vector<double>{-1.75, -2.0, -0.125}));
+  EXPECT_EQ(r.counts, (std::vector<int64_t>{2, 1, 1}));
+  const Tensor d = PositionLogProbGrads(r.state, {0.5, -3.0, 2.0}, Cpu(), DType::kF32);
+  EXPECT_EQ(d.dtype(), DType::kF32);
+  EXPECT_EQ(d.ToDoubles(), (std::vector<double>{0.5, 0.5, 0.5, -3.0, 0.0, 2.0}));
 }
 
 TEST(SequenceLogProbsTest, F32AgreesWithF64) {
