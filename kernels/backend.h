@@ -23,6 +23,10 @@
 //   LogSoftmaxGather: logp[r] = logits[r, t_r] - logsumexp(logits[r,:]); rows with
 //               t_r < 0 give logp = 0 and zero gradient.
 //               backward: dlogits[r,:] = dlogp[r] * (onehot(t_r) - softmax(logits[r,:]))
+//               (dlogits may be logits: the backward works in place)
+//   RowSoftmax: y[r,:] = softmax(scale * x[r,:]) over the cols of each row (a router's
+//               probabilities, scale = 1/temperature);
+//               backward: dx[r,j] = scale * y[r,j] * (dy[r,j] - sum_i y[r,i] dy[r,i])
 //
 // Memory accounting (GetMemoryStats) covers what Allocate hands out and Free returns:
 //   in_use   = bytes allocated and not yet freed (CPU: exactly the bytes requested; CUDA:
@@ -180,6 +184,11 @@ class Backend {
   virtual void LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
                                         const void* lse, const void* dlogp, int64_t rows,
                                         int64_t vocab, void* dlogits) = 0;
+  // x, y, dy, dx: [rows, cols] of dt; y and dx are overwritten (y may be x, dx may be dy).
+  virtual void RowSoftmax(DType dt, const void* x, int64_t rows, int64_t cols, double scale,
+                          void* y) = 0;
+  virtual void RowSoftmaxBackward(DType dt, const void* y, const void* dy, int64_t rows,
+                                  int64_t cols, double scale, void* dx) = 0;
 
   // Optimizer ops.
   // AdamWStep: one AdamW update (torch.optim.AdamW: decoupled weight decay, bias

@@ -18,6 +18,7 @@
 #include "kernels/cpu/optimizer.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/row_softmax.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace pmol {
@@ -297,6 +298,20 @@ void CpuBackend::LogSoftmaxGatherBackward(DType dt, const void* logits, const in
     using T = decltype(t);
     cpu::LogSoftmaxGatherBackward<T>(P<T>(logits), targets, P<T>(lse), P<T>(dlogp), rows, vocab,
                                      P<T>(dlogits));
+  });
+}
+void CpuBackend::RowSoftmax(DType dt, const void* x, int64_t rows, int64_t cols, double scale,
+                            void* y) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::RowSoftmax<T>(P<T>(x), rows, cols, static_cast<T>(scale), P<T>(y));
+  });
+}
+void CpuBackend::RowSoftmaxBackward(DType dt, const void* y, const void* dy, int64_t rows,
+                                    int64_t cols, double scale, void* dx) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::RowSoftmaxBackward<T>(P<T>(y), P<T>(dy), rows, cols, static_cast<T>(scale), P<T>(dx));
   });
 }
 

@@ -81,6 +81,10 @@ class CpuBackend : public Backend {
   void LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
                                 const void* lse, const void* dlogp, int64_t rows, int64_t vocab,
                                 void* dlogits) override;
+  void RowSoftmax(DType dt, const void* x, int64_t rows, int64_t cols, double scale,
+                  void* y) override;
+  void RowSoftmaxBackward(DType dt, const void* y, const void* dy, int64_t rows, int64_t cols,
+                          double scale, void* dx) override;
   void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m, void* v,
                  int64_t n) override;
   void SumSquares(DType dt, const void* x, int64_t n, void* acc) override;

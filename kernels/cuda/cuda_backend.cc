@@ -389,6 +389,23 @@ class CudaBackend final : public Backend {
     });
   }
 
+  void RowSoftmax(DType dt, const void* x, int64_t rows, int64_t cols, double scale,
+                  void* y) override {
+    ForFloatType(dt, "RowSoftmax", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchRowSoftmax<T>(In<T>(x), rows, cols, static_cast<T>(scale), Out<T>(y), stream_);
+    });
+  }
+
+  void RowSoftmaxBackward(DType dt, const void* y, const void* dy, int64_t rows, int64_t cols,
+                          double scale, void* dx) override {
+    ForFloatType(dt, "RowSoftmaxBackward", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchRowSoftmaxBackward<T>(In<T>(y), In<T>(dy), rows, cols, static_cast<T>(scale),
+                                        Out<T>(dx), stream_);
+    });
+  }
+
   void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m, void* v,
                  int64_t n) override {
     const cuda::AdamWLaunchScalars scalars{s.lr,           s.beta1,

@@ -90,6 +90,13 @@ void LaunchLogSoftmaxGatherBackward(const T* logits, const int32_t* targets, con
                                     const T* dlogp, int64_t rows, int64_t vocab, T* dlogits,
                                     cudaStream_t stream);
 
+// row_softmax.cu
+template <typename T>
+void LaunchRowSoftmax(const T* x, int64_t rows, int64_t cols, T scale, T* y, cudaStream_t stream);
+template <typename T>
+void LaunchRowSoftmaxBackward(const T* y, const T* dy, int64_t rows, int64_t cols, T scale, T* dx,
+                              cudaStream_t stream);
+
 // attention_forward.cu / attention_backward.cu. Layouts as in backend.h:
 // q/out [B,T,Hq,D], k/v [B,T,Hkv,D], lse [B,Hq,T].
 struct AttentionDims {

@@ -58,6 +58,54 @@ void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
   cache->probs = Tensor::FromHost(cache->router.probs.data(), {n, slots}, DType::kF64, be);
 }
 
+namespace {
+
+bool DenseRouting(const PmolLinearSpec& spec) {
+  return spec.has_router && (spec.top_k <= 0 || spec.top_k >= spec.layout.num_slots());
+}
+
+// The tensor in f64: itself when it is f64 already (shared, not copied).
+Tensor AsF64(const Tensor& t) { return t.dtype() == DType::kF64 ? t : t.ConvertTo(DType::kF64); }
+
+void PmolDenseRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p,
+                            const Tensor& x, PmolLinearCache* cache) {
+  Backend* be = x.backend();
+  const DType dt = x.dtype();
+  const int64_t n = x.dim(0), slots = spec.layout.num_slots(), experts = spec.layout.num_experts();
+  Tensor z = Tensor::Empty({n, slots}, dt, be);
+  AdapterGemm(x, false, p.router, true, 0.0, z);
+  cache->probs = z.dtype() == DType::kF64 ? z : z.ConvertTo(DType::kF64);  // softmax in place
+  be->RowSoftmax(DType::kF64, cache->probs.data(), n, slots, 1.0 / spec.temperature,
+                 cache->probs.data());
+  Tensor gates = Tensor::Empty({n, experts}, DType::kF64, be);
+  be->CopyRows(DType::kF64, cache->probs.data(), slots, nullptr, gates.data(), experts, nullptr,
+               n, experts, false);
+  cache->gates = dt == DType::kF64 ? gates : gates.ConvertTo(dt);
+  cache->router_on_device = true;
+}
+
+void PmolDenseRouterBackward(const PmolLinearSpec& spec, const PmolLinearParams& p,
+                             const Tensor& x, const PmolLinearCache& cache, const Tensor& dgates,
+                             const Tensor& dprobs_aux, Tensor& dx, PmolLinearParams* grads) {
+  Backend* be = x.backend();
+  const DType dt = x.dtype();
+  const int64_t n = x.dim(0), slots = spec.layout.num_slots(), experts = spec.layout.num_experts();
+  // In f64: dg = dprobs_aux + [dgates | 0 for the empty slots]; dz = softmax backward in place.
+  Tensor dz = dprobs_aux.defined() ? dprobs_aux.ConvertTo(DType::kF64)
+                                   : Tensor::Zeros({n, slots}, DType::kF64, be);
+  PMOL_CHECK(dz.numel() == n * slots);
+  be->CopyRows(DType::kF64, AsF64(dgates).data(), experts, nullptr, dz.data(), slots, nullptr, n,
+               experts, true);
+  be->RowSoftmaxBackward(DType::kF64, cache.probs.data(), dz.data(), n, slots,
+                         1.0 / spec.temperature, dz.data());
+  dz = dz.Reshape({n, slots});
+  if (dt != DType::kF64) dz = dz.ConvertTo(dt);
+  AdapterGemm(dz, true, x, false, 1.0, grads->router);    // dW_r += dz^T x
+  AdapterGemm(dz, false, p.router, false, 1.0, dx);       // dx += dz W_r
+}
+
+}  // namespace
+
 void PmolRouterBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
                         const PmolLinearCache& cache, const std::vector<double>& dgates,
                         const Tensor& dprobs_aux, Tensor& dx, PmolLinearParams* grads) {
@@ -80,7 +128,11 @@ void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
   const Tensor& xe = PmolDropoutInput(x, keep, cache);
   cache->h = Tensor::Empty({n, er}, x.dtype(), x.backend());
   AdapterGemm(xe, false, p.lora_A, true, 0.0, cache->h);
-  if (spec.has_router) PmolRouterForward(spec, p, x, cache);
+  if (DenseRouting(spec)) {
+    PmolDenseRouterForward(spec, p, x, cache);
+  } else if (spec.has_router) {
+    PmolRouterForward(spec, p, x, cache);
+  }
   Tensor hs = ScaledExperts(spec, *cache);
   AdapterGemm(hs, false, p.lora_B, true, 1.0, y);
 }
@@ -124,7 +176,11 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   }
 
   if (!spec.has_router) return;
-  PmolRouterBackward(spec, p, x, cache, dgates.ToDoubles(), dprobs_aux, dx, grads);
+  if (cache.router_on_device) {
+    PmolDenseRouterBackward(spec, p, x, cache, dgates, dprobs_aux, dx, grads);
+  } else {
+    PmolRouterBackward(spec, p, x, cache, dgates.ToDoubles(), dprobs_aux, dx, grads);
+  }
 }
 
 }  // namespace pmol

@@ -35,6 +35,7 @@
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -531,6 +532,26 @@ TYPED_TEST(CudaOps, LogSoftmaxGather) {
     EXPECT_EQ(got_logp[20], T(0));
     ExpectClose(gdlogits.ToHost(), dlogits, Tol<T>::kReduction,
                 "LogSoftmaxGatherBackward" + what);
+  }
+}
+
+// The router's softmax: 7 slots (the benchmark's 3 x 2 + 1) over many rows, and 1500
+// columns (several warps and a partial one); in place on the GPU, as the router runs it.
+TYPED_TEST(CudaOps, RowSoftmax) {
+  using T = TypeParam;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{8192, 7}, {37, 1500}}) {
+    const std::string what = " cols=" + std::to_string(cols);
+    const double scale = 1.0 / 0.7;
+    std::vector<T> x = Uniform<T>(this->rng_, rows * cols, -4.0, 4.0);
+    std::vector<T> dy = Uniform<T>(this->rng_, rows * cols);
+    GpuArray<T> gy(this->gpu_, x), gdx(this->gpu_, dy);
+    this->gpu_->RowSoftmax(this->kDt, gy.get(), rows, cols, scale, gy.get());
+    this->gpu_->RowSoftmaxBackward(this->kDt, gy.get(), gdx.get(), rows, cols, scale, gdx.get());
+    std::vector<T> y(rows * cols), dx(rows * cols);
+    this->cpu_->RowSoftmax(this->kDt, x.data(), rows, cols, scale, y.data());
+    this->cpu_->RowSoftmaxBackward(this->kDt, y.data(), dy.data(), rows, cols, scale, dx.data());
+    ExpectClose(gy.ToHost(), y, Tol<T>::kReduction, "RowSoftmax" + what);
+    ExpectClose(gdx.ToHost(), dx, Tol<T>::kReduction, "RowSoftmaxBackward" + what);
   }
 }
 
