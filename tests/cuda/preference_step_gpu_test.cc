@@ -23,6 +23,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "pmol/model/head_logprobs.h"
 #include "pmol/train/run_components.h"
 #include "tests/train/train_test_util.h"
 
@@ -106,6 +107,45 @@ TEST(PreferenceStepGpuTest, RepeatsBitForBit) {
   EXPECT_EQ(a.parts, b.parts);
   ASSERT_EQ(a.grads.size(), b.grads.size());
   for (size_t t = 0; t < a.grads.size(); ++t) EXPECT_EQ(a.grads[t].second, b.grads[t].second) << a.grads[t].first;
+}
+
+// The frozen head's chunked log-probs (pmol/model/head_logprobs.h) on a large vocabulary,
+// which the tiny step above does not reach: 50000 words, 96 selected positions (rows
+// repeated, some targets -1) in chunks of 40 rows, so three chunks, the last partial.
+// logp, the gradient basis and the backward's dhidden on CUDA against the CPU in f64,
+// with the step's tolerances (1e-10 in f64; 2e-4 in f32, where the logsumexp over 50000
+// words adds ~sqrt(50000) u = 1.4e-5 relative).
+TEST(PreferenceStepGpuTest, ChunkedHeadLogProbsMatchTheCpu) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable GPU: " << GetBackend(DeviceType::kCuda).status();
+  Backend* cpu = GetBackend(DeviceType::kCpu).value();
+  Backend* gpu = GetBackend(DeviceType::kCuda).value();
+  constexpr int64_t kN = 64, kH = 48, kV = 50000, kM = 96;
+  std::vector<double> hidden(kN * kH), head(kV * kH), dlogp(kM);
+  std::vector<int32_t> positions(kM), targets(kM);
+  for (size_t i = 0; i < hidden.size(); ++i) hidden[i] = std::sin(0.7 * static_cast<double>(i));
+  for (size_t i = 0; i < head.size(); ++i) head[i] = 0.3 * std::cos(1.3 * static_cast<double>(i));
+  for (int64_t i = 0; i < kM; ++i) {
+    positions[i] = static_cast<int32_t>((i * 7) % kN);
+    targets[i] = i % 11 == 5 ? -1 : static_cast<int32_t>((i * 7919) % kV);
+    dlogp[i] = std::cos(0.37 * static_cast<double>(i));
+  }
+  auto run = [&](Backend* be, DType dt) {
+    auto on = [&](const std::vector<double>& v, const Shape& shape) {
+      return Tensor::FromHost(v.data(), shape, DType::kF64, cpu).ConvertTo(dt).CopyTo(be);
+    };
+    const Tensor h = on(hidden, {kN, kH}), w = on(head, {kV, kH});
+    const Tensor pos = Tensor::FromHost(positions.data(), {kM}, DType::kI32, be);
+    const Tensor tgt = Tensor::FromHost(targets.data(), {kM}, DType::kI32, be);
+    const int64_t chunk = 40 * kV * static_cast<int64_t>(DTypeSize(dt));
+    const HeadLogProbs f = HeadLogProbsAt(w, h, pos, tgt, true, chunk);
+    const Tensor dh = HeadLogProbsBackward(f, h, pos, on(dlogp, {kM}));
+    StepResult r;
+    r.grads = {{"logp", f.logp.ToDoubles()}, {"basis", f.basis.ToDoubles()}, {"dhidden", dh.ToDoubles()}};
+    return r;
+  };
+  const StepResult want = run(cpu, DType::kF64);
+  ExpectMatches(run(gpu, DType::kF64), want, 1e-10);
+  ExpectMatches(run(gpu, DType::kF32), want, 2e-4);
 }
 
 }  // namespace
