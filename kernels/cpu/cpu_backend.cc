@@ -53,7 +53,24 @@ const T* P(const void* p) {
 
 }  // namespace
 
-CpuBackend::CpuBackend(int threads) { SetThreads(threads); }
+namespace {
+
+// The block cache is off under AddressSanitizer (whose checks cover malloc'ed blocks, not
+// mmap'ed ones) and with PMOL_HOST_BLOCK_CACHE=0 (for valgrind and other such tools).
+bool BlockCacheEnabled() {
+#if defined(__SANITIZE_ADDRESS__)
+  return false;
+#else
+  const char* env = std::getenv("PMOL_HOST_BLOCK_CACHE");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+#endif
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int threads) : block_cache_enabled_(BlockCacheEnabled()) {
+  SetThreads(threads);
+}
 
 void CpuBackend::SetThreads(int threads) {
   threads_ = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
@@ -72,7 +89,7 @@ void* CpuBackend::Allocate(size_t bytes) {
   const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
   size_t capacity = 0;
   char* block;
-  if (kAlign + rounded >= cpu::HostBlockCache::kMinBytes) {
+  if (block_cache_enabled_ && kAlign + rounded >= cpu::HostBlockCache::kMinBytes) {
     block = static_cast<char*>(block_cache_.Take(kAlign + rounded, &capacity));
   } else {
     block = static_cast<char*>(std::aligned_alloc(kAlign, kAlign + rounded));

@@ -9,6 +9,9 @@
 // memory. reserved = in_use + the cache's capacity slack and cached blocks (small blocks
 // count as requested); ReleaseCachedMemory unmaps the cached blocks. The counters are
 // atomics (Allocate and Free may run on several threads at once).
+// PMOL_HOST_BLOCK_CACHE=0 (read when the backend is made) turns the cache off, so that
+// every block comes from malloc, as memory checkers expect; builds with AddressSanitizer
+// turn it off by themselves.
 #ifndef PMOL_KERNELS_CPU_CPU_BACKEND_H_
 #define PMOL_KERNELS_CPU_CPU_BACKEND_H_
 
@@ -93,6 +96,7 @@ class CpuBackend : public Backend {
   void RaisePeak(int64_t in_use);  // peak <- max(peak, in_use)
 
   int threads_ = 1;
+  const bool block_cache_enabled_;
   std::atomic<int64_t> in_use_bytes_{0};
   std::atomic<int64_t> peak_in_use_bytes_{0};
   std::atomic<int64_t> high_water_bytes_{0};     // max of in_use over the process's life

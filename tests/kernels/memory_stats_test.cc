@@ -9,6 +9,7 @@
 // The backend is the process-wide one, so every figure is checked relative to the
 // counts at the start of the test, with no tolerance.
 #include <barrier>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -17,6 +18,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "pmol/core/tensor.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -246,6 +248,25 @@ TEST(MemoryStatsTest, ConcurrentAllocateAndFreeStayExact) {
   EXPECT_EQ(end.reserved_bytes, base);
   EXPECT_GE(end.peak_in_use_bytes, base + held_total);
   EXPECT_LE(end.peak_in_use_bytes, base + held_total + kThreads * kMaxChurnBytes);
+}
+
+// PMOL_HOST_BLOCK_CACHE=0 when a backend is made: large blocks come from malloc, so a
+// freed one is not kept (reserved stays in_use) for memory checkers to see.
+TEST(MemoryStatsTest, TheCacheCanBeTurnedOff) {
+  ASSERT_EQ(setenv("PMOL_HOST_BLOCK_CACHE", "0", 1), 0);
+  CpuBackend off(1);
+  ASSERT_EQ(unsetenv("PMOL_HOST_BLOCK_CACHE"), 0);
+  void* p = off.Allocate(3 * kMiB);
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 0x7e, 3 * kMiB);
+  EXPECT_EQ(off.GetMemoryStats().in_use_bytes, 3 * kMiB);
+  EXPECT_EQ(off.GetMemoryStats().reserved_bytes, 3 * kMiB) << "no capacity slack";
+  off.Free(p);
+  EXPECT_EQ(off.GetMemoryStats().reserved_bytes, 0) << "nothing cached";
+  CpuBackend on(1);
+  on.Free(on.Allocate(3 * kMiB));
+  EXPECT_GT(on.GetMemoryStats().reserved_bytes, 0) << "cached by default";
+  Cpu(1);  // the process-wide backend sets the kernels' pool size back
 }
 
 // Threads take and free large blocks (through the block cache) at once: no two live
