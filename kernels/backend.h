@@ -27,6 +27,11 @@
 //   RowSoftmax: y[r,:] = softmax(scale * x[r,:]) over the cols of each row (a router's
 //               probabilities, scale = 1/temperature);
 //               backward: dx[r,j] = scale * y[r,j] * (dy[r,j] - sum_i y[r,i] dy[r,i])
+//   RouterTopK: per row of probabilities g [rows, slots], the k largest (ties: the lower
+//               slot first): selected[r,j] = 1 or 0, top[r] = their sum (largest first),
+//               gates[r,e] = g[r,e] / top[r] for selected e < experts, else 0;
+//               backward: c = sum_{e<experts} dgates[r,e] gates[r,e],
+//               dg[r,j] += selected[r,j] * (dgates[r,j] (j < experts, else 0) - c) / top[r]
 //
 // Memory accounting (GetMemoryStats) covers what Allocate hands out and Free returns:
 //   in_use   = bytes allocated and not yet freed (CPU: exactly the bytes requested; CUDA:
@@ -189,6 +194,13 @@ class Backend {
                           void* y) = 0;
   virtual void RowSoftmaxBackward(DType dt, const void* y, const void* dy, int64_t rows,
                                   int64_t cols, double scale, void* dx) = 0;
+  // probs, selected, dg: [rows, slots]; gates, dgates: [rows, experts]; top: [rows]; all dt.
+  virtual void RouterTopK(DType dt, const void* probs, int64_t rows, int64_t slots,
+                          int64_t experts, int64_t k, void* selected, void* gates,
+                          void* top) = 0;
+  virtual void RouterTopKBackward(DType dt, const void* selected, const void* gates,
+                                  const void* top, const void* dgates, int64_t rows,
+                                  int64_t slots, int64_t experts, void* dg) = 0;
 
   // Optimizer ops.
   // AdamWStep: one AdamW update (torch.optim.AdamW: decoupled weight decay, bias

@@ -18,6 +18,7 @@
 #include "kernels/cpu/optimizer.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/router_topk.h"
 #include "kernels/cpu/row_softmax.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -329,6 +330,23 @@ void CpuBackend::RowSoftmaxBackward(DType dt, const void* y, const void* dy, int
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::RowSoftmaxBackward<T>(P<T>(y), P<T>(dy), rows, cols, static_cast<T>(scale), P<T>(dx));
+  });
+}
+void CpuBackend::RouterTopK(DType dt, const void* probs, int64_t rows, int64_t slots,
+                            int64_t experts, int64_t k, void* selected, void* gates, void* top) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::RouterTopK<T>(P<T>(probs), rows, slots, experts, k, P<T>(selected), P<T>(gates),
+                       P<T>(top));
+  });
+}
+void CpuBackend::RouterTopKBackward(DType dt, const void* selected, const void* gates,
+                                    const void* top, const void* dgates, int64_t rows,
+                                    int64_t slots, int64_t experts, void* dg) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::RouterTopKBackward<T>(P<T>(selected), P<T>(gates), P<T>(top), P<T>(dgates), rows, slots,
+                               experts, P<T>(dg));
   });
 }
 

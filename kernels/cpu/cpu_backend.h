@@ -88,6 +88,11 @@ class CpuBackend : public Backend {
                   void* y) override;
   void RowSoftmaxBackward(DType dt, const void* y, const void* dy, int64_t rows, int64_t cols,
                           double scale, void* dx) override;
+  void RouterTopK(DType dt, const void* probs, int64_t rows, int64_t slots, int64_t experts,
+                  int64_t k, void* selected, void* gates, void* top) override;
+  void RouterTopKBackward(DType dt, const void* selected, const void* gates, const void* top,
+                          const void* dgates, int64_t rows, int64_t slots, int64_t experts,
+                          void* dg) override;
   void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m, void* v,
                  int64_t n) override;
   void SumSquares(DType dt, const void* x, int64_t n, void* acc) override;

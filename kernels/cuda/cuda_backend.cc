@@ -406,6 +406,25 @@ class CudaBackend final : public Backend {
     });
   }
 
+  void RouterTopK(DType dt, const void* probs, int64_t rows, int64_t slots, int64_t experts,
+                  int64_t k, void* selected, void* gates, void* top) override {
+    ForFloatType(dt, "RouterTopK", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchRouterTopK<T>(In<T>(probs), rows, slots, experts, k, Out<T>(selected),
+                                Out<T>(gates), Out<T>(top), stream_);
+    });
+  }
+
+  void RouterTopKBackward(DType dt, const void* selected, const void* gates, const void* top,
+                          const void* dgates, int64_t rows, int64_t slots, int64_t experts,
+                          void* dg) override {
+    ForFloatType(dt, "RouterTopKBackward", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchRouterTopKBackward<T>(In<T>(selected), In<T>(gates), In<T>(top), In<T>(dgates),
+                                        rows, slots, experts, Out<T>(dg), stream_);
+    });
+  }
+
   void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m, void* v,
                  int64_t n) override {
     const cuda::AdamWLaunchScalars scalars{s.lr,           s.beta1,

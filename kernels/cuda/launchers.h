@@ -97,6 +97,15 @@ template <typename T>
 void LaunchRowSoftmaxBackward(const T* y, const T* dy, int64_t rows, int64_t cols, T scale, T* dx,
                               cudaStream_t stream);
 
+// router_topk.cu
+template <typename T>
+void LaunchRouterTopK(const T* probs, int64_t rows, int64_t slots, int64_t experts, int64_t k,
+                      T* selected, T* gates, T* top, cudaStream_t stream);
+template <typename T>
+void LaunchRouterTopKBackward(const T* selected, const T* gates, const T* top, const T* dgates,
+                              int64_t rows, int64_t slots, int64_t experts, T* dg,
+                              cudaStream_t stream);
+
 // attention_forward.cu / attention_backward.cu. Layouts as in backend.h:
 // q/out [B,T,Hq,D], k/v [B,T,Hkv,D], lse [B,Hq,T].
 struct AttentionDims {

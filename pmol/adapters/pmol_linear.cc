@@ -60,15 +60,18 @@ void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
 
 namespace {
 
-bool DenseRouting(const PmolLinearSpec& spec) {
-  return spec.has_router && (spec.top_k <= 0 || spec.top_k >= spec.layout.num_slots());
+// Routing that runs on the device: dense, or top-k without a capacity limit (whose
+// row-order count per expert stays on the host).
+bool DeviceRouting(const PmolLinearSpec& spec) {
+  const bool dense = spec.top_k <= 0 || spec.top_k >= spec.layout.num_slots();
+  return spec.has_router && (dense || spec.capacity_factor <= 0);
 }
 
 // The tensor in f64: itself when it is f64 already (shared, not copied).
 Tensor AsF64(const Tensor& t) { return t.dtype() == DType::kF64 ? t : t.ConvertTo(DType::kF64); }
 
-void PmolDenseRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p,
-                            const Tensor& x, PmolLinearCache* cache) {
+void PmolDeviceRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p,
+                             const Tensor& x, PmolLinearCache* cache) {
   Backend* be = x.backend();
   const DType dt = x.dtype();
   const int64_t n = x.dim(0), slots = spec.layout.num_slots(), experts = spec.layout.num_experts();
@@ -78,24 +81,39 @@ void PmolDenseRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& 
   be->RowSoftmax(DType::kF64, cache->probs.data(), n, slots, 1.0 / spec.temperature,
                  cache->probs.data());
   Tensor gates = Tensor::Empty({n, experts}, DType::kF64, be);
-  be->CopyRows(DType::kF64, cache->probs.data(), slots, nullptr, gates.data(), experts, nullptr,
-               n, experts, false);
+  if (spec.top_k <= 0 || spec.top_k >= slots) {  // dense: the expert columns
+    be->CopyRows(DType::kF64, cache->probs.data(), slots, nullptr, gates.data(), experts, nullptr,
+                 n, experts, false);
+  } else {
+    cache->route_selected = Tensor::Empty({n, slots}, DType::kF64, be);
+    cache->route_top = Tensor::Empty({n}, DType::kF64, be);
+    be->RouterTopK(DType::kF64, cache->probs.data(), n, slots, experts, spec.top_k,
+                   cache->route_selected.data(), gates.data(), cache->route_top.data());
+    cache->route_gates = gates;
+  }
   cache->gates = dt == DType::kF64 ? gates : gates.ConvertTo(dt);
   cache->router_on_device = true;
 }
 
-void PmolDenseRouterBackward(const PmolLinearSpec& spec, const PmolLinearParams& p,
-                             const Tensor& x, const PmolLinearCache& cache, const Tensor& dgates,
-                             const Tensor& dprobs_aux, Tensor& dx, PmolLinearParams* grads) {
+void PmolDeviceRouterBackward(const PmolLinearSpec& spec, const PmolLinearParams& p,
+                              const Tensor& x, const PmolLinearCache& cache, const Tensor& dgates,
+                              const Tensor& dprobs_aux, Tensor& dx, PmolLinearParams* grads) {
   Backend* be = x.backend();
   const DType dt = x.dtype();
   const int64_t n = x.dim(0), slots = spec.layout.num_slots(), experts = spec.layout.num_experts();
-  // In f64: dg = dprobs_aux + [dgates | 0 for the empty slots]; dz = softmax backward in place.
+  // In f64: dg = dprobs_aux + the gates' part (dense: [dgates | 0 for the empty slots];
+  // top-k: through the renormalisation), then dz = softmax backward in place.
   Tensor dz = dprobs_aux.defined() ? dprobs_aux.ConvertTo(DType::kF64)
                                    : Tensor::Zeros({n, slots}, DType::kF64, be);
   PMOL_CHECK(dz.numel() == n * slots);
-  be->CopyRows(DType::kF64, AsF64(dgates).data(), experts, nullptr, dz.data(), slots, nullptr, n,
-               experts, true);
+  const Tensor dgates64 = AsF64(dgates);
+  if (cache.route_selected.defined()) {
+    be->RouterTopKBackward(DType::kF64, cache.route_selected.data(), cache.route_gates.data(),
+                           cache.route_top.data(), dgates64.data(), n, slots, experts, dz.data());
+  } else {
+    be->CopyRows(DType::kF64, dgates64.data(), experts, nullptr, dz.data(), slots, nullptr, n,
+                 experts, true);
+  }
   be->RowSoftmaxBackward(DType::kF64, cache.probs.data(), dz.data(), n, slots,
                          1.0 / spec.temperature, dz.data());
   dz = dz.Reshape({n, slots});
@@ -128,8 +146,8 @@ void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
   const Tensor& xe = PmolDropoutInput(x, keep, cache);
   cache->h = Tensor::Empty({n, er}, x.dtype(), x.backend());
   AdapterGemm(xe, false, p.lora_A, true, 0.0, cache->h);
-  if (DenseRouting(spec)) {
-    PmolDenseRouterForward(spec, p, x, cache);
+  if (DeviceRouting(spec)) {
+    PmolDeviceRouterForward(spec, p, x, cache);
   } else if (spec.has_router) {
     PmolRouterForward(spec, p, x, cache);
   }
@@ -177,7 +195,7 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
 
   if (!spec.has_router) return;
   if (cache.router_on_device) {
-    PmolDenseRouterBackward(spec, p, x, cache, dgates, dprobs_aux, dx, grads);
+    PmolDeviceRouterBackward(spec, p, x, cache, dgates, dprobs_aux, dx, grads);
   } else {
     PmolRouterBackward(spec, p, x, cache, dgates.ToDoubles(), dprobs_aux, dx, grads);
   }

@@ -10,14 +10,15 @@
 //   dh  = dhs scaled by gk alpha/r;  dA += dh^T x_d;  dx += (dh A) * keep/(1-p)
 //   dz  = RouterBackward(dgk, dprobs_aux);  dW_r += dz^T x;  dx += dz W_r
 // dprobs_aux is the auxiliary losses' gradient on the dense router probabilities.
-// Dense routing (top_k 0, PMoL's default) runs on the device and never waits for the
-// host: probs = Backend::RowSoftmax(z, 1/tau), gk = its expert columns; backward
-// dg = dprobs_aux + [dgk | 0 on empty slots], dz = RowSoftmaxBackward. It computes in f64
-// whatever the model's dtype (z, probs, dg, dz: [N, S], a small matrix), as router.h does
-// on the host, so the router's gradients keep the host path's precision (in f32 they
-// drifted by up to 3e-5 relative over a few steps, against 1e-6 for the f64 router).
-// Top-k routing (selection, renormalisation, capacity) and the expert-parallel layer use
-// router.h on the host.
+// Dense routing (top_k 0, PMoL's default) and top-k routing without a capacity limit run
+// on the device and never wait for the host: probs = Backend::RowSoftmax(z, 1/tau); gk =
+// its expert columns (dense) or Backend::RouterTopK's renormalised selection; backward
+// dg = dprobs_aux + [dgk | 0 on empty slots] (dense) or RouterTopKBackward's term, then
+// dz = RowSoftmaxBackward. They compute in f64 whatever the model's dtype (z, probs, dg,
+// dz: [N, S], a small matrix), as router.h does on the host, so the router's gradients
+// keep the host path's precision (in f32 they drifted by up to 3e-5 relative over a few
+// steps, against 1e-6 for the f64 router). A capacity limit (each expert's rows counted in
+// row order) and the expert-parallel layer use router.h on the host.
 #ifndef PMOL_ADAPTERS_PMOL_LINEAR_H_
 #define PMOL_ADAPTERS_PMOL_LINEAR_H_
 
@@ -51,7 +52,8 @@ struct PmolLinearCache {
   Tensor x_drop;         // x * keep; undefined: no dropout
   Tensor h;              // [N, E*r]
   Tensor gates;          // [N, E] on the device (undefined without a router)
-  bool router_on_device = false;  // dense routing: `router` below is not filled
+  bool router_on_device = false;  // device routing: `router` below is not filled
+  Tensor route_selected, route_gates, route_top;  // device top-k, f64: [N, S], [N, E], [N]
   RouterState router;    // host routing (top-k, expert parallelism), probabilities included
   Tensor probs;          // [N, S] dense router probabilities, f64 (for the aux losses)
   // Expert parallelism (pmol_linear_ep.h); h then holds the received rows' [M, E_l*r].

@@ -555,6 +555,34 @@ TYPED_TEST(CudaOps, RowSoftmax) {
   }
 }
 
+// Top-k routing: the benchmark router's 7 slots (6 experts) with k = 2, over many rows,
+// with planted ties (selection must agree exactly, ties to the lower slot), and the
+// backward accumulated into a nonzero dg.
+TYPED_TEST(CudaOps, RouterTopK) {
+  using T = TypeParam;
+  const int64_t rows = 4099, slots = 7, experts = 6, k = 2;
+  std::vector<T> probs = Uniform<T>(this->rng_, rows * slots, 0.01, 1.0);
+  for (int64_t r = 0; r < rows; r += 5) probs[r * slots + 4] = probs[r * slots + 1];  // ties
+  std::vector<T> dgates = Uniform<T>(this->rng_, rows * experts);
+  std::vector<T> dg0 = Uniform<T>(this->rng_, rows * slots);
+  GpuArray<T> gprobs(this->gpu_, probs), gdgates(this->gpu_, dgates), gdg(this->gpu_, dg0);
+  GpuArray<T> gsel(this->gpu_, rows * slots), ggates(this->gpu_, rows * experts),
+      gtop(this->gpu_, rows);
+  this->gpu_->RouterTopK(this->kDt, gprobs.get(), rows, slots, experts, k, gsel.get(),
+                         ggates.get(), gtop.get());
+  this->gpu_->RouterTopKBackward(this->kDt, gsel.get(), ggates.get(), gtop.get(), gdgates.get(),
+                                 rows, slots, experts, gdg.get());
+  std::vector<T> sel(rows * slots), gates(rows * experts), top(rows), dg = dg0;
+  this->cpu_->RouterTopK(this->kDt, probs.data(), rows, slots, experts, k, sel.data(),
+                         gates.data(), top.data());
+  this->cpu_->RouterTopKBackward(this->kDt, sel.data(), gates.data(), top.data(), dgates.data(),
+                                 rows, slots, experts, dg.data());
+  EXPECT_EQ(gsel.ToHost(), sel) << "the selection";
+  ExpectClose(ggates.ToHost(), gates, Tol<T>::kElementwise, "RouterTopK gates");
+  ExpectClose(gtop.ToHost(), top, Tol<T>::kElementwise, "RouterTopK top");
+  ExpectClose(gdg.ToHost(), dg, Tol<T>::kReduction, "RouterTopKBackward");
+}
+
 struct AttentionCase {
   int64_t batch, seq, q_heads, kv_heads, head_dim;
   // Key holes when reply_a > 0 (the shared-prompt layout): row b is
