@@ -28,10 +28,14 @@
 //               probabilities, scale = 1/temperature);
 //               backward: dx[r,j] = scale * y[r,j] * (dy[r,j] - sum_i y[r,i] dy[r,i])
 //   RouterTopK: per row of probabilities g [rows, slots], the k largest (ties: the lower
-//               slot first): selected[r,j] = 1 or 0, top[r] = their sum (largest first),
-//               gates[r,e] = g[r,e] / top[r] for selected e < experts, else 0;
+//               slot first) are selected, top[r] = their sum (largest first),
+//               gates[r,e] = g[r,e] / top[r] for selected e < experts, else 0. With
+//               capacity C > 0 expert e keeps the first C rows (in row order) that
+//               selected it; on a later row it is dropped: gate 0, no gradient.
+//               selected[r,j] = 1 (routed), -1 (selected, dropped), 0 (not selected);
 //               backward: c = sum_{e<experts} dgates[r,e] gates[r,e],
-//               dg[r,j] += selected[r,j] * (dgates[r,j] (j < experts, else 0) - c) / top[r]
+//               dg[r,j] += [selected != 0] * (u_j - c) / top[r], u_j = dgates[r,j] when
+//               j < experts and selected[r,j] = 1, else 0
 //
 // Memory accounting (GetMemoryStats) covers what Allocate hands out and Free returns:
 //   in_use   = bytes allocated and not yet freed (CPU: exactly the bytes requested; CUDA:
@@ -196,8 +200,8 @@ class Backend {
                                   int64_t cols, double scale, void* dx) = 0;
   // probs, selected, dg: [rows, slots]; gates, dgates: [rows, experts]; top: [rows]; all dt.
   virtual void RouterTopK(DType dt, const void* probs, int64_t rows, int64_t slots,
-                          int64_t experts, int64_t k, void* selected, void* gates,
-                          void* top) = 0;
+                          int64_t experts, int64_t k, int64_t capacity, void* selected,
+                          void* gates, void* top) = 0;
   virtual void RouterTopKBackward(DType dt, const void* selected, const void* gates,
                                   const void* top, const void* dgates, int64_t rows,
                                   int64_t slots, int64_t experts, void* dg) = 0;

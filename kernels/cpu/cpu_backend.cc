@@ -333,11 +333,12 @@ void CpuBackend::RowSoftmaxBackward(DType dt, const void* y, const void* dy, int
   });
 }
 void CpuBackend::RouterTopK(DType dt, const void* probs, int64_t rows, int64_t slots,
-                            int64_t experts, int64_t k, void* selected, void* gates, void* top) {
+                            int64_t experts, int64_t k, int64_t capacity, void* selected,
+                            void* gates, void* top) {
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
-    cpu::RouterTopK<T>(P<T>(probs), rows, slots, experts, k, P<T>(selected), P<T>(gates),
-                       P<T>(top));
+    cpu::RouterTopK<T>(P<T>(probs), rows, slots, experts, k, capacity, P<T>(selected),
+                       P<T>(gates), P<T>(top));
   });
 }
 void CpuBackend::RouterTopKBackward(DType dt, const void* selected, const void* gates,

@@ -89,7 +89,8 @@ class CpuBackend : public Backend {
   void RowSoftmaxBackward(DType dt, const void* y, const void* dy, int64_t rows, int64_t cols,
                           double scale, void* dx) override;
   void RouterTopK(DType dt, const void* probs, int64_t rows, int64_t slots, int64_t experts,
-                  int64_t k, void* selected, void* gates, void* top) override;
+                  int64_t k, int64_t capacity, void* selected, void* gates,
+                  void* top) override;
   void RouterTopKBackward(DType dt, const void* selected, const void* gates, const void* top,
                           const void* dgates, int64_t rows, int64_t slots, int64_t experts,
                           void* dg) override;

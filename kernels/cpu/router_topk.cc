@@ -11,7 +11,7 @@ namespace pmol::cpu {
 
 template <typename T>
 void RouterTopK(const T* probs, int64_t rows, int64_t slots, int64_t experts, int64_t k,
-                T* selected, T* gates, T* top) {
+                int64_t capacity, T* selected, T* gates, T* top) {
   k = std::clamp<int64_t>(k, 0, slots);
   ParallelFor(rows, slots * (k + 2), [&](int64_t b, int64_t e) {
     std::vector<int64_t> order(slots);
@@ -32,6 +32,18 @@ void RouterTopK(const T* probs, int64_t rows, int64_t slots, int64_t experts, in
       for (int64_t i = 0; i < experts; ++i) gates[r * experts + i] = sel[i] != T(0) ? g[i] / sum : T(0);
     }
   });
+  if (capacity <= 0) return;
+  ParallelFor(experts, rows, [&](int64_t b, int64_t e) {
+    for (int64_t x = b; x < e; ++x) {
+      int64_t taken = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        if (selected[r * slots + x] == T(0)) continue;
+        if (taken++ < capacity) continue;
+        selected[r * slots + x] = T(-1);
+        gates[r * experts + x] = T(0);
+      }
+    }
+  });
 }
 
 template <typename T>
@@ -46,17 +58,17 @@ void RouterTopKBackward(const T* selected, const T* gates, const T* top, const T
       for (int64_t i = 0; i < experts; ++i) centre += dgk[i] * gk[i];
       for (int64_t j = 0; j < slots; ++j) {
         if (sel[j] == T(0)) continue;
-        const T up = j < experts ? dgk[j] : T(0);
+        const T up = j < experts && sel[j] > T(0) ? dgk[j] : T(0);
         dg[r * slots + j] += (up - centre) / top[r];
       }
     }
   });
 }
 
-template void RouterTopK<float>(const float*, int64_t, int64_t, int64_t, int64_t, float*, float*,
-                                float*);
-template void RouterTopK<double>(const double*, int64_t, int64_t, int64_t, int64_t, double*,
-                                 double*, double*);
+template void RouterTopK<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                float*, float*, float*);
+template void RouterTopK<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                 double*, double*, double*);
 template void RouterTopKBackward<float>(const float*, const float*, const float*, const float*,
                                         int64_t, int64_t, int64_t, float*);
 template void RouterTopKBackward<double>(const double*, const double*, const double*,

@@ -407,11 +407,12 @@ class CudaBackend final : public Backend {
   }
 
   void RouterTopK(DType dt, const void* probs, int64_t rows, int64_t slots, int64_t experts,
-                  int64_t k, void* selected, void* gates, void* top) override {
+                  int64_t k, int64_t capacity, void* selected, void* gates,
+                  void* top) override {
     ForFloatType(dt, "RouterTopK", [&](auto tag) {
       using T = decltype(tag);
-      cuda::LaunchRouterTopK<T>(In<T>(probs), rows, slots, experts, k, Out<T>(selected),
-                                Out<T>(gates), Out<T>(top), stream_);
+      cuda::LaunchRouterTopK<T>(In<T>(probs), rows, slots, experts, k, capacity,
+                                Out<T>(selected), Out<T>(gates), Out<T>(top), stream_);
     });
   }
 

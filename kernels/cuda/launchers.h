@@ -100,7 +100,7 @@ void LaunchRowSoftmaxBackward(const T* y, const T* dy, int64_t rows, int64_t col
 // router_topk.cu
 template <typename T>
 void LaunchRouterTopK(const T* probs, int64_t rows, int64_t slots, int64_t experts, int64_t k,
-                      T* selected, T* gates, T* top, cudaStream_t stream);
+                      int64_t capacity, T* selected, T* gates, T* top, cudaStream_t stream);
 template <typename T>
 void LaunchRouterTopKBackward(const T* selected, const T* gates, const T* top, const T* dgates,
                               int64_t rows, int64_t slots, int64_t experts, T* dg,

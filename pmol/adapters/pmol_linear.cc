@@ -1,6 +1,8 @@
 // PMoL linear forward/backward with stacked expert GEMMs; see pmol_linear.h.
 #include "pmol/adapters/pmol_linear.h"
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "kernels/check.h"
@@ -60,12 +62,6 @@ void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
 
 namespace {
 
-// Routing that runs on the device: dense, or top-k without a capacity limit (whose
-// row-order count per expert stays on the host).
-bool DeviceRouting(const PmolLinearSpec& spec) {
-  const bool dense = spec.top_k <= 0 || spec.top_k >= spec.layout.num_slots();
-  return spec.has_router && (dense || spec.capacity_factor <= 0);
-}
 
 // The tensor in f64: itself when it is f64 already (shared, not copied).
 Tensor AsF64(const Tensor& t) { return t.dtype() == DType::kF64 ? t : t.ConvertTo(DType::kF64); }
@@ -85,9 +81,16 @@ void PmolDeviceRouterForward(const PmolLinearSpec& spec, const PmolLinearParams&
     be->CopyRows(DType::kF64, cache->probs.data(), slots, nullptr, gates.data(), experts, nullptr,
                  n, experts, false);
   } else {
+    // router.h's capacity: at most ceil(c N k / S) rows per expert, at least 1; 0: none.
+    const int64_t capacity =
+        spec.capacity_factor > 0
+            ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(spec.capacity_factor * n *
+                                                                  spec.top_k /
+                                                                  static_cast<double>(slots))))
+            : 0;
     cache->route_selected = Tensor::Empty({n, slots}, DType::kF64, be);
     cache->route_top = Tensor::Empty({n}, DType::kF64, be);
-    be->RouterTopK(DType::kF64, cache->probs.data(), n, slots, experts, spec.top_k,
+    be->RouterTopK(DType::kF64, cache->probs.data(), n, slots, experts, spec.top_k, capacity,
                    cache->route_selected.data(), gates.data(), cache->route_top.data());
     cache->route_gates = gates;
   }
@@ -138,6 +141,14 @@ void PmolRouterBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   AdapterGemm(dz, false, p.router, false, 1.0, dx);       // dx += dz W_r
 }
 
+int64_t PmolDroppedCount(const PmolLinearCache& cache) {
+  if (!cache.router_on_device) return cache.router.dropped_count;
+  if (!cache.route_selected.defined()) return 0;  // dense: nothing is dropped
+  int64_t dropped = 0;
+  for (double s : cache.route_selected.ToDoubles()) dropped += s < 0;
+  return dropped;
+}
+
 void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
                        const Tensor& keep, Tensor& y, PmolLinearCache* cache) {
   const int64_t n = x.dim(0), er = spec.layout.num_experts() * spec.layout.rank;
@@ -146,11 +157,7 @@ void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
   const Tensor& xe = PmolDropoutInput(x, keep, cache);
   cache->h = Tensor::Empty({n, er}, x.dtype(), x.backend());
   AdapterGemm(xe, false, p.lora_A, true, 0.0, cache->h);
-  if (DeviceRouting(spec)) {
-    PmolDeviceRouterForward(spec, p, x, cache);
-  } else if (spec.has_router) {
-    PmolRouterForward(spec, p, x, cache);
-  }
+  if (spec.has_router) PmolDeviceRouterForward(spec, p, x, cache);
   Tensor hs = ScaledExperts(spec, *cache);
   AdapterGemm(hs, false, p.lora_B, true, 1.0, y);
 }

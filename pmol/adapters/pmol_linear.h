@@ -10,15 +10,15 @@
 //   dh  = dhs scaled by gk alpha/r;  dA += dh^T x_d;  dx += (dh A) * keep/(1-p)
 //   dz  = RouterBackward(dgk, dprobs_aux);  dW_r += dz^T x;  dx += dz W_r
 // dprobs_aux is the auxiliary losses' gradient on the dense router probabilities.
-// Dense routing (top_k 0, PMoL's default) and top-k routing without a capacity limit run
-// on the device and never wait for the host: probs = Backend::RowSoftmax(z, 1/tau); gk =
-// its expert columns (dense) or Backend::RouterTopK's renormalised selection; backward
+// The router runs on the device and never waits for the host: probs =
+// Backend::RowSoftmax(z, 1/tau); gk = its expert columns (dense, top_k 0: PMoL's default)
+// or Backend::RouterTopK's renormalised selection (with its capacity limit); backward
 // dg = dprobs_aux + [dgk | 0 on empty slots] (dense) or RouterTopKBackward's term, then
-// dz = RowSoftmaxBackward. They compute in f64 whatever the model's dtype (z, probs, dg,
+// dz = RowSoftmaxBackward. It computes in f64 whatever the model's dtype (z, probs, dg,
 // dz: [N, S], a small matrix), as router.h does on the host, so the router's gradients
 // keep the host path's precision (in f32 they drifted by up to 3e-5 relative over a few
-// steps, against 1e-6 for the f64 router). A capacity limit (each expert's rows counted in
-// row order) and the expert-parallel layer use router.h on the host.
+// steps, against 1e-6 for the f64 router). The expert-parallel layer routes on the host
+// (router.h), since its all-to-all needs the route there anyway.
 #ifndef PMOL_ADAPTERS_PMOL_LINEAR_H_
 #define PMOL_ADAPTERS_PMOL_LINEAR_H_
 
@@ -53,7 +53,8 @@ struct PmolLinearCache {
   Tensor h;              // [N, E*r]
   Tensor gates;          // [N, E] on the device (undefined without a router)
   bool router_on_device = false;  // device routing: `router` below is not filled
-  Tensor route_selected, route_gates, route_top;  // device top-k, f64: [N, S], [N, E], [N]
+  Tensor route_selected, route_gates, route_top;  // device top-k, f64: [N, S] (1 routed,
+                                                  // -1 dropped, 0), [N, E], [N]
   RouterState router;    // host routing (top-k, expert parallelism), probabilities included
   Tensor probs;          // [N, S] dense router probabilities, f64 (for the aux losses)
   // Expert parallelism (pmol_linear_ep.h); h then holds the received rows' [M, E_l*r].
@@ -63,6 +64,10 @@ struct PmolLinearCache {
   void Clear() { *this = PmolLinearCache(); }
 };
 
+// Selected experts dropped over their capacity in the last forward (router.h), from the
+// host route or the device one (which this copies to the host).
+int64_t PmolDroppedCount(const PmolLinearCache& cache);
+
 // y += adapter(x). `keep` (may be undefined) is the dropout scale for x.
 void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& params,
                        const Tensor& x, const Tensor& keep, Tensor& y, PmolLinearCache* cache);
@@ -70,10 +75,11 @@ void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& param
 // c [m, n] = op(a) op(b) + beta * c, row-major (op: transpose when ta / tb).
 void AdapterGemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta, Tensor& c);
 
-// The parts the expert-parallel layer (pmol_linear_ep.h) shares with the one above:
-// x_d = dropout(x) (x itself without a mask) and the router of the forward (cache's
-// keep, x_drop, router, gates, probs); the router's backward from dL/dgates [N, E]
-// (host, f64) and dprobs_aux: dW_r += dz^T x, dx += dz W_r.
+// The parts the expert-parallel layer (pmol_linear_ep.h) uses: x_d = dropout(x) (x
+// itself without a mask; shared with the layer above), and the router on the host
+// (router.h), whose route the all-to-all needs: the forward fills the cache's router,
+// gates and probs; the backward from dL/dgates [N, E] (host, f64) and dprobs_aux:
+// dW_r += dz^T x, dx += dz W_r.
 const Tensor& PmolDropoutInput(const Tensor& x, const Tensor& keep, PmolLinearCache* cache);
 void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& params, const Tensor& x,
                        PmolLinearCache* cache);

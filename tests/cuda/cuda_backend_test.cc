@@ -555,9 +555,10 @@ TYPED_TEST(CudaOps, RowSoftmax) {
   }
 }
 
-// Top-k routing: the benchmark router's 7 slots (6 experts) with k = 2, over many rows,
-// with planted ties (selection must agree exactly, ties to the lower slot), and the
-// backward accumulated into a nonzero dg.
+// Top-k routing: the benchmark router's 7 slots (6 experts) with k = 2, over many rows
+// (several scan tiles of the capacity pass), with planted ties (the selection must agree
+// exactly, ties to the lower slot), without and with a capacity of 500 rows per expert
+// (about half the selections dropped), and the backward accumulated into a nonzero dg.
 TYPED_TEST(CudaOps, RouterTopK) {
   using T = TypeParam;
   const int64_t rows = 4099, slots = 7, experts = 6, k = 2;
@@ -565,22 +566,26 @@ TYPED_TEST(CudaOps, RouterTopK) {
   for (int64_t r = 0; r < rows; r += 5) probs[r * slots + 4] = probs[r * slots + 1];  // ties
   std::vector<T> dgates = Uniform<T>(this->rng_, rows * experts);
   std::vector<T> dg0 = Uniform<T>(this->rng_, rows * slots);
-  GpuArray<T> gprobs(this->gpu_, probs), gdgates(this->gpu_, dgates), gdg(this->gpu_, dg0);
-  GpuArray<T> gsel(this->gpu_, rows * slots), ggates(this->gpu_, rows * experts),
-      gtop(this->gpu_, rows);
-  this->gpu_->RouterTopK(this->kDt, gprobs.get(), rows, slots, experts, k, gsel.get(),
-                         ggates.get(), gtop.get());
-  this->gpu_->RouterTopKBackward(this->kDt, gsel.get(), ggates.get(), gtop.get(), gdgates.get(),
-                                 rows, slots, experts, gdg.get());
-  std::vector<T> sel(rows * slots), gates(rows * experts), top(rows), dg = dg0;
-  this->cpu_->RouterTopK(this->kDt, probs.data(), rows, slots, experts, k, sel.data(),
-                         gates.data(), top.data());
-  this->cpu_->RouterTopKBackward(this->kDt, sel.data(), gates.data(), top.data(), dgates.data(),
-                                 rows, slots, experts, dg.data());
-  EXPECT_EQ(gsel.ToHost(), sel) << "the selection";
-  ExpectClose(ggates.ToHost(), gates, Tol<T>::kElementwise, "RouterTopK gates");
-  ExpectClose(gtop.ToHost(), top, Tol<T>::kElementwise, "RouterTopK top");
-  ExpectClose(gdg.ToHost(), dg, Tol<T>::kReduction, "RouterTopKBackward");
+  for (int64_t capacity : {int64_t{0}, int64_t{500}}) {
+    const std::string what = " capacity=" + std::to_string(capacity);
+    GpuArray<T> gprobs(this->gpu_, probs), gdgates(this->gpu_, dgates), gdg(this->gpu_, dg0);
+    GpuArray<T> gsel(this->gpu_, rows * slots), ggates(this->gpu_, rows * experts),
+        gtop(this->gpu_, rows);
+    this->gpu_->RouterTopK(this->kDt, gprobs.get(), rows, slots, experts, k, capacity,
+                           gsel.get(), ggates.get(), gtop.get());
+    this->gpu_->RouterTopKBackward(this->kDt, gsel.get(), ggates.get(), gtop.get(),
+                                   gdgates.get(), rows, slots, experts, gdg.get());
+    std::vector<T> sel(rows * slots), gates(rows * experts), top(rows), dg = dg0;
+    this->cpu_->RouterTopK(this->kDt, probs.data(), rows, slots, experts, k, capacity,
+                           sel.data(), gates.data(), top.data());
+    this->cpu_->RouterTopKBackward(this->kDt, sel.data(), gates.data(), top.data(),
+                                   dgates.data(), rows, slots, experts, dg.data());
+    EXPECT_EQ(gsel.ToHost(), sel) << "the selection" << what;
+    if (capacity > 0) EXPECT_NE(std::count(sel.begin(), sel.end(), T(-1)), 0) << "none dropped";
+    ExpectClose(ggates.ToHost(), gates, Tol<T>::kElementwise, "RouterTopK gates" + what);
+    ExpectClose(gtop.ToHost(), top, Tol<T>::kElementwise, "RouterTopK top" + what);
+    ExpectClose(gdg.ToHost(), dg, Tol<T>::kReduction, "RouterTopKBackward" + what);
+  }
 }
 
 struct AttentionCase {

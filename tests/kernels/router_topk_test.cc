@@ -5,7 +5,10 @@
 // (k+1)-th probabilities are far apart so that no step changes the selection; f32 against
 // f64; any thread count bit for bit. The backward accumulates into dg (checked with a
 // nonzero start). Shapes: the benchmark router's 7 slots with 6 experts (one empty slot)
-// and k = 1, 2, 3, and 12 slots with 9 experts, k = 5.
+// and k = 1, 2, 3, and 12 slots with 9 experts, k = 5; capacity limits (each expert keeps
+// the first C rows that selected it, the rest dropped: -1, gate 0, only the centre term
+// in the backward) of 700 rows (of 3000, k = 2), 2 rows (k = 2: the backward test's 12
+// rows drop some) and 3 rows (k = 1).
 // Tolerances: gates are one division of values summed in a fixed order, so f64 within
 // (k + 2) u of the long-double oracle; finite differences as kernel_test_util.h; f32 within
 // (k + 6) u_f32 relative to the largest value of the row (the division and the sum, and
@@ -27,6 +30,7 @@ namespace {
 
 struct TopKCase {
   int64_t slots, experts, k;
+  int64_t capacity = 0;  // rows per expert, 0: no limit
 };
 
 // Rows of probabilities (each sums to 1) with a gap of >= 0.02 between neighbours of the
@@ -69,14 +73,27 @@ Route Oracle(const std::vector<double>& g, int64_t rows, const TopKCase& c) {
       }
     }
   }
+  // Capacity: each expert keeps the first `capacity` rows that selected it.
+  for (int64_t e = 0; c.capacity > 0 && e < c.experts; ++e) {
+    int64_t kept = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      if (out.selected[r * c.slots + e] == 0.0) continue;
+      if (kept < c.capacity) {
+        ++kept;
+      } else {
+        out.selected[r * c.slots + e] = -1.0;
+        out.gates[r * c.experts + e] = 0.0;
+      }
+    }
+  }
   return out;
 }
 
 template <typename T>
 Route RunTopK(int threads, const std::vector<double>& g, int64_t rows, const TopKCase& c) {
   std::vector<T> probs = Cast<T>(g), sel(rows * c.slots), gates(rows * c.experts), top(rows);
-  Cpu(threads)->RouterTopK(DTypeOf<T>(), probs.data(), rows, c.slots, c.experts, c.k, sel.data(),
-                           gates.data(), top.data());
+  Cpu(threads)->RouterTopK(DTypeOf<T>(), probs.data(), rows, c.slots, c.experts, c.k,
+                           c.capacity, sel.data(), gates.data(), top.data());
   return {ToDouble(sel), ToDouble(gates), ToDouble(top)};
 }
 
@@ -100,6 +117,9 @@ TEST_P(RouterTopKTest, ForwardMatchesTheSortedSelection) {
   const Route want = Oracle(g, rows, c);
   const Route got = RunTopK<double>(2, g, rows, c);
   EXPECT_EQ(got.selected, want.selected) << "the selection, ties to the lower slot";
+  if (c.capacity > 0) {
+    EXPECT_NE(std::count(got.selected.begin(), got.selected.end(), -1.0), 0) << "none dropped";
+  }
   std::vector<double> bound(want.gates.size());
   for (size_t i = 0; i < bound.size(); ++i) bound[i] = (c.k + 2) * kF64Unit * want.gates[i];
   ExpectWithin(got.gates, want.gates, bound, "gates");
@@ -152,10 +172,13 @@ TEST_P(RouterTopKTest, BackwardMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, RouterTopKTest,
                          ::testing::Values(TopKCase{7, 6, 1}, TopKCase{7, 6, 2},
-                                           TopKCase{7, 6, 3}, TopKCase{12, 9, 5}),
+                                           TopKCase{7, 6, 3}, TopKCase{12, 9, 5},
+                                           TopKCase{7, 6, 2, 700}, TopKCase{7, 6, 2, 2},
+                                           TopKCase{7, 6, 1, 3}),
                          [](const auto& info) {
                            return "Slots" + std::to_string(info.param.slots) + "K" +
-                                  std::to_string(info.param.k);
+                                  std::to_string(info.param.k) + "Capacity" +
+                                  std::to_string(info.param.capacity);
                          });
 
 }  // namespace
