@@ -1,8 +1,6 @@
 // PMoL linear forward/backward with stacked expert GEMMs; see pmol_linear.h.
 #include "pmol/adapters/pmol_linear.h"
 
-#include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "kernels/check.h"
@@ -62,7 +60,6 @@ void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
 
 namespace {
 
-
 // The tensor in f64: itself when it is f64 already (shared, not copied).
 Tensor AsF64(const Tensor& t) { return t.dtype() == DType::kF64 ? t : t.ConvertTo(DType::kF64); }
 
@@ -81,13 +78,7 @@ void PmolDeviceRouterForward(const PmolLinearSpec& spec, const PmolLinearParams&
     be->CopyRows(DType::kF64, cache->probs.data(), slots, nullptr, gates.data(), experts, nullptr,
                  n, experts, false);
   } else {
-    // router.h's capacity: at most ceil(c N k / S) rows per expert, at least 1; 0: none.
-    const int64_t capacity =
-        spec.capacity_factor > 0
-            ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(spec.capacity_factor * n *
-                                                                  spec.top_k /
-                                                                  static_cast<double>(slots))))
-            : 0;
+    const int64_t capacity = ExpertCapacity(spec.capacity_factor, n, spec.top_k, slots);
     cache->route_selected = Tensor::Empty({n, slots}, DType::kF64, be);
     cache->route_top = Tensor::Empty({n}, DType::kF64, be);
     be->RouterTopK(DType::kF64, cache->probs.data(), n, slots, experts, spec.top_k, capacity,
@@ -201,11 +192,8 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   }
 
   if (!spec.has_router) return;
-  if (cache.router_on_device) {
-    PmolDeviceRouterBackward(spec, p, x, cache, dgates, dprobs_aux, dx, grads);
-  } else {
-    PmolRouterBackward(spec, p, x, cache, dgates.ToDoubles(), dprobs_aux, dx, grads);
-  }
+  PMOL_CHECK(cache.router_on_device);  // PmolLinearForward's cache
+  PmolDeviceRouterBackward(spec, p, x, cache, dgates, dprobs_aux, dx, grads);
 }
 
 }  // namespace pmol

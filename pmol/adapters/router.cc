@@ -9,6 +9,13 @@
 
 namespace pmol {
 
+int64_t ExpertCapacity(double capacity_factor, int64_t rows, int32_t top_k, int64_t slots) {
+  const bool dense = top_k <= 0 || top_k >= slots;
+  if (dense || capacity_factor <= 0) return 0;
+  return std::max<int64_t>(
+      1, static_cast<int64_t>(std::ceil(capacity_factor * rows * top_k / static_cast<double>(slots))));
+}
+
 void RouterForward(const ExpertLayout& layout, double temperature, int32_t top_k,
                    double capacity_factor, const std::vector<double>& logits, int64_t rows,
                    RouterState* st) {
@@ -23,10 +30,7 @@ void RouterForward(const ExpertLayout& layout, double temperature, int32_t top_k
   st->selected.assign(rows * S, dense ? 1 : 0);
   st->dropped.assign(rows * E, 0);
   st->dropped_count = 0;
-  st->capacity = !dense && capacity_factor > 0
-                     ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
-                                                capacity_factor * rows * top_k / static_cast<double>(S))))
-                     : 0;
+  st->capacity = ExpertCapacity(capacity_factor, rows, top_k, S);
   std::vector<int64_t> taken(E, 0);
   std::vector<int32_t> order(S);
   for (int64_t n = 0; n < rows; ++n) {

@@ -40,6 +40,10 @@ struct RouterState {
   }
 };
 
+// C above: max(1, ceil(c * rows * k / slots)) for top-k routing with c > 0; 0 (no limit)
+// for dense routing or c <= 0.
+int64_t ExpertCapacity(double capacity_factor, int64_t rows, int32_t top_k, int64_t slots);
+
 void RouterForward(const ExpertLayout& layout, double temperature, int32_t top_k,
                    double capacity_factor, const std::vector<double>& logits, int64_t rows,
                    RouterState* state);
