@@ -11,29 +11,33 @@ namespace {
 
 constexpr double kMassFloor = 1e-30;
 
-// g as host doubles, with its row count N; checks the slot dimension.
-std::vector<double> RouterWeights(const ExpertLayout& layout, const Tensor& g, int64_t* rows) {
+// The row count N of router weights g [N, S] on the host; checks the slot dimension.
+int64_t RouterRows(const ExpertLayout& layout, const std::vector<double>& g) {
   const int64_t slots = layout.num_slots();
-  PMOL_CHECK(slots > 0 && g.rank() >= 1 && g.dim(-1) == slots);
+  PMOL_CHECK(slots > 0 && static_cast<int64_t>(g.size()) % slots == 0);
   for (int32_t e : layout.experts_per_group) PMOL_CHECK(e >= 1);
-  *rows = g.numel() / slots;
-  return g.ToDoubles();
+  return static_cast<int64_t>(g.size()) / slots;
 }
 
-void CheckGradTarget(const Tensor& g, const Tensor* dg) {
+void CheckTensorForms(const ExpertLayout& layout, const Tensor& g, const Tensor* dg) {
+  PMOL_CHECK(g.rank() >= 1 && g.dim(-1) == layout.num_slots());
   if (dg == nullptr) return;
   PMOL_CHECK(dg->defined() && dg->numel() == g.numel() && dg->dtype() == g.dtype() &&
              dg->backend() == g.backend());
 }
 
+// dg_host += grad_scale * grad.
+void AddScaled(const std::vector<double>& grad, double grad_scale, std::vector<double>* dg_host) {
+  PMOL_CHECK(dg_host->size() == grad.size());
+  for (size_t i = 0; i < grad.size(); ++i) (*dg_host)[i] += grad_scale * grad[i];
+}
+
 }  // namespace
 
-double GroupSoftLoss(const ExpertLayout& layout, const Tensor& g,
+double GroupSoftLoss(const ExpertLayout& layout, const std::vector<double>& w,
                      const std::vector<int32_t>& labels, double label_smoothing,
-                     double grad_scale, Tensor* dg) {
-  int64_t rows = 0;
-  const std::vector<double> w = RouterWeights(layout, g, &rows);
-  CheckGradTarget(g, dg);
+                     double grad_scale, std::vector<double>* dg) {
+  const int64_t rows = RouterRows(layout, w);
   PMOL_CHECK(static_cast<int64_t>(labels.size()) == rows);
   const int32_t groups = layout.num_groups(), experts = layout.num_experts();
   const int64_t slots = layout.num_slots();
@@ -85,15 +89,14 @@ double GroupSoftLoss(const ExpertLayout& layout, const Tensor& g,
       }
     }
   }
-  if (dg != nullptr) objectives_internal::AccumulateDoubles(grad, grad_scale, dg);
+  if (dg != nullptr) AddScaled(grad, grad_scale, dg);
   return total * inv;
 }
 
-double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vector<uint8_t>& weight,
-                   double grad_scale, Tensor* dg) {
-  int64_t rows = 0;
-  const std::vector<double> w = RouterWeights(layout, g, &rows);
-  CheckGradTarget(g, dg);
+double BalanceLoss(const ExpertLayout& layout, const std::vector<double>& w,
+                   const std::vector<uint8_t>& weight, double grad_scale,
+                   std::vector<double>* dg) {
+  const int64_t rows = RouterRows(layout, w);
   PMOL_CHECK(static_cast<int64_t>(weight.size()) == rows);
   const int32_t groups = layout.num_groups(), experts = layout.num_experts();
   const int64_t slots = layout.num_slots();
@@ -129,15 +132,14 @@ double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vecto
       if (!weight[n]) continue;
       for (int32_t i = 0; i < experts; ++i) grad[n * slots + i] = weight[n] * dmass[i];
     }
-    objectives_internal::AccumulateDoubles(grad, grad_scale, dg);
+    AddScaled(grad, grad_scale, dg);
   }
   return total / groups;
 }
 
-std::vector<double> RouterGroupMass(const ExpertLayout& layout, const Tensor& g,
+std::vector<double> RouterGroupMass(const ExpertLayout& layout, const std::vector<double>& w,
                                     const std::vector<uint8_t>& select) {
-  int64_t rows = 0;
-  const std::vector<double> w = RouterWeights(layout, g, &rows);
+  const int64_t rows = RouterRows(layout, w);
   PMOL_CHECK(static_cast<int64_t>(select.size()) == rows);
   const int32_t groups = layout.num_groups(), experts = layout.num_experts();
   const int64_t slots = layout.num_slots();
@@ -152,6 +154,33 @@ std::vector<double> RouterGroupMass(const ExpertLayout& layout, const Tensor& g,
   if (count > 0)
     for (double& v : out) v /= static_cast<double>(count);
   return out;
+}
+
+double GroupSoftLoss(const ExpertLayout& layout, const Tensor& g,
+                     const std::vector<int32_t>& labels, double label_smoothing,
+                     double grad_scale, Tensor* dg) {
+  CheckTensorForms(layout, g, dg);
+  std::vector<double> grad(dg != nullptr ? g.numel() : 0, 0.0);
+  const double loss = GroupSoftLoss(layout, g.ToDoubles(), labels, label_smoothing, grad_scale,
+                                    dg != nullptr ? &grad : nullptr);
+  if (dg != nullptr) objectives_internal::AccumulateDoubles(grad, 1.0, dg);
+  return loss;
+}
+
+double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vector<uint8_t>& weight,
+                   double grad_scale, Tensor* dg) {
+  CheckTensorForms(layout, g, dg);
+  std::vector<double> grad(dg != nullptr ? g.numel() : 0, 0.0);
+  const double loss =
+      BalanceLoss(layout, g.ToDoubles(), weight, grad_scale, dg != nullptr ? &grad : nullptr);
+  if (dg != nullptr) objectives_internal::AccumulateDoubles(grad, 1.0, dg);
+  return loss;
+}
+
+std::vector<double> RouterGroupMass(const ExpertLayout& layout, const Tensor& g,
+                                    const std::vector<uint8_t>& select) {
+  CheckTensorForms(layout, g, nullptr);
+  return RouterGroupMass(layout, g.ToDoubles(), select);
 }
 
 }  // namespace pmol

@@ -57,6 +57,19 @@ double BalanceLoss(const ExpertLayout& layout, const Tensor& g, const std::vecto
 std::vector<double> RouterGroupMass(const ExpertLayout& layout, const Tensor& g,
                                     const std::vector<uint8_t>& select);
 
+// The same on host doubles, for a caller that reads g once for several of them: g is
+// [N, S] row-major (as Tensor::ToDoubles gives it) and dg, when not null, a host [N, S]
+// that gets dg += grad_scale * dL/dg. The Tensor forms above copy g to the host and call
+// these.
+double GroupSoftLoss(const ExpertLayout& layout, const std::vector<double>& g,
+                     const std::vector<int32_t>& labels, double label_smoothing,
+                     double grad_scale, std::vector<double>* dg);
+double BalanceLoss(const ExpertLayout& layout, const std::vector<double>& g,
+                   const std::vector<uint8_t>& weight, double grad_scale,
+                   std::vector<double>* dg);
+std::vector<double> RouterGroupMass(const ExpertLayout& layout, const std::vector<double>& g,
+                                    const std::vector<uint8_t>& select);
+
 }  // namespace pmol
 
 #endif  // PMOL_OBJECTIVES_ROUTER_LOSSES_H_

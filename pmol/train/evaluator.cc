@@ -188,8 +188,8 @@ absl::StatusOr<EvalResult> EvaluateDataset(RunComponents& c, const data::Prefere
                                                    " are evaluated"));
   const StepOptions options = StepOptionsFromConfig(c.config.objective(), c.num_preferences);
   const bool grouped = c.adapters != nullptr && c.adapters->options().has_router();
-  MetricsAccumulator acc(prefs, options.kind, options, grouped ? &c.adapters->options().layout : nullptr,
-                  c.backend);
+  MetricsAccumulator acc(prefs, options.kind, options,
+                         grouped ? &c.adapters->options().layout : nullptr);
   const int64_t rank = comm ? comm->rank() : 0, ranks = comm ? comm->size() : 1;
   // With expert parallelism every forward is a collective of the expert-parallel group,
   // so every rank takes the same number of batches: a rank past the end evaluates the

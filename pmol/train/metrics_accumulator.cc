@@ -20,9 +20,8 @@ std::string IndexedName(const std::vector<std::string>& names, size_t i, const c
 }
 
 MetricsAccumulator::MetricsAccumulator(int32_t num_preferences, ObjectiveKind kind,
-                                       const StepOptions& options, const ExpertLayout* layout,
-                                       Backend* backend)
-    : kind_(kind), options_(options), layout_(layout), backend_(backend), splits_(num_preferences + 1) {}
+                                       const StepOptions& options, const ExpertLayout* layout)
+    : kind_(kind), options_(options), layout_(layout), splits_(num_preferences + 1) {}
 
 void MetricsAccumulator::Add(const StepMetrics& m) {
   const size_t batch_p = m.pref_pairs.size() - 1;  // this batch's overall index
@@ -129,9 +128,7 @@ EvalResult MetricsAccumulator::Finish() const {
   if (!slot_sums_.empty()) {
     // L_bal of the whole set: BalanceLoss on one "position" holding the sums M_i.
     for (const std::vector<double>& sums : slot_sums_) {
-      const Tensor g = Tensor::FromHost(sums.data(), {1, static_cast<int64_t>(sums.size())},
-                                        DType::kF64, backend_);
-      r.balance += BalanceLoss(*layout_, g, {1}, 0.0, nullptr) / slot_sums_.size();
+      r.balance += BalanceLoss(*layout_, sums, {1}, 0.0, nullptr) / slot_sums_.size();
     }
     r.router_layers = router_layers_;
   }

@@ -62,11 +62,11 @@ struct SplitSums {
 };
 
 // Adds StepMetrics of successive micro-batches; Finish() gives the merged figures (names
-// are left to the caller). `layout` (PMoL) may be null, as `backend` then.
+// are left to the caller). `layout` (PMoL) may be null.
 class MetricsAccumulator {
  public:
   MetricsAccumulator(int32_t num_preferences, ObjectiveKind kind, const StepOptions& options,
-                     const ExpertLayout* layout, Backend* backend);
+                     const ExpertLayout* layout);
   void Add(const StepMetrics& m);
   // Adds up the accumulators of every rank of `comm` (a collective): afterwards each
   // rank holds the sums over all ranks' micro-batches, as if it had added them all. A
@@ -80,7 +80,6 @@ class MetricsAccumulator {
   ObjectiveKind kind_;
   StepOptions options_;
   const ExpertLayout* layout_;
-  Backend* backend_;
   std::vector<SplitSums> splits_;
   int64_t pairs_ = 0, tokens_ = 0, main_count_ = 0, group_count_ = 0;
   double main_ = 0, group_ = 0;

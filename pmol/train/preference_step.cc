@@ -316,28 +316,32 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
     m.router_mass_by_layer.assign(
         P + 1, std::vector<std::vector<double>>(m.router_layers.size(), std::vector<double>(K, 0.0)));
     for (AdaptedModule& am : adapters_->modules()) {
-      Tensor* dg = nullptr;
-      if (backward) {
-        am.aux_grad = Tensor::Zeros(am.cache.probs.shape(), DType::kF64, be);
-        dg = &am.aux_grad;
-      }
-      m.group += GroupSoftLoss(layout, am.cache.probs, labels, options_.group_label_smoothing,
-                               loss_scale * options_.group_loss_weight / modules, dg) /
+      // The probabilities come to the host once per module, and their gradient goes back
+      // once: the losses and metrics below all read this copy.
+      const std::vector<double> g = am.cache.probs.ToDoubles();
+      std::vector<double> dg;
+      if (backward) dg.assign(g.size(), 0.0);
+      m.group += GroupSoftLoss(layout, g, labels, options_.group_label_smoothing,
+                               loss_scale * options_.group_loss_weight / modules,
+                               backward ? &dg : nullptr) /
                  modules;
-      m.balance += BalanceLoss(layout, am.cache.probs, rows.weight,
-                               loss_scale * options_.balance_loss_weight / modules, dg) /
+      m.balance += BalanceLoss(layout, g, rows.weight,
+                               loss_scale * options_.balance_loss_weight / modules,
+                               backward ? &dg : nullptr) /
                    modules;
+      if (backward) {
+        am.aux_grad = Tensor::FromHost(dg.data(), am.cache.probs.shape(), DType::kF64, be);
+      }
       const size_t j = layer_index[am.layer];
       const double in_layer = modules_in_layer[am.layer];
       for (int32_t p = 0; p <= P; ++p) {
-        const std::vector<double> mass = RouterGroupMass(layout, am.cache.probs, select[p]);
+        const std::vector<double> mass = RouterGroupMass(layout, g, select[p]);
         for (size_t k = 0; k < mass.size(); ++k) {
           m.router_mass[p][k] += mass[k] / modules;
           m.router_mass_by_layer[p][j][k] += mass[k] / in_layer;
         }
       }
       // L_bal's per-slot sums over non-padding positions (weighted), in BalanceLoss's order.
-      const std::vector<double> g = am.cache.probs.ToDoubles();
       std::vector<double> sums(S, 0.0);
       for (int64_t n = 0; n < N; ++n) {
         if (!rows.weight[n]) continue;

@@ -145,7 +145,7 @@ MetricsAccumulator Trainer::NewWindow() const {
   const bool grouped = run_->adapters != nullptr && run_->adapters->options().has_router();
   const StepOptions options = StepOptionsFromConfig(config_.objective(), run_->num_preferences);
   return MetricsAccumulator(run_->num_preferences, options.kind, options,
-                            grouped ? &run_->adapters->options().layout : nullptr, run_->backend);
+                            grouped ? &run_->adapters->options().layout : nullptr);
 }
 
 absl::Status Trainer::Setup() {
