@@ -52,10 +52,6 @@ const T* P(const void* p) {
   return static_cast<const T*>(p);
 }
 
-}  // namespace
-
-namespace {
-
 // The block cache is off under AddressSanitizer (whose checks cover malloc'ed blocks, not
 // mmap'ed ones) and with PMOL_HOST_BLOCK_CACHE=0 (for valgrind and other such tools).
 bool BlockCacheEnabled() {
@@ -65,6 +61,14 @@ bool BlockCacheEnabled() {
   const char* env = std::getenv("PMOL_HOST_BLOCK_CACHE");
   return env == nullptr || std::strcmp(env, "0") != 0;
 #endif
+}
+
+// counter <- max(counter, value).
+void RaiseTo(std::atomic<int64_t>& counter, int64_t value) {
+  int64_t seen = counter.load(std::memory_order_relaxed);
+  while (value > seen &&
+         !counter.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+  }
 }
 
 }  // namespace
@@ -125,14 +129,8 @@ void CpuBackend::Free(void* ptr) {
 void CpuBackend::ReleaseCachedMemory() { block_cache_.Release(); }
 
 void CpuBackend::RaisePeak(int64_t in_use) {
-  int64_t peak = peak_in_use_bytes_.load(std::memory_order_relaxed);
-  while (in_use > peak &&
-         !peak_in_use_bytes_.compare_exchange_weak(peak, in_use, std::memory_order_relaxed)) {
-  }
-  int64_t high = high_water_bytes_.load(std::memory_order_relaxed);
-  while (in_use > high &&
-         !high_water_bytes_.compare_exchange_weak(high, in_use, std::memory_order_relaxed)) {
-  }
+  RaiseTo(peak_in_use_bytes_, in_use);
+  RaiseTo(high_water_bytes_, in_use);
 }
 
 MemoryStats CpuBackend::GetMemoryStats() {
