@@ -1,7 +1,7 @@
 // The compute interface every device implements (kernels/cpu, kernels/cuda).
 //
-// All pointers are device pointers of the backend; `dt` is the compute type of the
-// floating-point operands (CPU: f32, f64; CUDA: f32). Matrices are row-major.
+// All pointers are device pointers of the backend; `dt` is the type of the floating-point
+// operands: f32, f64 or bf16 (mixed precision, below). Matrices are row-major.
 // Operations are asynchronous with respect to the host where the device allows it;
 // Synchronize() waits. The math of each operation:
 //
@@ -36,6 +36,18 @@
 //               backward: c = sum_{e<experts} dgates[r,e] gates[r,e],
 //               dg[r,j] += [selected != 0] * (u_j - c) / top[r], u_j = dgates[r,j] when
 //               j < experts and selected[r,j] = 1, else 0
+//
+// Mixed precision, dt = bf16 (both backends): bf16 storage, f32 math. Every operand of
+// type dt is widened to f32 (exactly) when read; the operation's math runs in f32 as it
+// does for dt = f32, with the same f32 accumulators; each output of type dt is rounded
+// once to bf16 (nearest even) when written. These operands are of AccumDType(dt) (f32
+// for bf16, dt itself for f32 and f64) instead, because a backward or a loss reads them
+// or because they are reductions:
+//   RmsNorm inv_rms; Rope cos/sin; Attention lse; LogSoftmaxGather logp and lse;
+//   ColumnBlockDots out; GemmTo's C when the caller asks for c_dt = AccumDType(dt) (a
+//   parameter gradient accumulated in f32 from bf16 activations, or f32 logits).
+// RowSoftmax, RouterTopK(Backward), AdamWStep and SumSquares take f32 and f64 only: router
+// math and optimizer state are never bf16 (they run on f32 master copies).
 //
 // Memory accounting (GetMemoryStats) covers what Allocate hands out and Free returns:
 //   in_use   = bytes allocated and not yet freed (CPU: exactly the bytes requested; CUDA:
@@ -148,9 +160,17 @@ class Backend {
   // Converts n elements between any two floating types.
   virtual void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) = 0;
 
-  virtual void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                    double alpha, const void* a, int64_t lda, const void* b, int64_t ldb,
-                    double beta, void* c, int64_t ldc) = 0;
+  // A and B of dt, C of dt.
+  void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+            double alpha, const void* a, int64_t lda, const void* b, int64_t ldb, double beta,
+            void* c, int64_t ldc) {
+    GemmTo(dt, dt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+  // A and B of dt, C of c_dt: dt or AccumDType(dt). The products accumulate in
+  // AccumDType(dt); beta * C is added in that type before C is written (once rounded).
+  virtual void GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                      int64_t k, double alpha, const void* a, int64_t lda, const void* b,
+                      int64_t ldb, double beta, void* c, int64_t ldc) = 0;
 
   // out[i, :] = table[ids[i], :]; ids must be in range (checked by the caller).
   virtual void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n,

@@ -56,6 +56,11 @@ inline bool ParseDTypeName(std::string_view name, DType* dtype) {
 
 inline bool IsFloating(DType dtype) { return dtype != DType::kI32; }
 
+// The type a kernel computes in for operands stored as `dtype`, and the type of the side
+// statistics and reductions it keeps (kernels/backend.h, mixed precision): f64 for f64,
+// f32 for everything narrower.
+inline DType AccumDType(DType dtype) { return dtype == DType::kF64 ? DType::kF64 : DType::kF32; }
+
 PMOL_HOST_DEVICE inline float Bf16ToF32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
@@ -120,6 +125,20 @@ PMOL_HOST_DEVICE inline uint16_t F32ToF16(float f) {
   uint32_t result = ((rounded >> 13) - ((127 - 15) << 10));
   return static_cast<uint16_t>(sign | result);
 }
+
+// A bf16 value in memory, the storage type of mixed-precision kernels (both backends):
+// reading it widens to f32 (exact), assigning a float rounds to nearest even. Assigning
+// another Bf16 copies the bits.
+struct Bf16 {
+  uint16_t bits;
+  PMOL_HOST_DEVICE operator float() const { return Bf16ToF32(bits); }
+  PMOL_HOST_DEVICE Bf16& operator=(float f) {
+    bits = F32ToBf16(f);
+    return *this;
+  }
+  PMOL_HOST_DEVICE Bf16& operator+=(float f) { return *this = static_cast<float>(*this) + f; }
+};
+static_assert(sizeof(Bf16) == 2);
 
 // f64 -> f32 with round-to-odd: an inexact result gets its last bit set (after
 // truncation toward zero), so that a second rounding to bf16 or f16 (<= 11 significant

@@ -2,6 +2,8 @@
 // each output element has one fixed summation order (deterministic for any thread count).
 #include "kernels/cpu/column_blocks.h"
 
+#include "kernels/dtype.h"
+
 #include "kernels/cpu/parallel.h"
 
 namespace pmol::cpu {
@@ -63,5 +65,9 @@ void CopyRows(const T* src, int64_t src_stride, const int32_t* src_rows, T* dst,
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)
 #undef PMOL_INSTANTIATE
+// bf16 rows (mixed precision): a copy moves the bits; an accumulation adds in f32 and
+// rounds once.
+template void CopyRows<Bf16>(const Bf16*, int64_t, const int32_t*, Bf16*, int64_t, const int32_t*,
+                             int64_t, int64_t, bool);
 
 }  // namespace pmol::cpu

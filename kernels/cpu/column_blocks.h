@@ -5,7 +5,8 @@
 // With width 1 the first is the element-wise product of two matrices. And the row
 // gather/scatter that packs routed rows for expert parallelism:
 //   CopyRows:          dst[d_i, :width] (+)= src[s_i, :width], s_i = src_rows[i] or i,
-//                      d_i = dst_rows[i] or i (strides in elements; d_i distinct)
+//                      d_i = dst_rows[i] or i (strides in elements; d_i distinct);
+//                      also for T = Bf16 (kernels/dtype.h), adding in f32
 #ifndef PMOL_KERNELS_CPU_COLUMN_BLOCKS_H_
 #define PMOL_KERNELS_CPU_COLUMN_BLOCKS_H_
 

@@ -1,5 +1,7 @@
 // CpuBackend: dispatches each operation on its compute type to the f32 or f64
-// instantiation of the kernels in this folder.
+// instantiation of the kernels in this folder. Mixed precision (dt = bf16) runs the f32
+// kernels on f32 working copies (widened_operands.h); the ops that only move or add rows
+// (embedding, CopyRows) work on the bf16 storage directly (Bf16 of kernels/dtype.h).
 #include "kernels/cpu/cpu_backend.h"
 
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include "kernels/cpu/router_topk.h"
 #include "kernels/cpu/row_softmax.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cpu/widened_operands.h"
 
 namespace pmol {
 namespace {
@@ -164,30 +167,63 @@ void CpuBackend::CopyOnDevice(void* dst, const void* src, size_t bytes) {
 }
 
 void CpuBackend::Fill(DType dt, void* x, double value, int64_t n) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    Fill(DType::kF32, wide.Out(x, n), value, n);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::Fill<T>(P<T>(x), static_cast<T>(value), n);
   });
 }
 void CpuBackend::Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    float* y32 = wide.InOut(y, n);
+    Axpy(DType::kF32, alpha, wide.In(x, n), y32, n);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::Axpy<T>(static_cast<T>(alpha), P<T>(x), P<T>(y), n);
   });
 }
 void CpuBackend::Scale(DType dt, double alpha, void* x, int64_t n) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    Scale(DType::kF32, alpha, wide.InOut(x, n), n);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::Scale<T>(static_cast<T>(alpha), P<T>(x), n);
   });
 }
 void CpuBackend::AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    float* y32 = wide.InOut(y, rows * cols);
+    AddBias(DType::kF32, y32, wide.In(bias, cols), rows, cols);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::AddBias<T>(P<T>(y), P<T>(bias), rows, cols);
   });
 }
 void CpuBackend::SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    float* db32 = wide.InOut(dbias, cols);
+    SumRows(DType::kF32, wide.In(dy, rows * cols), rows, cols, db32);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::SumRows<T>(P<T>(dy), rows, cols, P<T>(dbias));
@@ -195,6 +231,15 @@ void CpuBackend::SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, v
 }
 void CpuBackend::ScaleColumnBlocks(DType dt, const void* x, const void* s, int64_t rows,
                                    int64_t blocks, int64_t width, double alpha, void* out) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* x32 = wide.In(x, rows * blocks * width);
+    const float* s32 = wide.In(s, rows * blocks);
+    ScaleColumnBlocks(DType::kF32, x32, s32, rows, blocks, width, alpha,
+                      wide.Out(out, rows * blocks * width));
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::ScaleColumnBlocks<T>(P<T>(x), P<T>(s), rows, blocks, width, static_cast<T>(alpha),
@@ -203,6 +248,14 @@ void CpuBackend::ScaleColumnBlocks(DType dt, const void* x, const void* s, int64
 }
 void CpuBackend::ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows,
                                  int64_t blocks, int64_t width, double alpha, void* out) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* x32 = wide.In(x, rows * blocks * width);
+    ColumnBlockDots(DType::kF32, x32, wide.In(y, rows * blocks * width), rows, blocks, width, alpha,
+                    out);  // out is f32 (AccumDType)
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::ColumnBlockDots<T>(P<T>(x), P<T>(y), rows, blocks, width, static_cast<T>(alpha),
@@ -212,6 +265,11 @@ void CpuBackend::ColumnBlockDots(DType dt, const void* x, const void* y, int64_t
 void CpuBackend::CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows,
                           void* dst, int64_t dst_stride, const int32_t* dst_rows, int64_t n,
                           int64_t width, bool accumulate) {
+  if (dt == DType::kBF16) {  // bf16 rows as they are, or d += s in f32 rounded once
+    cpu::CopyRows<Bf16>(P<Bf16>(src), src_stride, src_rows, P<Bf16>(dst), dst_stride, dst_rows,
+                        n, width, accumulate);
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::CopyRows<T>(P<T>(src), src_stride, src_rows, P<T>(dst), dst_stride, dst_rows, n, width,
@@ -221,9 +279,26 @@ void CpuBackend::CopyRows(DType dt, const void* src, int64_t src_stride, const i
 void CpuBackend::Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) {
   cpu::Convert(src_dt, src, dst_dt, dst, n);
 }
-void CpuBackend::Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                      double alpha, const void* a, int64_t lda, const void* b, int64_t ldb,
-                      double beta, void* c, int64_t ldc) {
+void CpuBackend::GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                        int64_t k, double alpha, const void* a, int64_t lda, const void* b,
+                        int64_t ldb, double beta, void* c, int64_t ldc) {
+  if (c_dt != dt && c_dt != AccumDType(dt)) {
+    std::fprintf(stderr, "pmol: CPU GemmTo: C of %s with A and B of %s\n", DTypeName(c_dt),
+                 DTypeName(dt));
+    PMOL_CHECK(false);
+  }
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* a32 = wide.In(a, trans_a ? k : m, trans_a ? m : k, lda);
+    const float* b32 = wide.In(b, trans_b ? n : k, trans_b ? k : n, ldb);
+    float* c32 = c_dt == DType::kF32 ? P<float>(c)
+                 : beta != 0.0       ? wide.InOut(c, m, n, ldc)
+                                     : wide.Out(c, m, n, ldc);
+    cpu::Gemm<float>(trans_a, trans_b, m, n, k, static_cast<float>(alpha), a32, lda, b32, ldb,
+                     static_cast<float>(beta), c32, ldc);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::Gemm<T>(trans_a, trans_b, m, n, k, static_cast<T>(alpha), P<T>(a), lda, P<T>(b), ldb,
@@ -232,6 +307,10 @@ void CpuBackend::Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n
 }
 void CpuBackend::EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n,
                                   int64_t dim, void* out) {
+  if (dt == DType::kBF16) {
+    cpu::EmbeddingForward<Bf16>(P<Bf16>(table), ids, n, dim, P<Bf16>(out));
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::EmbeddingForward<T>(P<T>(table), ids, n, dim, P<T>(out));
@@ -239,6 +318,10 @@ void CpuBackend::EmbeddingForward(DType dt, const void* table, const int32_t* id
 }
 void CpuBackend::EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n,
                                    int64_t dim, void* dtable) {
+  if (dt == DType::kBF16) {
+    cpu::EmbeddingBackward<Bf16>(P<Bf16>(dout), ids, n, dim, P<Bf16>(dtable));
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::EmbeddingBackward<T>(P<T>(dout), ids, n, dim, P<T>(dtable));
@@ -246,6 +329,14 @@ void CpuBackend::EmbeddingBackward(DType dt, const void* dout, const int32_t* id
 }
 void CpuBackend::RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
                                 int64_t dim, void* y, void* inv_rms) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* x32 = wide.In(x, rows * dim);
+    const float* w32 = wide.In(w, dim);
+    RmsNormForward(DType::kF32, x32, w32, eps, rows, dim, wide.Out(y, rows * dim), inv_rms);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::RmsNormForward<T>(P<T>(x), P<T>(w), static_cast<T>(eps), rows, dim, P<T>(y),
@@ -254,6 +345,16 @@ void CpuBackend::RmsNormForward(DType dt, const void* x, const void* w, double e
 }
 void CpuBackend::RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
                                  const void* dy, int64_t rows, int64_t dim, void* dx, void* dw) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* x32 = wide.In(x, rows * dim);
+    const float* w32 = wide.In(w, dim);
+    const float* dy32 = wide.In(dy, rows * dim);
+    float* dw32 = wide.InOut(dw, dim);
+    RmsNormBackward(DType::kF32, x32, w32, inv_rms, dy32, rows, dim, wide.Out(dx, rows * dim), dw32);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::RmsNormBackward<T>(P<T>(x), P<T>(w), P<T>(inv_rms), P<T>(dy), rows, dim, P<T>(dx),
@@ -263,6 +364,13 @@ void CpuBackend::RmsNormBackward(DType dt, const void* x, const void* w, const v
 void CpuBackend::ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,
                            const void* cos, const void* sin, const int32_t* positions,
                            bool inverse) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    ApplyRope(DType::kF32, wide.InOut(x, tokens * heads * head_dim), tokens, heads, head_dim, cos,
+              sin, positions, inverse);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::ApplyRope<T>(P<T>(x), tokens, heads, head_dim, P<T>(cos), P<T>(sin), positions,
@@ -271,6 +379,13 @@ void CpuBackend::ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int
 }
 void CpuBackend::SwiGluForward(DType dt, const void* gate, const void* up, void* out,
                                int64_t n) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* gate32 = wide.In(gate, n);
+    SwiGluForward(DType::kF32, gate32, wide.In(up, n), wide.Out(out, n), n);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::SwiGluForward<T>(P<T>(gate), P<T>(up), P<T>(out), n);
@@ -278,6 +393,16 @@ void CpuBackend::SwiGluForward(DType dt, const void* gate, const void* up, void*
 }
 void CpuBackend::SwiGluBackward(DType dt, const void* gate, const void* up, const void* dout,
                                 void* dgate, void* dup, int64_t n) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* gate32 = wide.In(gate, n);
+    const float* up32 = wide.In(up, n);
+    const float* dout32 = wide.In(dout, n);
+    float* dgate32 = wide.Out(dgate, n);
+    SwiGluBackward(DType::kF32, gate32, up32, dout32, dgate32, wide.Out(dup, n), n);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::SwiGluBackward<T>(P<T>(gate), P<T>(up), P<T>(dout), P<T>(dgate), P<T>(dup), n);
@@ -285,6 +410,17 @@ void CpuBackend::SwiGluBackward(DType dt, const void* gate, const void* up, cons
 }
 void CpuBackend::AttentionForward(DType dt, const AttentionShape& shape, const void* q,
                                   const void* k, const void* v, void* out, void* lse) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const int64_t q_size = shape.batch * shape.seq * shape.q_heads * shape.head_dim;
+    const int64_t kv_size = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+    const float* q32 = wide.In(q, q_size);
+    const float* k32 = wide.In(k, kv_size);
+    const float* v32 = wide.In(v, kv_size);
+    AttentionForward(DType::kF32, shape, q32, k32, v32, wide.Out(out, q_size), lse);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::AttentionForward<T>(shape, P<T>(q), P<T>(k), P<T>(v), P<T>(out), P<T>(lse));
@@ -294,6 +430,22 @@ void CpuBackend::AttentionBackward(DType dt, const AttentionShape& shape, const 
                                    const void* k, const void* v, const void* out,
                                    const void* lse, const void* dout, void* dq, void* dk,
                                    void* dv) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const int64_t q_size = shape.batch * shape.seq * shape.q_heads * shape.head_dim;
+    const int64_t kv_size = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+    const float* q32 = wide.In(q, q_size);
+    const float* k32 = wide.In(k, kv_size);
+    const float* v32 = wide.In(v, kv_size);
+    const float* out32 = wide.In(out, q_size);
+    const float* dout32 = wide.In(dout, q_size);
+    float* dq32 = wide.Out(dq, q_size);
+    float* dk32 = wide.Out(dk, kv_size);
+    AttentionBackward(DType::kF32, shape, q32, k32, v32, out32, lse, dout32, dq32, dk32,
+                      wide.Out(dv, kv_size));
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::AttentionBackward<T>(shape, P<T>(q), P<T>(k), P<T>(v), P<T>(out), P<T>(lse),
@@ -302,6 +454,12 @@ void CpuBackend::AttentionBackward(DType dt, const AttentionShape& shape, const 
 }
 void CpuBackend::LogSoftmaxGather(DType dt, const void* logits, const int32_t* targets,
                                   int64_t rows, int64_t vocab, void* logp, void* lse) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    LogSoftmaxGather(DType::kF32, wide.In(logits, rows * vocab), targets, rows, vocab, logp, lse);
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::LogSoftmaxGather<T>(P<T>(logits), targets, rows, vocab, P<T>(logp), P<T>(lse));
@@ -310,6 +468,14 @@ void CpuBackend::LogSoftmaxGather(DType dt, const void* logits, const int32_t* t
 void CpuBackend::LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
                                           const void* lse, const void* dlogp, int64_t rows,
                                           int64_t vocab, void* dlogits) {
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* logits32 = wide.In(logits, rows * vocab);
+    LogSoftmaxGatherBackward(DType::kF32, logits32, targets, lse, dlogp, rows, vocab,
+                             wide.Out(dlogits, rows * vocab));
+    wide.WriteBack();
+    return;
+  }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::LogSoftmaxGatherBackward<T>(P<T>(logits), targets, P<T>(lse), P<T>(dlogp), rows, vocab,

@@ -57,9 +57,9 @@ class CpuBackend : public Backend {
                 int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
                 bool accumulate) override;
   void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) override;
-  void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-            const void* a, int64_t lda, const void* b, int64_t ldb, double beta, void* c,
-            int64_t ldc) override;
+  void GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+              double alpha, const void* a, int64_t lda, const void* b, int64_t ldb, double beta,
+              void* c, int64_t ldc) override;
   void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n, int64_t dim,
                         void* out) override;
   void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n, int64_t dim,

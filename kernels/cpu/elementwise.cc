@@ -99,6 +99,14 @@ void Convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n) 
     });
     return;
   }
+  if (src_dt == DType::kF32 && dst_dt == DType::kBF16) {  // mixed-precision write-back
+    const float* s = static_cast<const float*>(src);
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) d[i] = F32ToBf16(s[i]);
+    });
+    return;
+  }
   // Narrowing to bf16/f16 rounds once, whatever the source type (F64ToBf16/F64ToF16).
   ParallelFor(n, 4, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) Store(dst_dt, dst, i, Load(src_dt, src, i));
@@ -192,5 +200,9 @@ void EmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64_t dim
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)
 #undef PMOL_INSTANTIATE
+// bf16 tables (mixed precision): rows copied as they are; a gradient row added in f32 and
+// rounded once. The table is never widened whole.
+template void EmbeddingForward<Bf16>(const Bf16*, const int32_t*, int64_t, int64_t, Bf16*);
+template void EmbeddingBackward<Bf16>(const Bf16*, const int32_t*, int64_t, int64_t, Bf16*);
 
 }  // namespace pmol::cpu

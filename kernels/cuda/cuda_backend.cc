@@ -259,9 +259,10 @@ class CudaBackend final : public Backend {
     cuda::LaunchConvert(src_dt, src, dst_dt, dst, n, stream_);
   }
 
-  void Gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-            const void* a, int64_t lda, const void* b, int64_t ldb, double beta, void* c,
-            int64_t ldc) override {
+  void GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+              double alpha, const void* a, int64_t lda, const void* b, int64_t ldb, double beta,
+              void* c, int64_t ldc) override {
+    if (c_dt != dt) UnsupportedType("GemmTo with a C type other than A's", c_dt);
     if (m <= 0 || n <= 0) return;
     if (k <= 0) {  // C = beta * C; cuBLAS would reject the zero leading dimensions
       ForFloatType(dt, "Gemm", [&](auto tag) {
