@@ -1,7 +1,8 @@
 // CpuBackend: dispatches each operation on its compute type to the f32 or f64
 // instantiation of the kernels in this folder. Mixed precision (dt = bf16) runs the f32
-// kernels on f32 working copies (widened_operands.h); the ops that only move or add rows
-// (embedding, CopyRows) work on the bf16 storage directly (Bf16 of kernels/dtype.h).
+// kernels on f32 working copies (widened_operands.h); embedding lookups and CopyRows work
+// on the bf16 storage directly (Bf16 of kernels/dtype.h), and EmbeddingBackward widens
+// only the rows it adds to.
 #include "kernels/cpu/cpu_backend.h"
 
 #include <algorithm>
@@ -9,6 +10,8 @@
 #include <cstring>
 #include <limits>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/check.h"
@@ -318,8 +321,18 @@ void CpuBackend::EmbeddingForward(DType dt, const void* table, const int32_t* id
 }
 void CpuBackend::EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n,
                                    int64_t dim, void* dtable) {
-  if (dt == DType::kBF16) {
-    cpu::EmbeddingBackward<Bf16>(P<Bf16>(dout), ids, n, dim, P<Bf16>(dtable));
+  if (dt == DType::kBF16) {  // the rows named, summed in f32 and rounded once
+    std::vector<int32_t> rows, packed_ids(n);
+    std::unordered_map<int32_t, int32_t> packed_row;
+    for (int64_t i = 0; i < n; ++i) {
+      auto [it, added] = packed_row.emplace(ids[i], static_cast<int32_t>(rows.size()));
+      if (added) rows.push_back(ids[i]);
+      packed_ids[i] = it->second;
+    }
+    cpu::WidenedOperands wide(this);
+    float* packed = wide.InOutRows(dtable, rows, dim);
+    cpu::EmbeddingBackward<float>(wide.In(dout, n * dim), packed_ids.data(), n, dim, packed);
+    wide.WriteBack();
     return;
   }
   Dispatch(dt, [&](auto t) {

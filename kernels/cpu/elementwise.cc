@@ -200,9 +200,7 @@ void EmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64_t dim
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)
 #undef PMOL_INSTANTIATE
-// bf16 tables (mixed precision): rows copied as they are; a gradient row added in f32 and
-// rounded once. The table is never widened whole.
+// bf16 tables (mixed precision): rows copied as they are.
 template void EmbeddingForward<Bf16>(const Bf16*, const int32_t*, int64_t, int64_t, Bf16*);
-template void EmbeddingBackward<Bf16>(const Bf16*, const int32_t*, int64_t, int64_t, Bf16*);
 
 }  // namespace pmol::cpu

@@ -30,7 +30,7 @@ float* WidenedOperands::Widen(const void* bf16, int64_t rows, int64_t cols, int6
   const int64_t span = rows == 0 ? 0 : (rows - 1) * ld + cols;
   float* copy = static_cast<float*>(backend_->Allocate(static_cast<size_t>(span) * sizeof(float)));
   PMOL_CHECK(copy != nullptr && "out of host memory for an f32 working copy");
-  operands_.push_back({copy, write_back, rows, cols, ld});
+  operands_.push_back({copy, write_back, rows, cols, ld, {}});
   if (read) {
     const uint16_t* src = static_cast<const uint16_t*>(bf16);
     ForRows(rows, cols, ld, [&](int64_t offset, int64_t count) {
@@ -50,10 +50,29 @@ float* WidenedOperands::Out(void* bf16, int64_t rows, int64_t cols, int64_t ld) 
   return Widen(bf16, rows, cols, ld, false, bf16);
 }
 
+float* WidenedOperands::InOutRows(void* bf16, const std::vector<int32_t>& rows, int64_t width) {
+  const int64_t count = static_cast<int64_t>(rows.size());
+  float* copy = static_cast<float*>(
+      backend_->Allocate(static_cast<size_t>(count * width) * sizeof(float)));
+  PMOL_CHECK(copy != nullptr && "out of host memory for an f32 working copy");
+  operands_.push_back({copy, bf16, count, width, width, rows});
+  const uint16_t* src = static_cast<const uint16_t*>(bf16);
+  for (int64_t i = 0; i < count; ++i) {
+    Convert(DType::kBF16, src + rows[i] * width, DType::kF32, copy + i * width, width);
+  }
+  return copy;
+}
+
 void WidenedOperands::WriteBack() {
   for (const Operand& o : operands_) {
     if (o.bf16 == nullptr) continue;
     uint16_t* dst = static_cast<uint16_t*>(o.bf16);
+    if (!o.row_ids.empty()) {
+      for (int64_t i = 0; i < o.rows; ++i) {
+        Convert(DType::kF32, o.copy + i * o.cols, DType::kBF16, dst + o.row_ids[i] * o.cols, o.cols);
+      }
+      continue;
+    }
     ForRows(o.rows, o.cols, o.ld, [&](int64_t offset, int64_t count) {
       Convert(DType::kF32, o.copy + offset, DType::kBF16, dst + offset, count);
     });

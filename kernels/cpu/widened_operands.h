@@ -5,7 +5,9 @@
 //   In(p)    an f32 copy of a bf16 input;
 //   InOut(p) an f32 copy of a bf16 operand the kernel updates (y += ..., beta * C);
 //   Out(p)   f32 scratch for a bf16 output the kernel overwrites;
-//   WriteBack() rounds every InOut and Out copy into its bf16 operand.
+//   InOutRows(p, rows) an f32 copy of the named (distinct) rows of a bf16 matrix, packed
+//            [count, width], written back to those rows only;
+//   WriteBack() rounds every InOut, InOutRows and Out copy into its bf16 operand.
 // A matrix operand is rows x cols with leading dimension ld (>= cols); only those
 // elements are read and written back, never the gaps between rows. The copies come from
 // the backend's allocator (so they count in its memory statistics) and are freed when
@@ -35,6 +37,7 @@ class WidenedOperands {
   const float* In(const void* bf16, int64_t rows, int64_t cols, int64_t ld);
   float* InOut(void* bf16, int64_t rows, int64_t cols, int64_t ld);
   float* Out(void* bf16, int64_t rows, int64_t cols, int64_t ld);
+  float* InOutRows(void* bf16, const std::vector<int32_t>& rows, int64_t width);
 
   void WriteBack();
 
@@ -43,6 +46,7 @@ class WidenedOperands {
     float* copy;
     void* bf16;  // written back when not null
     int64_t rows, cols, ld;
+    std::vector<int32_t> row_ids;  // InOutRows: copy row i is bf16 row row_ids[i]
   };
   float* Widen(const void* bf16, int64_t rows, int64_t cols, int64_t ld, bool read,
                void* write_back);
