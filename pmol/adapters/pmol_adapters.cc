@@ -65,11 +65,11 @@ PmolAdapters::PmolAdapters(const AdapterOptions& options, const LlamaConfig& mod
       am.spec.capacity_factor = options.capacity_factor;
       am.params.lora_A = Tensor::Zeros({er, d_in}, dtype, backend);
       am.params.lora_B = Tensor::Zeros({d_out, er}, dtype, backend);
-      am.grads.lora_A = Tensor::Zeros({er, d_in}, dtype, backend);
-      am.grads.lora_B = Tensor::Zeros({d_out, er}, dtype, backend);
+      am.grads.lora_A = Tensor::Zeros({er, d_in}, AccumDType(dtype), backend);
+      am.grads.lora_B = Tensor::Zeros({d_out, er}, AccumDType(dtype), backend);
       if (am.spec.has_router) {
         am.params.router = Tensor::Zeros({lay.num_slots(), d_in}, dtype, backend);
-        am.grads.router = Tensor::Zeros({lay.num_slots(), d_in}, dtype, backend);
+        am.grads.router = Tensor::Zeros({lay.num_slots(), d_in}, AccumDType(dtype), backend);
       }
       index_[l * kNumLinearModules + mi] = static_cast<int32_t>(modules_.size());
       modules_.push_back(std::move(am));
@@ -158,8 +158,8 @@ void PmolAdapters::DistributeExperts(ExpertParallelGroup group) {
   for (AdaptedModule& am : modules_) {
     am.params.lora_A = SliceExpertRows(am.params.lora_A, local, r);
     am.params.lora_B = SliceExpertColumns(am.params.lora_B, local, r);
-    am.grads.lora_A = Tensor::Zeros(am.params.lora_A.shape(), dtype_, backend_);
-    am.grads.lora_B = Tensor::Zeros(am.params.lora_B.shape(), dtype_, backend_);
+    am.grads.lora_A = Tensor::Zeros(am.params.lora_A.shape(), AccumDType(dtype_), backend_);
+    am.grads.lora_B = Tensor::Zeros(am.params.lora_B.shape(), AccumDType(dtype_), backend_);
   }
 }
 
@@ -221,8 +221,8 @@ void PmolAdapters::CollectExperts() {
     am.params.lora_A = full[i++].second;
     am.params.lora_B = full[i++].second;
     ++i;  // the router, unchanged
-    am.grads.lora_A = Tensor::Zeros(am.params.lora_A.shape(), dtype_, backend_);
-    am.grads.lora_B = Tensor::Zeros(am.params.lora_B.shape(), dtype_, backend_);
+    am.grads.lora_A = Tensor::Zeros(am.params.lora_A.shape(), AccumDType(dtype_), backend_);
+    am.grads.lora_B = Tensor::Zeros(am.params.lora_B.shape(), AccumDType(dtype_), backend_);
   }
   ep_ = ExpertParallelGroup();
 }

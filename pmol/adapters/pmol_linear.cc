@@ -11,8 +11,9 @@ void AdapterGemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta
   const int64_t m = ta ? a.dim(1) : a.dim(0), k = ta ? a.dim(0) : a.dim(1);
   const int64_t n = tb ? b.dim(0) : b.dim(1);
   PMOL_CHECK((tb ? b.dim(1) : b.dim(0)) == k && c.dim(0) == m && c.dim(1) == n);
-  a.backend()->Gemm(a.dtype(), ta, tb, m, n, k, 1.0, a.data(), a.dim(1), b.data(), b.dim(1),
-                    beta, c.data(), n);
+  PMOL_CHECK(b.dtype() == a.dtype());
+  a.backend()->GemmTo(a.dtype(), c.dtype(), ta, tb, m, n, k, 1.0, a.data(), a.dim(1), b.data(),
+                      b.dim(1), beta, c.data(), n);
 }
 
 namespace {
@@ -48,7 +49,7 @@ void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
   Backend* be = x.backend();
   const DType dt = x.dtype();
   const int64_t n = x.dim(0), slots = spec.layout.num_slots();
-  Tensor z = Tensor::Empty({n, slots}, dt, be);
+  Tensor z = Tensor::Empty({n, slots}, AccumDType(dt), be);
   AdapterGemm(x, false, p.router, true, 0.0, z);
   RouterForward(spec.layout, spec.temperature, spec.top_k, spec.capacity_factor, z.ToDoubles(), n,
                 &cache->router);
@@ -68,7 +69,7 @@ void PmolDeviceRouterForward(const PmolLinearSpec& spec, const PmolLinearParams&
   Backend* be = x.backend();
   const DType dt = x.dtype();
   const int64_t n = x.dim(0), slots = spec.layout.num_slots(), experts = spec.layout.num_experts();
-  Tensor z = Tensor::Empty({n, slots}, dt, be);
+  Tensor z = Tensor::Empty({n, slots}, AccumDType(dt), be);
   AdapterGemm(x, false, p.router, true, 0.0, z);
   cache->probs = z.dtype() == DType::kF64 ? z : z.ConvertTo(DType::kF64);  // softmax in place
   be->RowSoftmax(DType::kF64, cache->probs.data(), n, slots, 1.0 / spec.temperature,
@@ -170,7 +171,7 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   // dh = dhs scaled by gk alpha/r, in place (dgates reads dhs first).
   Tensor dgates;
   if (spec.has_router) {
-    dgates = Tensor::Empty({n, experts}, dt, be);
+    dgates = Tensor::Empty({n, experts}, AccumDType(dt), be);
     be->ColumnBlockDots(dt, dhs.data(), cache.h.data(), n, experts, r, spec.scaling,
                         dgates.data());
     be->ScaleColumnBlocks(dt, dhs.data(), cache.gates.data(), n, experts, r, spec.scaling,

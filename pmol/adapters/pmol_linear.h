@@ -19,6 +19,10 @@
 // keep the host path's precision (in f32 they drifted by up to 3e-5 relative over a few
 // steps, against 1e-6 for the f64 router). The expert-parallel layer routes on the host
 // (router.h), since its all-to-all needs the route there anyway.
+// Mixed precision (model dtype bf16, kernels/backend.h): x, h, hs, y, A, B and W_r are
+// bf16 (A, B, W_r the optimizer's rounded working copies of its f32 masters); the router
+// logits z and dgk come out of their GEMM / column dots in f32, and every parameter
+// gradient (dA, dB, dW_r) is accumulated in f32 (AdapterGemm writes C in C's dtype).
 #ifndef PMOL_ADAPTERS_PMOL_LINEAR_H_
 #define PMOL_ADAPTERS_PMOL_LINEAR_H_
 
@@ -72,7 +76,8 @@ int64_t PmolDroppedCount(const PmolLinearCache& cache);
 void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& params,
                        const Tensor& x, const Tensor& keep, Tensor& y, PmolLinearCache* cache);
 
-// c [m, n] = op(a) op(b) + beta * c, row-major (op: transpose when ta / tb).
+// c [m, n] = op(a) op(b) + beta * c, row-major (op: transpose when ta / tb); a and b of
+// one dtype, c of that dtype or of its AccumDType (Backend::GemmTo).
 void AdapterGemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta, Tensor& c);
 
 // The parts the expert-parallel layer (pmol_linear_ep.h) uses: x_d = dropout(x) (x

@@ -185,8 +185,10 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
     hs = Tensor();
     Tensor dh = Tensor::Empty({m, local_count * r}, dt, be);
     AdapterGemm(dout, false, p.lora_B, false, 0.0, dh);  // dhs = dY B_q
-    Tensor dgates = Tensor::Empty({m, local_count}, dt, be);
+    // dgates comes out in AccumDType(dt) and travels in dt (bf16 rounds it once).
+    Tensor dgates = Tensor::Empty({m, local_count}, AccumDType(dt), be);
     be->ColumnBlockDots(dt, dh.data(), cache.h.data(), m, local_count, r, spec.scaling, dgates.data());
+    if (dgates.dtype() != dt) dgates = dgates.ConvertTo(dt);
     be->ScaleColumnBlocks(dt, dh.data(), cache.recv_gates.data(), m, local_count, r, spec.scaling, dh.data());
     AdapterGemm(dh, true, cache.recv_x, false, 1.0, grads->lora_A);  // dA_q += dh^T X
     Tensor dxr = Tensor::Empty({m, d_in}, dt, be);

@@ -22,7 +22,7 @@ AttentionShape ShapeOf(const LlamaConfig& c, const BlockInput& in) {
 
 Tensor RmsNorm(const Tensor& x, const Tensor& w, double eps, Tensor* inv_rms) {
   const int64_t n = x.dim(0), h = x.dim(1);
-  *inv_rms = Tensor::Empty({n}, x.dtype(), x.backend());
+  *inv_rms = Tensor::Empty({n}, AccumDType(x.dtype()), x.backend());
   Tensor y = Tensor::Empty({n, h}, x.dtype(), x.backend());
   x.backend()->RmsNormForward(x.dtype(), x.data(), w.data(), eps, n, h, y.data(), inv_rms->data());
   return y;
@@ -83,7 +83,7 @@ Tensor DecoderBlockForward(const LlamaConfig& c, const LayerWeights& w, const Bl
   Rope(a->k, c.num_key_value_heads, c, in, false);
   const AttentionShape shape = ShapeOf(c, in);
   a->attn = Tensor::Empty({n, c.q_dim()}, dt, be);
-  a->lse = Tensor::Empty({in.batch, c.num_attention_heads, in.seq}, dt, be);
+  a->lse = Tensor::Empty({in.batch, c.num_attention_heads, in.seq}, AccumDType(dt), be);
   be->AttentionForward(dt, shape, a->q.data(), a->k.data(), a->v.data(), a->attn.data(),
                        a->lse.data());
   a->x2 = Linear(in, LinearModule::kO, a->attn, w.o);

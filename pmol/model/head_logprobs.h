@@ -17,6 +17,10 @@
 // memory is one chunk of logits and [M, H] instead of two [M, V] tensors.
 // A head that is trained (full fine-tuning) needs the logits' gradient for dW and keeps
 // using LlamaModel::HeadAt / HeadAtBackward.
+// Mixed precision (bf16 hidden states and head): the logits come out of the GEMM in f32,
+// the log-softmax and logp run in f32 (the loss is computed in f32 and then on the host in
+// f64); the chunk's onehot - softmax is rounded to bf16 once for the basis GEMM, whose
+// result (the basis) is f32. The backward's row scaling runs in f32 and rounds dh[s] once.
 #ifndef PMOL_MODEL_HEAD_LOGPROBS_H_
 #define PMOL_MODEL_HEAD_LOGPROBS_H_
 
@@ -27,8 +31,8 @@
 namespace pmol {
 
 struct HeadLogProbs {
-  Tensor logp;   // [M], the hidden states' dtype
-  Tensor basis;  // [M, H], or undefined (forward without backward)
+  Tensor logp;   // [M], AccumDType of the hidden states' dtype
+  Tensor basis;  // [M, H] of that type too, or undefined (forward without backward)
 };
 
 // Rows per chunk: as many as `chunk_bytes` of logits hold (at least 1). chunk_bytes <= 0

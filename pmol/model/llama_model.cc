@@ -81,7 +81,7 @@ absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids
         "sequence length ", seq, " exceeds the model's sliding_window (", config_.sliding_window,
         "); sliding-window attention is not implemented"));
   if (layout != nullptr) PMOL_RETURN_IF_ERROR(CheckTokenLayout(*layout, batch, seq));
-  if (rope_.positions < seq) rope_ = MakeRopeTable(config_, std::max<int64_t>(seq, 256), backend_, dtype_);
+  if (rope_.positions < seq) rope_ = MakeRopeTable(config_, std::max<int64_t>(seq, 256), backend_, AccumDType(dtype_));
 
   ForwardState local;
   ForwardState& s = state ? *state : local;
@@ -114,7 +114,7 @@ absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids
     }
   }
   s.final_in = x;
-  s.final_inv_rms = Tensor::Empty({n}, dtype_, backend_);
+  s.final_inv_rms = Tensor::Empty({n}, AccumDType(dtype_), backend_);
   s.final_out = Tensor::Empty({n, h}, dtype_, backend_);
   backend_->RmsNormForward(dtype_, x.data(), weights_.final_norm.data(), config_.rms_norm_eps, n, h,
                            s.final_out.data(), s.final_inv_rms.data());

@@ -11,7 +11,7 @@ namespace pmol {
 RewardResult RewardLoss(const Tensor& h, const std::vector<int64_t>& chosen_rows,
                         const std::vector<int64_t>& rejected_rows, const Tensor& w, double b) {
   PMOL_CHECK(h.rank() == 2 && w.rank() == 1 && w.dim(0) == h.dim(1));
-  PMOL_CHECK(h.dtype() == DType::kF32 || h.dtype() == DType::kF64);
+  PMOL_CHECK(h.dtype() == DType::kF32 || h.dtype() == DType::kF64 || h.dtype() == DType::kBF16);
   PMOL_CHECK(w.dtype() == DType::kF32 || w.dtype() == DType::kF64);
   PMOL_CHECK(h.backend() == w.backend());
   PMOL_CHECK(chosen_rows.size() == rejected_rows.size());

@@ -242,7 +242,7 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
       add_pair(i, r.rewards_chosen[i], r.rewards_rejected[i],
                Softplus(-(r.rewards_chosen[i] - r.rewards_rejected[i])));
     if (backward) {
-      be->Axpy(dt, loss_scale, r.dw.data(), value_head_->grad.data(), r.dw.numel());
+      be->Axpy(r.dw.dtype(), loss_scale, r.dw.data(), value_head_->grad.data(), r.dw.numel());
       dhidden = r.dh;
       be->Scale(dt, loss_scale, dhidden.data(), dhidden.numel());
     }
@@ -282,7 +282,7 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
             head.hidden, head.positions,
             dlogits.Reshape({head.positions.numel(), dlogits.dim(-1)}), full_grads_);
       } else {
-        const Tensor dlogp = PositionLogProbGrads(lp.state, d_sums, be, dt);
+        const Tensor dlogp = PositionLogProbGrads(lp.state, d_sums, be, head.frozen.logp.dtype());
         dhidden = HeadLogProbsBackward(head.frozen, head.hidden, head.positions, dlogp);
       }
     }

@@ -96,7 +96,8 @@ struct StepMetrics {
 };
 
 // Trainable value head of reward modelling: score.weight [1, H] (HF's
-// LlamaForSequenceClassification name, no bias).
+// LlamaForSequenceClassification name, no bias). In f32 (f64 for an f64 model) whatever
+// the model's dtype: the reward is computed on the host.
 struct ValueHead {
   Tensor weight, grad;
 };

@@ -16,17 +16,24 @@ namespace {
 
 constexpr char kValueHeadName[] = "score.weight";
 
-absl::StatusOr<DType> ComputeDType(const config::ModelConfig& m, DeviceType device) {
+// f32 and f64 compute as they are; bf16 is mixed precision (kernels/backend.h): bf16
+// weights and activations, f32 statistics, adapter gradients and optimizer state (AdamW
+// keeps f32 master copies of the bf16 adapter weights).
+absl::StatusOr<DType> ComputeDType(const config::ModelConfig& m,
+                                   config::AdapterConfig::Kind adapter_kind) {
   DType dt;
   if (!ParseDTypeName(absl::AsciiStrToUpper(m.dtype()), &dt) || dt == DType::kI32)
     return absl::InvalidArgumentError(absl::StrCat("model.dtype: unknown dtype '", m.dtype(), "'"));
-  if (dt != DType::kF32 && dt != DType::kF64) {
-    // bf16 weights load fine (converted on load); bf16 compute with f32 master weights
-    // needs the mixed-precision kernels, which neither backend has yet.
+  if (dt == DType::kF16) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model.dtype: '", m.dtype(), "': mixed-precision (", m.dtype(), ") training is not implemented yet; ",
-        device == DeviceType::kCpu ? "the CPU" : "the CUDA backend",
-        " computes in f32 (or f64); a bf16 checkpoint is read and converted on load"));
+        "model.dtype: '", m.dtype(), "': f16 compute is not supported (it needs loss scaling); ",
+        "use bf16 for mixed precision, or f32; an f16 checkpoint is read and converted on load"));
+  }
+  if (dt == DType::kBF16 && adapter_kind == config::AdapterConfig::FULL) {
+    return absl::InvalidArgumentError(
+        "model.dtype: 'bf16' with adapter.kind FULL: mixed precision trains adapters (LoRA, "
+        "PMoL) with f32 master weights and f32 gradients; full fine-tuning would need f32 "
+        "gradients for every base weight, which is not implemented: use model.dtype 'f32'");
   }
   return dt;
 }
@@ -67,7 +74,7 @@ absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::
   if (mc.path().empty()) return absl::InvalidArgumentError("model.path: required (a HF model folder)");
   PMOL_ASSIGN_OR_RETURN(DeviceType device, ParseDevice(mc.device()));
   PMOL_ASSIGN_OR_RETURN(run->backend, GetBackend(device, mc.threads()));
-  PMOL_ASSIGN_OR_RETURN(run->dtype, ComputeDType(mc, device));
+  PMOL_ASSIGN_OR_RETURN(run->dtype, ComputeDType(mc, config.adapter().kind()));
   PMOL_ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(mc.path(), run->backend, run->dtype));
   run->model = std::make_unique<LlamaModel>(std::move(model));
   run->model->set_recompute_activations(mc.recompute_activations());
@@ -93,8 +100,9 @@ absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::
     std::vector<double> w(lc.hidden_size);
     for (double& v : w) v = 0.02 * rng.Normal();  // HF's default initializer_range
     run->value_head->weight =
-        Tensor::FromHost(w.data(), {1, lc.hidden_size}, DType::kF64, run->backend).ConvertTo(run->dtype);
-    run->value_head->grad = Tensor::Zeros({1, lc.hidden_size}, run->dtype, run->backend);
+        Tensor::FromHost(w.data(), {1, lc.hidden_size}, DType::kF64, run->backend)
+            .ConvertTo(AccumDType(run->dtype));
+    run->value_head->grad = Tensor::Zeros({1, lc.hidden_size}, AccumDType(run->dtype), run->backend);
   }
 
   if (adapter.kind == AdapterKind::kFull) {
@@ -127,7 +135,7 @@ absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::
       if (file->Find(kValueHeadName)->shape != Shape{1, lc.hidden_size})
         return absl::InvalidArgumentError(absl::StrCat(adapter_path, ": ", kValueHeadName,
                                                        " must have shape [1, ", lc.hidden_size, "]"));
-      PMOL_ASSIGN_OR_RETURN(Tensor w, file->Load(kValueHeadName, run->backend, run->dtype));
+      PMOL_ASSIGN_OR_RETURN(Tensor w, file->Load(kValueHeadName, run->backend, AccumDType(run->dtype)));
       run->value_head->weight = w.Clone();
     }
   }
