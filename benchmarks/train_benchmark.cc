@@ -48,7 +48,13 @@
 //
 // Rows, each peer its own process (a row other than the checked "pytorch" that fails to
 // start or to step prints its error and is dropped; the run goes on):
-//   pmol                  float32 (pmol has no mixed-precision training yet)
+//   pmol                  float32 (the checked one)
+//   pmol-bf16             (--pmol_bf16; default on cuda) bf16 mixed precision: bf16 frozen
+//                         base, activations and adapter working copies; f32 statistics,
+//                         gradients, master weights and AdamW (model.dtype "bf16"); starts
+//                         from the same adapters, catches up the check steps untimed and
+//                         prints its losses there next to the f32 ones. On cpu it shares
+//                         pmol's process, so its RSS figures are the process's.
 //   pytorch               float32, eager (the checked one); attention F.scaled_dot_product_
 //                         attention(is_causal=True) on PyTorch >= 2, else matmul + mask +
 //                         softmax (Debian's torch 1.13 here)
@@ -56,7 +62,8 @@
 //   pytorch-bf16          (--bf16; default on cuda) bf16 autocast, bf16 frozen base, f32
 //                         adapters and AdamW, eager
 //   pytorch-bf16-compile  (--compile; default on cuda) the same under torch.compile
-// The bf16 rows are timed, not checked: their gradients differ from f32 ones by bf16
+// The bf16 rows are timed, not checked (pmol's bf16 step has its own test against f32,
+// tests/train/preference_step_test.cc): their gradients differ from f32 ones by bf16
 // rounding, far beyond the tolerances above.
 // Thread environments (cpu): "pytorch" runs with OPENBLAS_NUM_THREADS = threads and
 // OMP_WAIT_POLICY = PASSIVE, "pytorch-defaults" with torch.set_num_threads(threads) alone.
@@ -105,7 +112,8 @@
 //   ./bazel-bin/benchmarks/train_benchmark --threads=2 --steps=10 --warmup=2
 //   on a GPU machine: benchmarks/gpu_train_benchmark.sh (pack here, run there)
 // Flags: --device --threads (0: all cores) --batch --seq --steps --warmup --check_steps
-//        --check_f64 --peer_defaults --bf16 --compile --peak_tflops --profile --workdir
+//        --check_f64 --peer_defaults --bf16 --compile --pmol_bf16 --peak_tflops --profile
+//        --workdir
 //        --peer --python --hf_config
 // --profile additionally times the phases of a step on every side (reference forward,
 // policy step with the reference cached, clipping, AdamW, and the frozen model's forward
@@ -136,6 +144,7 @@
 #include "gflags/gflags.h"
 #include "nlohmann/json.hpp"
 #include "pmol/core/rng.h"
+#include "pmol/core/status.h"
 #include "pmol/data/batching.h"
 #include "pmol/io/safetensors.h"
 #include "pmol/model/llama_model.h"
@@ -163,6 +172,7 @@ DEFINE_bool(share_prompt, true,
 DEFINE_bool(peer_defaults, true, "also time PyTorch with its default thread environment (cpu only)");
 DEFINE_bool(bf16, false, "also time PyTorch in bf16 mixed precision (cuda default: on)");
 DEFINE_bool(compile, false, "also time PyTorch bf16 under torch.compile (cuda default: on)");
+DEFINE_bool(pmol_bf16, false, "also time pmol in bf16 mixed precision (cuda default: on)");
 DEFINE_double(peak_tflops, 989.4,
               "peak for MFU on cuda, TFLOP/s (default: H100 SXM dense BF16 tensor cores)");
 DEFINE_string(workdir, "/tmp/pmol-train-benchmark", "where the model, adapters and batch are written");
@@ -351,6 +361,44 @@ struct PmolTrainer {
 };
 
 
+// pm's AdamW over its run's trainable parameters, its schedule and clipping, from config.
+absl::Status SetUpOptimizer(const config::RunConfig& config, PmolTrainer* pm) {
+  const config::OptimizerConfig& oc = config.optimizer();
+  AdamWOptions ao;
+  ao.lr = oc.lr();
+  ao.beta1 = oc.beta1();
+  ao.beta2 = oc.beta2();
+  ao.eps = oc.eps();
+  ao.weight_decay = oc.weight_decay();
+  pm->adamw = std::make_unique<AdamW>(ao);
+  NamedTensors params = pm->run->TrainableParams(), grads = pm->run->TrainableGrads();
+  for (size_t i = 0; i < params.size(); ++i) {
+    PMOL_RETURN_IF_ERROR(pm->adamw->AddParam(params[i].first, params[i].second, grads[i].second,
+                                             pm->run->Decays(params[i].first)));
+    pm->grads.push_back(grads[i].second);
+  }
+  pm->schedule.kind = LrScheduleOptions::kCosine;
+  pm->schedule.lr = oc.lr();
+  pm->schedule.warmup_steps = oc.warmup_steps();
+  pm->schedule.total_steps = oc.max_steps();
+  pm->schedule.min_lr_ratio = oc.min_lr_ratio();
+  pm->max_grad_norm = oc.max_grad_norm();
+  return absl::OkStatus();
+}
+
+// The pmol-bf16 row's trainer: the run of `config` in bf16, from the adapters saved at
+// adapter_path (rounded to bf16; AdamW keeps f32 masters), on pm32's batch.
+absl::StatusOr<std::unique_ptr<PmolTrainer>> MakeBf16Trainer(config::RunConfig config,
+                                                              const std::string& adapter_path,
+                                                              const PmolTrainer& pm32) {
+  config.mutable_model()->set_dtype("bf16");
+  auto pm = std::make_unique<PmolTrainer>();
+  PMOL_ASSIGN_OR_RETURN(pm->run, BuildRunComponents(config, adapter_path));
+  pm->batch = pm32.batch;
+  PMOL_RETURN_IF_ERROR(SetUpOptimizer(config, pm.get()));
+  return pm;
+}
+
 // Wall-clock seconds of fn(), from and to an idle device (pmol's GPU work is asynchronous).
 template <typename Fn>
 double TimeSynced(Backend* backend, Fn&& fn) {
@@ -436,6 +484,7 @@ struct Timed {
   std::string name;
   std::vector<std::string> peer_args;  // the peer's options; empty for pmol
   std::unique_ptr<PeerProcess> peer;
+  PmolTrainer* pmol = nullptr;  // a pmol row's trainer (peer_args empty)
   std::string description;
   bool failed = false;
   std::vector<double> seconds;
@@ -453,6 +502,7 @@ int Main() {
                                       {"check_f64", "false"},
                                       {"bf16", "true"},
                                       {"compile", "true"},
+                                      {"pmol_bf16", "true"},
                                       {"hf_config", "benchmarks/configs/qwen2_5_0_5b.json"}})
       gflags::SetCommandLineOptionWithMode(flag, value, gflags::SET_FLAG_IF_DEFAULT);
   }
@@ -532,29 +582,7 @@ int Main() {
   for (int32_t t = 0; t < T; ++t) PMOL_CHECK(pm.batch.chosen.response_mask[t] == (t >= prompt ? 1 : 0));
 
   // ---- Optimizer and schedule, from the config.
-  const config::OptimizerConfig& oc = config->optimizer();
-  AdamWOptions ao;
-  ao.lr = oc.lr();
-  ao.beta1 = oc.beta1();
-  ao.beta2 = oc.beta2();
-  ao.eps = oc.eps();
-  ao.weight_decay = oc.weight_decay();
-  pm.adamw = std::make_unique<AdamW>(ao);
-  {
-    NamedTensors params = run.TrainableParams(), grads = run.TrainableGrads();
-    for (size_t i = 0; i < params.size(); ++i) {
-      absl::Status s = pm.adamw->AddParam(params[i].first, params[i].second, grads[i].second,
-                                          run.Decays(params[i].first));
-      if (!s.ok()) return Fail(std::string(s.message()));
-      pm.grads.push_back(grads[i].second);
-    }
-  }
-  pm.schedule.kind = LrScheduleOptions::kCosine;
-  pm.schedule.lr = oc.lr();
-  pm.schedule.warmup_steps = oc.warmup_steps();
-  pm.schedule.total_steps = oc.max_steps();
-  pm.schedule.min_lr_ratio = oc.min_lr_ratio();
-  pm.max_grad_norm = oc.max_grad_norm();
+  if (absl::Status s = SetUpOptimizer(*config, &pm); !s.ok()) return Fail(std::string(s.message()));
 
   // ---- The peer's setup file.
   const std::string setup_path = FLAGS_workdir + "/setup.json";
@@ -587,6 +615,7 @@ int Main() {
     j["group_loss_weight"] = ob.group_loss_weight();
     j["group_label_smoothing"] = ob.group_label_smoothing();
     j["balance_loss_weight"] = ob.balance_loss_weight();
+    const config::OptimizerConfig& oc = config->optimizer();
     j["lr"] = oc.lr();
     j["beta1"] = oc.beta1();
     j["beta2"] = oc.beta2();
@@ -648,11 +677,15 @@ int Main() {
     impls.push_back(std::move(t));
   };
   add("pmol", {}, "float32, backend " + run.backend->Name());
+  impls[0].pmol = &pm;
   add("pytorch", peer_args("float32", env, false), "float32, eager");
   if (FLAGS_peer_defaults && !cuda)
     add("pytorch-defaults", peer_args("float32", "default", false), "float32, eager, default threads");
   if (FLAGS_bf16) add("pytorch-bf16", peer_args("bf16", env, false), "bf16 autocast, eager");
   if (FLAGS_compile) add("pytorch-bf16-compile", peer_args("bf16", env, true), "bf16 autocast, torch.compile");
+  if (FLAGS_pmol_bf16)
+    add("pmol-bf16", {}, "bf16 mixed precision (f32 statistics, gradients, masters, AdamW), backend " +
+                             run.backend->Name());
 
   // A row that fails is reported and dropped; the run goes on.
   auto drop = [&](Timed& t, const absl::Status& why) {
@@ -673,6 +706,24 @@ int Main() {
                     h.value("torch", "?"), " on ", h.value("device", "?"));
     for (int s = 0; s < catch_up && !t.failed; ++s)
       if (absl::StatusOr<nlohmann::json> r = t.peer->Call("step"); !r.ok()) drop(t, r.status());
+  };
+
+  // pmol in bf16: built when its turn comes on cuda (after the f32 pmol row has handed its
+  // memory back), at once on cpu (interleaved); it catches up the check steps untimed.
+  std::unique_ptr<PmolTrainer> pm16;
+  std::vector<double> check_losses;  // the f32 pmol's losses in the check steps
+  auto start_pmol_bf16 = [&](Timed& t) {
+    absl::StatusOr<std::unique_ptr<PmolTrainer>> built = MakeBf16Trainer(*config, adapter_path, pm);
+    if (!built.ok()) return drop(t, built.status());
+    pm16 = std::move(*built);
+    t.pmol = pm16.get();
+    for (int s = 0; s < FLAGS_check_steps; ++s) {
+      const double loss = pm16->Step(nullptr);
+      std::printf("pmol-bf16 catch-up step %d: loss %.6f, pmol f32 %.6f (relative %.1e; bf16 "
+                  "rounding moves it by ~1e-3)\n",
+                  s + 1, loss, check_losses[s], std::fabs(loss - check_losses[s]) / std::fabs(check_losses[s]));
+    }
+    if (cuda) run.backend->ReleaseCachedMemory();
   };
 
   // ---- Check. The float64 peer first, alone; its dumps wait on disk.
@@ -707,6 +758,7 @@ int Main() {
   for (int s = 0; s < FLAGS_check_steps; ++s) {
     PmolTrainer::Dump mine;
     pm.Step(&mine);
+    check_losses.push_back(mine.total);
     // cuda: each side hands its cached memory back after its step, so that only one of
     // them holds a step's activations at a time.
     if (cuda) run.backend->ReleaseCachedMemory();
@@ -793,12 +845,13 @@ int Main() {
               impls.size() > 2 ? " (Rows other than pytorch are not checked.)" : "");
 
   // ---- Timing.
+  Backend* const backend = run.backend;  // pm's run may go before pmol-bf16's turn (cuda)
   bool rss_ok = false;
   auto reset_peak = [&](Timed& t) {  // before the first timed step
     if (t.peer == nullptr) {
       malloc_trim(0);
       rss_ok = ResetPeakRss();
-      run.backend->ResetPeakMemory();
+      backend->ResetPeakMemory();
       return;
     }
     absl::StatusOr<nlohmann::json> r = t.peer->Call("reset_peak");
@@ -806,7 +859,7 @@ int Main() {
   };
   auto step = [&](Timed& t, bool timed) {
     if (t.peer == nullptr) {
-      t.last_s = TimeSynced(run.backend, [&] { t.last_loss = pm.Step(nullptr); });
+      t.last_s = TimeSynced(backend, [&] { t.last_loss = t.pmol->Step(nullptr); });
     } else {
       absl::StatusOr<nlohmann::json> r = t.peer->Call("step");
       if (!r.ok()) return drop(t, r.status());
@@ -823,8 +876,8 @@ int Main() {
       struct rusage ru;
       getrusage(RUSAGE_SELF, &ru);
       t.peak_all_mb = ru.ru_maxrss / 1024.0;
-      t.peak_device_bytes = static_cast<double>(run.backend->GetMemoryStats().peak_in_use_bytes);
-      if (FLAGS_profile) t.profile = ProfilePmol(pm, reps);
+      t.peak_device_bytes = static_cast<double>(backend->GetMemoryStats().peak_in_use_bytes);
+      if (FLAGS_profile) t.profile = ProfilePmol(*t.pmol, reps);
       return;
     }
     absl::StatusOr<nlohmann::json> r = t.peer->Call("peak");
@@ -846,7 +899,13 @@ int Main() {
   std::string load_before, load_after;
   if (!cuda) {
     // Interleaved step by step, every peer alive; the order rotates every step.
-    for (size_t k = 2; k < impls.size(); ++k) start(impls[k], FLAGS_check_steps);
+    for (size_t k = 2; k < impls.size(); ++k) {
+      if (impls[k].peer_args.empty()) {
+        start_pmol_bf16(impls[k]);
+      } else {
+        start(impls[k], FLAGS_check_steps);
+      }
+    }
     load_before = LoadAverage();
     for (int i = 0; i < FLAGS_warmup + FLAGS_steps; ++i) {
       const bool timed = i >= FLAGS_warmup;
@@ -865,14 +924,24 @@ int Main() {
     for (Timed& t : impls) finish(t);
   } else {
     // One implementation after another: the peers (each started before its steps and
-    // ended after them), then pmol alone on the GPU. pmol's pool holds no activations
-    // meanwhile (released after each check step).
+    // ended after them), then pmol alone on the GPU (its pool holds no activations
+    // meanwhile: released after each check step), then pmol-bf16, built after the f32
+    // run has gone and its memory is back in the pool.
     std::vector<size_t> order;
-    for (size_t k = 1; k < impls.size(); ++k) order.push_back(k);
+    for (size_t k = 1; k < impls.size(); ++k)
+      if (!impls[k].peer_args.empty()) order.push_back(k);
     order.push_back(0);
+    for (size_t k = 1; k < impls.size(); ++k)
+      if (impls[k].peer_args.empty()) order.push_back(k);
     for (size_t k : order) {
       Timed& t = impls[k];
-      if (k > 1) start(t, FLAGS_check_steps);
+      if (t.name == "pmol-bf16") {
+        pm = PmolTrainer();
+        backend->ReleaseCachedMemory();
+        start_pmol_bf16(t);
+      } else if (k > 1) {
+        start(t, FLAGS_check_steps);
+      }
       for (int i = 0; i < FLAGS_warmup + FLAGS_steps && !t.failed; ++i) {
         const bool timed = i >= FLAGS_warmup;
         if (i == FLAGS_warmup) reset_peak(t);
@@ -913,11 +982,14 @@ int Main() {
     else
       std::printf(" %12.0f MB %14.0f MB\n", t.peak_train_mb, t.peak_all_mb);
   }
-  for (size_t k = 1; k < impls.size(); ++k)
-    if (!impls[0].failed && !impls[k].failed)
-      std::printf("speed ratio pmol/%s (tokens/s, medians): %.2fx   (fastest steps: %.2fx)\n",
-                  impls[k].name.c_str(), Median(impls[k].seconds) / Median(impls[0].seconds),
-                  mn(impls[k].seconds) / mn(impls[0].seconds));
+  for (const Timed& ours : impls) {
+    if (!ours.peer_args.empty() || ours.failed) continue;
+    for (const Timed& theirs : impls)
+      if (!theirs.peer_args.empty() && !theirs.failed)
+        std::printf("speed ratio %s/%s (tokens/s, medians): %.2fx   (fastest steps: %.2fx)\n",
+                    ours.name.c_str(), theirs.name.c_str(), Median(theirs.seconds) / Median(ours.seconds),
+                    mn(theirs.seconds) / mn(ours.seconds));
+  }
   for (const Timed& t : impls) std::printf("  %-21s %s\n", t.name.c_str(), t.description.c_str());
   if (cuda) {
     std::printf("MFU = model FLOP/s / %.1f TFLOP/s (--peak_tflops; default: H100 SXM dense BF16 "
