@@ -11,8 +11,8 @@
 #   bash benchmarks/gpu_train_benchmark.sh run [DIR] [train_benchmark flags...]
 #     (GPU machine, from the repository root) unpacks DIR/bench.tar.xz once, then runs
 #     train_benchmark --device=cuda (Qwen2.5-0.5B-shaped model, 4 pairs x 1024 tokens, 10
-#     timed steps after 3 warm-up steps; rows pmol f32, PyTorch f32 / bf16 eager SDPA /
-#     bf16 torch.compile; see benchmarks/TRAIN_BENCHMARK.md). Extra flags override those
+#     timed steps after 3 warm-up steps; rows pmol f32 / bf16 mixed precision, PyTorch f32 /
+#     bf16 eager SDPA / bf16 torch.compile; see benchmarks/TRAIN_BENCHMARK.md). Extra flags override those
 #     defaults (e.g. --steps=20, --profile). The output also goes to DIR/train_benchmark.log.
 #     The peer runs with python3 (or $PYTHON), in the environment this script was started
 #     in: the packed libraries are on LD_LIBRARY_PATH for train_benchmark only.

@@ -8,7 +8,7 @@
 #     end-to-end run:
 #     the demo corpus, a random tiny Llama (launch/quickstart/tiny_llama.json), the
 #     quickstart's PMoL-DPO config (3 groups x 2 experts + 1 empty, r = 8) cut to 20 steps
-#     on that base, and the same run trained here on the CPU as the reference.
+#     on that base, and the same run trained here on the CPU as the reference (in f32 and in bf16).
 #   bash tests/gpu/run.sh run [DIR]        (GPU machine, from the repository root)
 #     1. every CUDA test binary: kernels against the CPU backend op by op, NCCL on one
 #        GPU, a whole PMoL-DPO step's losses and gradients against the CPU path;
@@ -19,6 +19,10 @@
 #        sides). Rounding barely moves this run: on the CPU its f32 and f64 losses differ
 #        by at most 2.1e-8 relative over the 20 steps, so 1e-4 leaves ~5000x room for the
 #        GPU's summation orders while a wrong kernel or a lost gradient shows at 1e-3+.
+#        Then in bf16 mixed precision (model.dtype=bf16), with and without recompute,
+#        against the same run in bf16 on the CPU within 2e-3 relative: on the CPU the bf16
+#        run's losses differ from the f32 run's by at most 2.5e-4 relative, and the GPU and
+#        CPU round in different places (summation orders), so 2e-3 is 8x that distance.
 #     It ends with "N passed, N failed" and exits non-zero when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,7 +44,10 @@ pack() {
   "$pmol" train --config="$e2e/cpu.textproto" $(e2e_flags "$e2e") --set=output_dir="$e2e/cpu_reference" \
     --set=model.device=cpu
   cp "$e2e/cpu_reference/metrics.jsonl" "$e2e/cpu_metrics.jsonl"
-  rm -rf "$e2e/cpu_reference" "$e2e/cpu.textproto"
+  "$pmol" train --config="$e2e/cpu.textproto" $(e2e_flags "$e2e") --set=output_dir="$e2e/cpu_bf16_reference" \
+    --set=model.device=cpu --set=model.dtype=bf16
+  cp "$e2e/cpu_bf16_reference/metrics.jsonl" "$e2e/cpu_bf16_metrics.jsonl"
+  rm -rf "$e2e/cpu_reference" "$e2e/cpu_bf16_reference" "$e2e/cpu.textproto"
   # One xz archive (~21 MB; unpacked ~95 MB, mostly OpenBLAS and ICU data), small enough
   # to travel with the working tree.
   rm -rf "$dir"
@@ -90,9 +97,10 @@ check() {  # check NAME COMMAND...: runs it, counts it
   fi
 }
 
-# Compares the "train" losses of two metrics.jsonl files at every logged step.
-same_losses() {
-  python3 - "$1" "$2" << 'EOF'
+# Compares the "train" losses of two metrics.jsonl files at every logged step, within a
+# relative tolerance.
+same_losses() {  # same_losses GPU_METRICS CPU_METRICS TOLERANCE
+  python3 - "$1" "$2" "$3" << 'EOF'
 import json, sys
 def losses(path):
     out = {}
@@ -101,27 +109,27 @@ def losses(path):
         if r.get("split") == "train" and "loss/total" in r:
             out[r["step"]] = r["loss/total"]
     return out
-got, want = losses(sys.argv[1]), losses(sys.argv[2])
+got, want, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
 if not want or sorted(got) != sorted(want):
     sys.exit(f"logged steps differ: gpu {sorted(got)} cpu {sorted(want)}")
 worst = max(abs(got[s] - want[s]) / max(abs(want[s]), 1e-3) for s in want)
 for s in sorted(want):
     print(f"  step {s}: gpu loss {got[s]:.6f}  cpu loss {want[s]:.6f}")
-print(f"  worst relative difference {worst:.2e} (tolerance 1e-4)")
-sys.exit(0 if worst <= 1e-4 else 1)
+print(f"  worst relative difference {worst:.2e} (tolerance {tol:g})")
+sys.exit(0 if worst <= tol else 1)
 EOF
 }
 
-train_on_gpu() {  # train_on_gpu DIR NAME [--set=...]
-  local dir="$1" name="$2"
-  shift 2
+train_on_gpu() {  # train_on_gpu DIR NAME CPU_METRICS TOLERANCE [--set=...]
+  local dir="$1" name="$2" reference="$3" tolerance="$4"
+  shift 4
   local e2e="$dir/e2e" out="$dir/e2e/gpu_$name"
   e2e_config "$e2e" > "$e2e/gpu_$name.textproto"
   rm -rf "$out"
   # shellcheck disable=SC2046  # e2e_flags is a list of words without spaces
   bash tests/cuda/run_on_gpu.sh exec "$dir" "$dir/bin/pmol" train --config="$e2e/gpu_$name.textproto" \
     $(e2e_flags "$e2e") --set=output_dir="$out" --set=model.device=cuda "$@" || return 1
-  same_losses "$out/metrics.jsonl" "$e2e/cpu_metrics.jsonl"
+  same_losses "$out/metrics.jsonl" "$e2e/$reference" "$tolerance"
 }
 
 run() {
@@ -141,10 +149,16 @@ run() {
     echo "=== compute-sanitizer not found: not run"
     failed=$((failed + 1))
   fi
-  check "pmol train on the GPU, ZeRO 0" train_on_gpu "$dir" zero0
-  check "pmol train on the GPU, ZeRO 1 (one rank)" train_on_gpu "$dir" zero1 --set=parallel.zero_stage=1
-  check "pmol train on the GPU, activation recompute" train_on_gpu "$dir" recompute \
+  local f32=(cpu_metrics.jsonl 1e-4) bf16=(cpu_bf16_metrics.jsonl 2e-3)
+  check "pmol train on the GPU, ZeRO 0" train_on_gpu "$dir" zero0 "${f32[@]}"
+  check "pmol train on the GPU, ZeRO 1 (one rank)" train_on_gpu "$dir" zero1 "${f32[@]}" \
+    --set=parallel.zero_stage=1
+  check "pmol train on the GPU, activation recompute" train_on_gpu "$dir" recompute "${f32[@]}" \
     --set=model.recompute_activations=true
+  check "pmol train on the GPU, bf16 mixed precision" train_on_gpu "$dir" bf16 "${bf16[@]}" \
+    --set=model.dtype=bf16
+  check "pmol train on the GPU, bf16 with activation recompute" train_on_gpu "$dir" bf16_recompute \
+    "${bf16[@]}" --set=model.dtype=bf16 --set=model.recompute_activations=true
   echo "$passed passed, $failed failed"
   [[ $failed -eq 0 ]]
 }
