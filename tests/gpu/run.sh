@@ -167,7 +167,7 @@ case "${1:-}" in
   pack) pack "${2:-}" ;;
   run) run "${2:-}" ;;
   *)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
