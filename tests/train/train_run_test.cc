@@ -6,7 +6,8 @@
 //   * every logged step reports its peak device memory (memory/peak_bytes) and the
 //     memory in use (memory/in_use_bytes), bounded below by the trainable parameters and
 //     their gradients, and the progress line shows the peak;
-//   * SIGTERM stops with a checkpoint, and running the command again finishes the same run;
+//   * SIGTERM stops with a checkpoint, and running the command again finishes the same run,
+//     in f32 and in bf16 mixed precision (bf16 adapters, f32 masters in the checkpoint);
 //   * a corrupt newest checkpoint is skipped with a warning, the previous one resumes, and
 //     the run still ends with the same bytes;
 //   * a non-finite loss stops the run with a message naming optimizer.max_skipped_steps;
@@ -18,9 +19,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
@@ -95,8 +98,7 @@ const std::string& Reference() {
   return *dir;
 }
 
-void ExpectSameFinalState(const std::string& dir) {
-  const std::string& ref = Reference();
+void ExpectSameFinalState(const std::string& dir, const std::string& ref = Reference()) {
   const std::string adapter = "/adapter/adapter_model.safetensors";
   ASSERT_TRUE(fs::exists(dir + adapter));
   EXPECT_TRUE(Bytes(ref + adapter) == Bytes(dir + adapter)) << "final adapters differ";
@@ -225,6 +227,66 @@ TEST(TrainRunTest, SigtermStopsWithACheckpointAndTheRunResumes) {
   ASSERT_TRUE(ExitedWith(resumed, 0));
   EXPECT_NE(resumed.stdout_text.find("resumed from"), std::string::npos);
   ExpectSameFinalState(dir);
+}
+
+// PmolConfig in bf16 mixed precision.
+std::string Bf16Config(const std::string& out) {
+  std::string text = PmolConfig(out);
+  const std::string model_end = " threads: 2 }";
+  text.replace(text.find(model_end), model_end.size(), " threads: 2 dtype: \"bf16\" }");
+  return text;
+}
+
+// bf16 mixed precision: the adapter is exported in bf16, the checkpoint keeps the f32
+// master copies beside the bf16 working copies, and a run stopped by SIGTERM and resumed
+// ends with the bytes of an uninterrupted bf16 run (the masters, not the rounded working
+// copies, carry the training across the restart).
+TEST(TrainRunTest, Bf16RunStoppedAndResumedEndsBitIdentical) {
+  const std::string ref = FreshDir("bf16_reference");
+  CommandResult r = RunPmol({"train", "--config=" + WriteConfig(ref, Bf16Config(ref))});
+  ASSERT_TRUE(ExitedWith(r, 0));
+  // name -> dtype, from the file's JSON header (8-byte little-endian length, then JSON).
+  auto dtypes = [](const std::string& path) {
+    std::map<std::string, std::string> out;
+    const std::string bytes = ReadFile(path);
+    uint64_t n = 0;
+    EXPECT_GE(bytes.size(), 8u) << path;
+    if (bytes.size() < 8) return out;
+    std::memcpy(&n, bytes.data(), 8);
+    const nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n), nullptr, false);
+    EXPECT_FALSE(header.is_discarded()) << path;
+    if (header.is_discarded()) return out;
+    for (const auto& [name, entry] : header.items())
+      if (name != "__metadata__") out[name] = entry["dtype"].get<std::string>();
+    return out;
+  };
+  int bf16_tensors = 0;
+  for (const auto& [name, dtype] : dtypes(ref + "/adapter/adapter_model.safetensors")) {
+    EXPECT_EQ(dtype, "BF16") << name;
+    ++bf16_tensors;
+  }
+  EXPECT_GT(bf16_tensors, 0);
+  // The optimizer shard holds flat f32 state (exp_avg, exp_avg_sq) and the f32 masters.
+  const std::map<std::string, std::string> state =
+      dtypes(ref + "/checkpoints/step-00000024/optimizer-shard-0.safetensors");
+  EXPECT_EQ(state.count("master"), 1u) << "no f32 master copy of the bf16 parameters";
+  for (const auto& [name, dtype] : state)
+    if (name != "step") EXPECT_EQ(dtype, "F32") << name;
+
+  const std::string dir = FreshDir("bf16_sigterm");
+  const std::string config = WriteConfig(dir, Bf16Config(dir));
+  RunningProgram p = StartProgram({PmolPath(), "train", "--config=" + config});
+  for (int i = 0; i < 600 && ReadFile(p.stdout_path).find("step 4/24") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(p.pid, SIGTERM);
+  CommandResult stopped = WaitProgram(p);
+  if (stopped.exit_code == 0) GTEST_SKIP() << "the run finished before SIGTERM arrived";
+  EXPECT_TRUE(ExitedWith(stopped, 1));
+  CommandResult resumed = RunPmol({"train", "--config=" + config});
+  ASSERT_TRUE(ExitedWith(resumed, 0));
+  EXPECT_NE(resumed.stdout_text.find("resumed from"), std::string::npos);
+  ExpectSameFinalState(dir, ref);
 }
 
 TEST(TrainRunTest, CorruptNewestCheckpointIsSkippedWithAWarning) {
