@@ -288,25 +288,31 @@ class CudaBackend final : public Backend {
   void GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               double alpha, const void* a, int64_t lda, const void* b, int64_t ldb, double beta,
               void* c, int64_t ldc) override {
-    if (c_dt != dt) UnsupportedType("GemmTo with a C type other than A's", c_dt, "A's type");
+    if (dt != DType::kF32 && dt != DType::kF64 && dt != DType::kBF16) {
+      UnsupportedType("Gemm", dt, "F32, F64 or BF16");
+    }
+    if (c_dt != dt && c_dt != AccumDType(dt)) {
+      std::fprintf(stderr,
+                   "pmol: CUDA backend: GemmTo with A and B of %s takes C of %s or %s, not %s\n",
+                   DTypeName(dt), DTypeName(dt), DTypeName(AccumDType(dt)), DTypeName(c_dt));
+      std::abort();
+    }
     if (m <= 0 || n <= 0) return;
-    if (k <= 0) {  // C = beta * C; cuBLAS would reject the zero leading dimensions
-      ForFloatType(dt, "Gemm", [&](auto tag) {
-        using T = decltype(tag);
-        for (int64_t row = 0; row < m; ++row) {
-          T* c_row = Out<T>(c) + row * ldc;
-          if (beta == 0.0) {
-            cuda::LaunchFill<T>(c_row, T(0), n, stream_);
-          } else {
-            cuda::LaunchScale<T>(static_cast<T>(beta), c_row, n, stream_);
-          }
+    // k = 0: C = beta * C, in the type of C (Fill and Scale of c_dt; cuBLAS would reject
+    // the zero leading dimensions).
+    if (k <= 0) {
+      for (int64_t row = 0; row < m; ++row) {
+        void* c_row = static_cast<char*>(c) + row * ldc * static_cast<int64_t>(DTypeSize(c_dt));
+        if (beta == 0.0) {
+          Fill(c_dt, c_row, 0.0, n);
+        } else {
+          Scale(c_dt, beta, c_row, n);
         }
-      });
+      }
       return;
     }
-    if (dt != DType::kF32 && dt != DType::kF64) UnsupportedType("Gemm", dt, "F32 or F64");
-    blas_->RowMajorGemm(dt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                       ldc);
+    blas_->RowMajorGemm(dt, c_dt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                        ldc);
   }
 
   void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n, int64_t dim,
