@@ -6,7 +6,7 @@
 //
 // Types: f32 (cublasSgemm) and f64 (cublasDgemm) with C of the same type; bf16 A and B
 // (mixed precision, kernels/backend.h) through cublasGemmEx with f32 compute
-// (CUBLAS_COMPUTE_32F: bf16 products accumulated in f32, on tensor cores) and C of bf16
+// (CUBLAS_COMPUTE_32F: bf16 products accumulated in f32, tensor cores allowed) and C of bf16
 // (alpha * AB + beta * C formed in f32, rounded once) or of f32 (c_dt = AccumDType).
 //
 // Compiled by nvcc (gemm.cu) so that host code needs no cuBLAS headers: the handle is

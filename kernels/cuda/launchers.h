@@ -11,8 +11,9 @@
 //
 // Some launchers need device scratch memory: they come with a `...ScratchBytes`
 // function, and the caller passes a buffer of at least that many bytes. Scratch is
-// only used in stream order, so one buffer can serve every launch on a stream; it holds
-// Accum<T> values (`accum_size` = sizeof(Accum<T>)).
+// only used in stream order, so one buffer can serve every launch on a stream. Where the
+// scratch holds partial sums of the compute type, its size function takes
+// accum_size = sizeof(Accum<T>).
 #ifndef PMOL_KERNELS_CUDA_LAUNCHERS_H_
 #define PMOL_KERNELS_CUDA_LAUNCHERS_H_
 
@@ -37,7 +38,8 @@ struct AccumOf<Bf16> {
 template <typename T>
 using Accum = typename AccumOf<T>::type;
 
-// elementwise.cu (float, double, Bf16). Fill of 16-bit types is by bit pattern (uint16_t).
+// elementwise.cu: Fill of float, double and uint16_t (bf16 and f16 by bit pattern); Axpy,
+// Scale and AddBias of float, double and Bf16.
 template <typename T>
 void LaunchFill(T* x, T value, int64_t n, cudaStream_t stream);
 template <typename T>
