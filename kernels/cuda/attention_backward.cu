@@ -12,6 +12,8 @@
 // accumulating in registers; dQ with one block
 // per (32-query tile, head, batch) over the key tiles up to its own. Every output
 // element is summed by one thread in a fixed order: no atomics, deterministic.
+// Arithmetic, shared tiles, lse and Delta are in Accum<T> (f32 for Bf16 storage: q, k, v,
+// out, dout widened on load; dq, dk, dv rounded once).
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
@@ -19,31 +21,35 @@
 namespace pmol::cuda {
 namespace {
 
-template <typename T>
+// A: the compute type of the shared tiles.
+template <typename A>
 size_t DkDvSharedBytes(int head_dim) {
   const int ld = head_dim + 1;
-  return static_cast<size_t>(4 * kTile * ld + 2 * kTile * (kTile + 1) + 2 * kTile) * sizeof(T) +
+  return static_cast<size_t>(4 * kTile * ld + 2 * kTile * (kTile + 1) + 2 * kTile) * sizeof(A) +
          2 * kTile * sizeof(int32_t);  // the query tile's key holes
 }
 
-template <typename T>
+template <typename A>
 size_t DqSharedBytes(int head_dim) {
   const int ld = head_dim + 1;
-  return static_cast<size_t>(4 * kTile * ld + kTile * (kTile + 1)) * sizeof(T);
+  return static_cast<size_t>(4 * kTile * ld + kTile * (kTile + 1)) * sizeof(A);
 }
 
 // delta[(b*Hq + h)*T + t] = dot(dout[b, t, h, :], out[b, t, h, :]); one warp per row.
 template <typename T>
 __global__ void AttentionDeltaKernel(const T* out, const T* dout, int64_t batch, int64_t seq,
-                                     int64_t q_heads, int head_dim, T* delta) {
+                                     int64_t q_heads, int head_dim, Accum<T>* delta) {
+  using A = Accum<T>;
   const int64_t warps_per_block = blockDim.x / kWarp;
   const int64_t row = blockIdx.x * warps_per_block + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= batch * seq * q_heads) return;
   const T* o = out + row * head_dim;
   const T* g = dout + row * head_dim;
-  T acc = T(0);
-  for (int d = lane; d < head_dim; d += kWarp) acc += o[d] * g[d];
+  A acc = A(0);
+  for (int d = lane; d < head_dim; d += kWarp) {
+    acc += static_cast<A>(o[d]) * static_cast<A>(g[d]);
+  }
   acc = WarpSum(acc);
   if (lane == 0) {
     // row = (b * seq + t) * q_heads + h  ->  [b, h, t]
@@ -57,20 +63,22 @@ __global__ void AttentionDeltaKernel(const T* out, const T* dout, int64_t batch,
 
 template <typename T, int kMaxD>
 __global__ void __launch_bounds__(kAttnThreads)
-    AttentionDkDvKernel(const T* q, const T* k, const T* v, const int32_t* holes, const T* lse,
-                        const T* delta, const T* dout, T* dk, T* dv, int64_t seq, int64_t q_heads,
-                        int64_t kv_heads, int head_dim, T scale) {
+    AttentionDkDvKernel(const T* q, const T* k, const T* v, const int32_t* holes,
+                        const Accum<T>* lse, const Accum<T>* delta, const T* dout, T* dk, T* dv,
+                        int64_t seq, int64_t q_heads, int64_t kv_heads, int head_dim,
+                        Accum<T> scale) {
+  using A = Accum<T>;
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const int ld = head_dim + 1;
-  T* s_k = reinterpret_cast<T*>(shared_raw);
-  T* s_v = s_k + kTile * ld;
-  T* s_q = s_v + kTile * ld;
-  T* s_do = s_q + kTile * ld;
-  T* s_p = s_do + kTile * ld;            // [key][query], stride kTile + 1
-  T* s_ds = s_p + kTile * (kTile + 1);   // [key][query]
-  T* s_lse = s_ds + kTile * (kTile + 1);
-  T* s_delta = s_lse + kTile;
+  A* s_k = reinterpret_cast<A*>(shared_raw);
+  A* s_v = s_k + kTile * ld;
+  A* s_q = s_v + kTile * ld;
+  A* s_do = s_q + kTile * ld;
+  A* s_p = s_do + kTile * ld;            // [key][query], stride kTile + 1
+  A* s_ds = s_p + kTile * (kTile + 1);   // [key][query]
+  A* s_lse = s_ds + kTile * (kTile + 1);
+  A* s_delta = s_lse + kTile;
   int32_t* s_hole = reinterpret_cast<int32_t*>(s_delta + kTile);  // [query][begin, end]
 
   const int64_t k_tile = blockIdx.x;
@@ -86,10 +94,10 @@ __global__ void __launch_bounds__(kAttnThreads)
   LoadTile(k, b, k0, seq, kv_heads, hk, head_dim, ld, s_k);
   LoadTile(v, b, k0, seq, kv_heads, hk, head_dim, ld, s_v);
 
-  T acc_dk[kPerLane];
-  T acc_dv[kPerLane];
+  A acc_dk[kPerLane];
+  A acc_dv[kPerLane];
 #pragma unroll
-  for (int j = 0; j < kPerLane; ++j) acc_dk[j] = acc_dv[j] = T(0);
+  for (int j = 0; j < kPerLane; ++j) acc_dk[j] = acc_dv[j] = A(0);
 
   for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
     for (int64_t q_tile = k_tile; q_tile < q_tiles; ++q_tile) {
@@ -99,8 +107,8 @@ __global__ void __launch_bounds__(kAttnThreads)
       LoadTile(dout, b, q0, seq, q_heads, h, head_dim, ld, s_do);
       if (threadIdx.x < kTile) {
         const int64_t t = q0 + threadIdx.x;
-        s_lse[threadIdx.x] = t < seq ? lse[(b * q_heads + h) * seq + t] : T(0);
-        s_delta[threadIdx.x] = t < seq ? delta[(b * q_heads + h) * seq + t] : T(0);
+        s_lse[threadIdx.x] = t < seq ? lse[(b * q_heads + h) * seq + t] : A(0);
+        s_delta[threadIdx.x] = t < seq ? delta[(b * q_heads + h) * seq + t] : A(0);
         const KeyHole hole = LoadKeyHole(holes, b, seq, t);
         s_hole[2 * threadIdx.x] = static_cast<int32_t>(hole.begin);
         s_hole[2 * threadIdx.x + 1] = static_cast<int32_t>(hole.end);
@@ -124,12 +132,12 @@ __global__ void __launch_bounds__(kAttnThreads)
         const KeyHole hole{s_hole[2 * c], s_hole[2 * c + 1]};
         const bool visible =
             k_pos <= q_pos && q_pos < seq && k_pos < seq && !hole.Hides(k_pos, q_pos);
-        T p = T(0);
-        T ds = T(0);
+        A p = A(0);
+        A ds = A(0);
         if (visible) {
-          const T s = scale * Dot(s_q + c * ld, s_k + key * ld, head_dim);
+          const A s = scale * Dot(s_q + c * ld, s_k + key * ld, head_dim);
           p = exp(s - s_lse[c]);
-          const T dp = Dot(s_do + c * ld, s_v + key * ld, head_dim);
+          const A dp = Dot(s_do + c * ld, s_v + key * ld, head_dim);
           ds = p * (dp - s_delta[c]);
         }
         s_p[key * (kTile + 1) + c] = p;
@@ -138,10 +146,10 @@ __global__ void __launch_bounds__(kAttnThreads)
       __syncwarp();  // a key row's P, dS are written and read by the same 8 lanes
 
       for (int c = 0; c < kTile; ++c) {
-        const T p = s_p[key * (kTile + 1) + c];
-        const T ds = s_ds[key * (kTile + 1) + c];
-        const T* do_row = s_do + c * ld;
-        const T* q_row = s_q + c * ld;
+        const A p = s_p[key * (kTile + 1) + c];
+        const A ds = s_ds[key * (kTile + 1) + c];
+        const A* do_row = s_do + c * ld;
+        const A* q_row = s_q + c * ld;
 #pragma unroll
         for (int j = 0; j < kPerLane; ++j) {
           const int d = lane + kRowLanesAttn * j;
@@ -169,17 +177,19 @@ __global__ void __launch_bounds__(kAttnThreads)
 
 template <typename T, int kMaxD>
 __global__ void __launch_bounds__(kAttnThreads)
-    AttentionDqKernel(const T* q, const T* k, const T* v, const int32_t* holes, const T* lse,
-                      const T* delta, const T* dout, T* dq, int64_t seq, int64_t q_heads, int64_t kv_heads,
-                      int head_dim, T scale) {
+    AttentionDqKernel(const T* q, const T* k, const T* v, const int32_t* holes,
+                      const Accum<T>* lse, const Accum<T>* delta, const T* dout, T* dq,
+                      int64_t seq, int64_t q_heads, int64_t kv_heads, int head_dim,
+                      Accum<T> scale) {
+  using A = Accum<T>;
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const int ld = head_dim + 1;
-  T* s_q = reinterpret_cast<T*>(shared_raw);
-  T* s_do = s_q + kTile * ld;
-  T* s_k = s_do + kTile * ld;
-  T* s_v = s_k + kTile * ld;
-  T* s_ds = s_v + kTile * ld;  // [query][key], stride kTile + 1
+  A* s_q = reinterpret_cast<A*>(shared_raw);
+  A* s_do = s_q + kTile * ld;
+  A* s_k = s_do + kTile * ld;
+  A* s_v = s_k + kTile * ld;
+  A* s_ds = s_v + kTile * ld;  // [query][key], stride kTile + 1
 
   const int64_t q_tile = gridDim.x - 1 - blockIdx.x;
   const int64_t h = blockIdx.y;
@@ -192,13 +202,13 @@ __global__ void __launch_bounds__(kAttnThreads)
 
   LoadTile(q, b, q0, seq, q_heads, h, head_dim, ld, s_q);
   LoadTile(dout, b, q0, seq, q_heads, h, head_dim, ld, s_do);
-  const T row_lse = q_pos < seq ? lse[(b * q_heads + h) * seq + q_pos] : T(0);
-  const T row_delta = q_pos < seq ? delta[(b * q_heads + h) * seq + q_pos] : T(0);
+  const A row_lse = q_pos < seq ? lse[(b * q_heads + h) * seq + q_pos] : A(0);
+  const A row_delta = q_pos < seq ? delta[(b * q_heads + h) * seq + q_pos] : A(0);
   const KeyHole hole = LoadKeyHole(holes, b, seq, q_pos);
 
-  T acc[kPerLane];
+  A acc[kPerLane];
 #pragma unroll
-  for (int j = 0; j < kPerLane; ++j) acc[j] = T(0);
+  for (int j = 0; j < kPerLane; ++j) acc[j] = A(0);
 
   for (int64_t k_tile = 0; k_tile <= q_tile; ++k_tile) {
     const int64_t k0 = k_tile * kTile;
@@ -215,11 +225,11 @@ __global__ void __launch_bounds__(kAttnThreads)
       const int64_t k_pos = k0 + c;
       const bool visible =
           k_pos <= q_pos && q_pos < seq && k_pos < seq && !hole.Hides(k_pos, q_pos);
-      T ds = T(0);
+      A ds = A(0);
       if (visible) {
-        const T s = scale * Dot(s_q + row * ld, s_k + c * ld, head_dim);
-        const T p = exp(s - row_lse);
-        const T dp = Dot(s_do + row * ld, s_v + c * ld, head_dim);
+        const A s = scale * Dot(s_q + row * ld, s_k + c * ld, head_dim);
+        const A p = exp(s - row_lse);
+        const A dp = Dot(s_do + row * ld, s_v + c * ld, head_dim);
         ds = p * (dp - row_delta);
       }
       s_ds[row * (kTile + 1) + c] = ds;
@@ -227,8 +237,8 @@ __global__ void __launch_bounds__(kAttnThreads)
     __syncwarp();
 
     for (int c = 0; c < kTile; ++c) {
-      const T ds = s_ds[row * (kTile + 1) + c];
-      const T* k_row = s_k + c * ld;
+      const A ds = s_ds[row * (kTile + 1) + c];
+      const A* k_row = s_k + c * ld;
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) {
         const int d = lane + kRowLanesAttn * j;
@@ -249,21 +259,22 @@ __global__ void __launch_bounds__(kAttnThreads)
 
 }  // namespace
 
-size_t AttentionBackwardScratchBytes(size_t elem_size, const AttentionDims& dims) {
-  return static_cast<size_t>(dims.batch * dims.q_heads * dims.seq) * elem_size;
+size_t AttentionBackwardScratchBytes(size_t accum_size, const AttentionDims& dims) {
+  return static_cast<size_t>(dims.batch * dims.q_heads * dims.seq) * accum_size;
 }
 
 template <typename T>
 void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, const T* v,
-                             const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
-                             void* scratch, cudaStream_t stream) {
+                             const T* out, const Accum<T>* lse, const T* dout, T* dq, T* dk,
+                             T* dv, void* scratch, cudaStream_t stream) {
+  using A = Accum<T>;
   if (dims.batch <= 0 || dims.seq <= 0 || dims.q_heads <= 0) return;
-  CheckAttentionDims(dims, sizeof(T));
+  CheckAttentionDims(dims, sizeof(A));
   PMOL_CUDA_REQUIRE(scratch != nullptr, "attention backward needs scratch");
   PMOL_CUDA_REQUIRE(dims.kv_heads <= 65535, "attention: too many kv heads for one grid");
   const int head_dim = static_cast<int>(dims.head_dim);
-  const T scale = static_cast<T>(dims.scale);
-  T* delta = static_cast<T*>(scratch);
+  const A scale = static_cast<A>(dims.scale);
+  A* delta = static_cast<A*>(scratch);
 
   const int64_t rows = dims.batch * dims.seq * dims.q_heads;
   constexpr int kDeltaThreads = 256;
@@ -276,8 +287,8 @@ void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, 
 
   const int64_t tiles = (dims.seq + kTile - 1) / kTile;
   PMOL_CUDA_REQUIRE(tiles <= 0x7fffffff, "attention: sequence too long");
-  DispatchHeadDim<T>(dims.head_dim, [&]<int kMaxD>() {
-    const size_t dkdv_shared = DkDvSharedBytes<T>(head_dim);
+  DispatchHeadDim<A>(dims.head_dim, [&]<int kMaxD>() {
+    const size_t dkdv_shared = DkDvSharedBytes<A>(head_dim);
     auto dkdv = AttentionDkDvKernel<T, kMaxD>;
     cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(dkdv_shared));
@@ -289,7 +300,7 @@ void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, 
                                                            dims.kv_heads, head_dim, scale);
     PMOL_CUDA_CHECK_LAUNCH("AttentionDkDvKernel");
 
-    const size_t dq_shared = DqSharedBytes<T>(head_dim);
+    const size_t dq_shared = DqSharedBytes<A>(head_dim);
     auto dq_kernel = AttentionDqKernel<T, kMaxD>;
     cudaFuncSetAttribute(dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(dq_shared));
@@ -311,5 +322,8 @@ template void LaunchAttentionBackward<double>(const AttentionDims&, const double
                                               const double*, const double*, const double*,
                                               const double*, const double*, double*, double*,
                                               double*, void*, cudaStream_t);
+template void LaunchAttentionBackward<Bf16>(const AttentionDims&, const Bf16*, const Bf16*,
+                                            const Bf16*, const Bf16*, const float*, const Bf16*,
+                                            Bf16*, Bf16*, Bf16*, void*, cudaStream_t);
 
 }  // namespace pmol::cuda

@@ -7,7 +7,9 @@
 // lane, lane+8, lane+16, lane+24 of the tile, and accumulates the output features
 // d = lane, lane+8, ... (at most kMaxD/8 registers). The 8 lanes of a row are adjacent
 // in one warp, so row-wise max and sum are 3 xor-shuffles. Tiles in shared memory have a
-// row stride of head_dim+1 to spread the rows over the memory banks.
+// row stride of head_dim+1 to spread the rows over the memory banks. Tiles, scores and
+// accumulators are of the compute type A = Accum<T> (f32 for Bf16 storage): LoadTile
+// widens each element once.
 #ifndef PMOL_KERNELS_CUDA_ATTENTION_COMMON_CUH_
 #define PMOL_KERNELS_CUDA_ATTENTION_COMMON_CUH_
 
@@ -51,17 +53,18 @@ __device__ __forceinline__ KeyHole LoadKeyHole(const int32_t* holes, int64_t b, 
   return h;
 }
 
-// Loads rows [t0, t0 + kTile) of head `head` of a [B, T, H, D] tensor of batch b into a
-// shared tile [kTile][ld]; rows past the sequence end are zero.
-template <typename T>
+// Loads rows [t0, t0 + kTile) of head `head` of a [B, T, H, D] tensor of batch b (storage
+// type T) into a shared tile [kTile][ld] of A; rows past the sequence end are zero.
+template <typename T, typename A>
 __device__ __forceinline__ void LoadTile(const T* src, int64_t b, int64_t t0, int64_t seq,
                                          int64_t heads, int64_t head, int d_len, int ld,
-                                         T* tile) {
+                                         A* tile) {
   for (int idx = threadIdx.x; idx < kTile * d_len; idx += blockDim.x) {
     const int r = idx / d_len;
     const int d = idx - r * d_len;
     const int64_t t = t0 + r;
-    tile[r * ld + d] = t < seq ? src[((b * seq + t) * heads + head) * d_len + d] : T(0);
+    tile[r * ld + d] =
+        t < seq ? static_cast<A>(src[((b * seq + t) * heads + head) * d_len + d]) : A(0);
   }
 }
 
@@ -90,8 +93,9 @@ __device__ __forceinline__ T RowSum(T v) {
   return v;
 }
 
-// Calls fn.template operator()<kMaxD>() with the smallest compiled kMaxD >= head_dim.
-// f32: 32, 64, 128, 256; f64: 32, 64, 128 (256 would not fit in shared memory).
+// Calls fn.template operator()<kMaxD>() with the smallest compiled kMaxD >= head_dim, for
+// tiles of type T (the compute type): f32: 32, 64, 128, 256; f64: 32, 64, 128 (256 would
+// not fit in shared memory).
 template <typename T, typename Fn>
 void DispatchHeadDim(int64_t head_dim, Fn&& fn) {
   if (head_dim <= 32) {
@@ -110,10 +114,10 @@ void DispatchHeadDim(int64_t head_dim, Fn&& fn) {
   }
 }
 
-inline void CheckAttentionDims(const AttentionDims& dims, size_t elem_size) {
+inline void CheckAttentionDims(const AttentionDims& dims, size_t accum_size) {
   PMOL_CUDA_REQUIRE(dims.kv_heads > 0 && dims.q_heads % dims.kv_heads == 0,
                     "attention: q_heads must be a multiple of kv_heads");
-  PMOL_CUDA_REQUIRE(dims.head_dim > 0 && dims.head_dim <= AttentionMaxHeadDim(elem_size),
+  PMOL_CUDA_REQUIRE(dims.head_dim > 0 && dims.head_dim <= AttentionMaxHeadDim(accum_size),
                     "attention: unsupported head_dim");
   PMOL_CUDA_REQUIRE(dims.q_heads <= 65535 && dims.batch <= 65535,
                     "attention: too many heads or sequences for one grid");

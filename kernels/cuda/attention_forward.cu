@@ -7,7 +7,8 @@
 // with the online softmax: per row a running max
 // m and sum l; each new tile rescales the accumulated output by exp(m_old - m_new).
 // Blocks are issued longest-first (the last query tiles see the most keys).
-// Arithmetic is in T on CUDA cores; rows finish with out = acc / l, lse = m + log(l).
+// Arithmetic is in Accum<T> on CUDA cores (f32 for Bf16 storage: tiles widened on load,
+// out rounded once, lse in f32); rows finish with out = acc / l, lse = m + log(l).
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
@@ -15,24 +16,26 @@
 namespace pmol::cuda {
 namespace {
 
-template <typename T>
+// A: the compute type of the shared tiles.
+template <typename A>
 size_t ForwardSharedBytes(int head_dim) {
   const int ld = head_dim + 1;
-  return static_cast<size_t>(3 * kTile * ld + kTile * (kTile + 1)) * sizeof(T);
+  return static_cast<size_t>(3 * kTile * ld + kTile * (kTile + 1)) * sizeof(A);
 }
 
 template <typename T, int kMaxD>
 __global__ void __launch_bounds__(kAttnThreads)
     AttentionForwardKernel(const T* q, const T* k, const T* v, const int32_t* holes, T* out,
-                           T* lse, int64_t seq, int64_t q_heads, int64_t kv_heads, int head_dim,
-                           T scale) {
+                           Accum<T>* lse, int64_t seq, int64_t q_heads, int64_t kv_heads,
+                           int head_dim, Accum<T> scale) {
+  using A = Accum<T>;
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const int ld = head_dim + 1;
-  T* s_q = reinterpret_cast<T*>(shared_raw);
-  T* s_k = s_q + kTile * ld;
-  T* s_v = s_k + kTile * ld;
-  T* s_p = s_v + kTile * ld;  // [kTile][kTile + 1]
+  A* s_q = reinterpret_cast<A*>(shared_raw);
+  A* s_k = s_q + kTile * ld;
+  A* s_v = s_k + kTile * ld;
+  A* s_p = s_v + kTile * ld;  // [kTile][kTile + 1]
 
   const int64_t q_tile = gridDim.x - 1 - blockIdx.x;
   const int64_t h = blockIdx.y;
@@ -46,11 +49,11 @@ __global__ void __launch_bounds__(kAttnThreads)
 
   LoadTile(q, b, q0, seq, q_heads, h, head_dim, ld, s_q);
 
-  T acc[kPerLane];
+  A acc[kPerLane];
 #pragma unroll
-  for (int j = 0; j < kPerLane; ++j) acc[j] = T(0);
-  T m = -INFINITY;
-  T l = T(0);
+  for (int j = 0; j < kPerLane; ++j) acc[j] = A(0);
+  A m = -INFINITY;
+  A l = A(0);
 
   for (int64_t k_tile = 0; k_tile <= q_tile; ++k_tile) {
     const int64_t k0 = k_tile * kTile;
@@ -61,24 +64,24 @@ __global__ void __launch_bounds__(kAttnThreads)
     LoadTile(v, b, k0, seq, kv_heads, hk, head_dim, ld, s_v);
     __syncthreads();
 
-    T s[kKeysPerLane];
-    T tile_max = -INFINITY;
+    A s[kKeysPerLane];
+    A tile_max = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kKeysPerLane; ++i) {
       const int c = lane + kRowLanesAttn * i;
       const int64_t k_pos = k0 + c;
       const bool visible = k_pos <= q_pos && k_pos < seq && !hole.Hides(k_pos, q_pos);
-      s[i] = visible ? scale * Dot(s_q + row * ld, s_k + c * ld, head_dim) : T(-INFINITY);
+      s[i] = visible ? scale * Dot(s_q + row * ld, s_k + c * ld, head_dim) : A(-INFINITY);
       tile_max = max(tile_max, s[i]);
     }
     tile_max = RowMax(tile_max);
-    const T m_new = max(m, tile_max);
+    const A m_new = max(m, tile_max);
     // A row with no visible key yet (only padding rows) keeps m = -inf and adds nothing.
-    const T correction = m_new == T(-INFINITY) ? T(1) : exp(m - m_new);
-    T tile_sum = T(0);
+    const A correction = m_new == A(-INFINITY) ? A(1) : exp(m - m_new);
+    A tile_sum = A(0);
 #pragma unroll
     for (int i = 0; i < kKeysPerLane; ++i) {
-      const T p = m_new == T(-INFINITY) ? T(0) : exp(s[i] - m_new);
+      const A p = m_new == A(-INFINITY) ? A(0) : exp(s[i] - m_new);
       tile_sum += p;
       s_p[row * (kTile + 1) + lane + kRowLanesAttn * i] = p;
     }
@@ -90,8 +93,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) acc[j] *= correction;
     for (int c = 0; c < kTile; ++c) {
-      const T p = s_p[row * (kTile + 1) + c];
-      const T* v_row = s_v + c * ld;
+      const A p = s_p[row * (kTile + 1) + c];
+      const A* v_row = s_v + c * ld;
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) {
         const int d = lane + kRowLanesAttn * j;
@@ -101,7 +104,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
 
   if (q_pos < seq) {
-    const T inv_l = T(1) / l;
+    const A inv_l = A(1) / l;
     T* out_row = out + ((b * seq + q_pos) * q_heads + h) * head_dim;
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
@@ -114,27 +117,28 @@ __global__ void __launch_bounds__(kAttnThreads)
 
 }  // namespace
 
-int64_t AttentionMaxHeadDim(size_t elem_size) { return elem_size == 4 ? 256 : 128; }
+int64_t AttentionMaxHeadDim(size_t accum_size) { return accum_size == 4 ? 256 : 128; }
 
 template <typename T>
 void LaunchAttentionForward(const AttentionDims& dims, const T* q, const T* k, const T* v,
-                            T* out, T* lse, cudaStream_t stream) {
+                            T* out, Accum<T>* lse, cudaStream_t stream) {
+  using A = Accum<T>;
   if (dims.batch <= 0 || dims.seq <= 0 || dims.q_heads <= 0) return;
-  CheckAttentionDims(dims, sizeof(T));
+  CheckAttentionDims(dims, sizeof(A));
   const int head_dim = static_cast<int>(dims.head_dim);
-  const size_t shared = ForwardSharedBytes<T>(head_dim);
+  const size_t shared = ForwardSharedBytes<A>(head_dim);
   const int64_t tiles = (dims.seq + kTile - 1) / kTile;
   PMOL_CUDA_REQUIRE(tiles <= 0x7fffffff, "attention: sequence too long");
   dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(dims.q_heads),
             static_cast<unsigned>(dims.batch));
-  DispatchHeadDim<T>(dims.head_dim, [&]<int kMaxD>() {
+  DispatchHeadDim<A>(dims.head_dim, [&]<int kMaxD>() {
     auto kernel = AttentionForwardKernel<T, kMaxD>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(shared));
     kernel<<<grid, kAttnThreads, shared, stream>>>(q, k, v, dims.key_holes, out, lse, dims.seq,
                                                    dims.q_heads,
                                                    dims.kv_heads, head_dim,
-                                                   static_cast<T>(dims.scale));
+                                                   static_cast<A>(dims.scale));
     PMOL_CUDA_CHECK_LAUNCH("AttentionForwardKernel");
   });
 }
@@ -144,5 +148,7 @@ template void LaunchAttentionForward<float>(const AttentionDims&, const float*, 
 template void LaunchAttentionForward<double>(const AttentionDims&, const double*,
                                              const double*, const double*, double*, double*,
                                              cudaStream_t);
+template void LaunchAttentionForward<Bf16>(const AttentionDims&, const Bf16*, const Bf16*,
+                                           const Bf16*, Bf16*, float*, cudaStream_t);
 
 }  // namespace pmol::cuda

@@ -5,6 +5,9 @@
 // lanes in lane order) into partial[chunk, c]. Stage 2: out[c] += sum over chunks in
 // chunk order. The chunking depends only on (rows, cols), never on the device, so the
 // result is bit-for-bit reproducible. With one chunk, stage 1 adds straight into out.
+// out is of storage type T (float, double, Bf16); value() and every sum, partial and
+// scratch element are of Accum<T>, and out[c] is written once (rounded once for Bf16).
+// The scratch holds ColumnReduceScratchBytes(sizeof(Accum<T>), rows, cols) bytes.
 #ifndef PMOL_KERNELS_CUDA_COLUMN_REDUCE_CUH_
 #define PMOL_KERNELS_CUDA_COLUMN_REDUCE_CUH_
 
@@ -12,6 +15,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launchers.h"
 
 namespace pmol::cuda {
 
@@ -29,46 +33,49 @@ inline int64_t ColumnReduceChunks(int64_t rows, int64_t cols) {
   return chunks;
 }
 
-inline size_t ColumnReduceScratchBytes(size_t elem_size, int64_t rows, int64_t cols) {
+inline size_t ColumnReduceScratchBytes(size_t accum_size, int64_t rows, int64_t cols) {
   const int64_t chunks = ColumnReduceChunks(rows, cols);
-  return chunks > 1 ? static_cast<size_t>(chunks * cols) * elem_size : 0;
+  return chunks > 1 ? static_cast<size_t>(chunks * cols) * accum_size : 0;
 }
 
 template <typename T, typename Value>
 __global__ void ColumnPartialKernel(Value value, int64_t rows, int64_t cols, int64_t chunk_rows,
-                                    T* partial, T* out) {
-  __shared__ T sums[kRowLanes][kColTile + 1];
+                                    Accum<T>* partial, T* out) {
+  using A = Accum<T>;
+  __shared__ A sums[kRowLanes][kColTile + 1];
   const int64_t c = blockIdx.x * int64_t{kColTile} + threadIdx.x;
   const int64_t begin = blockIdx.y * chunk_rows;
   int64_t end = begin + chunk_rows;
   if (end > rows) end = rows;
-  T acc = T(0);
+  A acc = A(0);
   if (c < cols) {
     for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) acc += value(r, c);
   }
   sums[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && c < cols) {
-    T total = sums[0][threadIdx.x];
+    A total = sums[0][threadIdx.x];
     for (int lane = 1; lane < kRowLanes; ++lane) total += sums[lane][threadIdx.x];
     if (partial != nullptr) {
       partial[blockIdx.y * cols + c] = total;
     } else {
-      out[c] += total;
+      out[c] = static_cast<A>(out[c]) + total;
     }
   }
 }
 
 template <typename T>
-__global__ void ColumnFinishKernel(const T* partial, int64_t chunks, int64_t cols, T* out) {
+__global__ void ColumnFinishKernel(const Accum<T>* partial, int64_t chunks, int64_t cols,
+                                   T* out) {
+  using A = Accum<T>;
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (c >= cols) return;
-  T total = T(0);
+  A total = A(0);
   for (int64_t k = 0; k < chunks; ++k) total += partial[k * cols + c];
-  out[c] += total;
+  out[c] = static_cast<A>(out[c]) + total;
 }
 
-// `scratch` holds at least ColumnReduceScratchBytes(sizeof(T), rows, cols) bytes.
+// `scratch` holds at least ColumnReduceScratchBytes(sizeof(Accum<T>), rows, cols) bytes.
 template <typename T, typename Value>
 void LaunchColumnReduce(Value value, int64_t rows, int64_t cols, T* out, void* scratch,
                         cudaStream_t stream) {
@@ -76,7 +83,7 @@ void LaunchColumnReduce(Value value, int64_t rows, int64_t cols, T* out, void* s
   const int64_t chunks = ColumnReduceChunks(rows, cols);
   const int64_t chunk_rows = (rows + chunks - 1) / chunks;
   const int64_t col_blocks = (cols + kColTile - 1) / kColTile;
-  T* partial = chunks > 1 ? static_cast<T*>(scratch) : nullptr;
+  Accum<T>* partial = chunks > 1 ? static_cast<Accum<T>*>(scratch) : nullptr;
   PMOL_CUDA_REQUIRE(chunks == 1 || scratch != nullptr, "column reduction needs scratch");
   PMOL_CUDA_REQUIRE(chunks <= 65535, "too many row chunks");
   dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks));

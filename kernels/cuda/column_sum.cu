@@ -1,5 +1,6 @@
 // SumRows: dbias[c] += sum_r dy[r, c], the bias gradient. Deterministic two-stage column
-// reduction (column_reduce.cuh): no atomics, same bits on every run.
+// reduction (column_reduce.cuh): no atomics, same bits on every run. Bf16 storage: the
+// sums are in f32 and dbias[c] is rounded once.
 #include "kernels/cuda/column_reduce.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
@@ -11,13 +12,13 @@ template <typename T>
 struct RowValue {
   const T* dy;
   int64_t cols;
-  __device__ T operator()(int64_t r, int64_t c) const { return dy[r * cols + c]; }
+  __device__ Accum<T> operator()(int64_t r, int64_t c) const { return dy[r * cols + c]; }
 };
 
 }  // namespace
 
-size_t SumRowsScratchBytes(size_t elem_size, int64_t rows, int64_t cols) {
-  return ColumnReduceScratchBytes(elem_size, rows, cols);
+size_t SumRowsScratchBytes(size_t accum_size, int64_t rows, int64_t cols) {
+  return ColumnReduceScratchBytes(accum_size, rows, cols);
 }
 
 template <typename T>
@@ -29,5 +30,6 @@ void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, T* dbias, void* scra
 template void LaunchSumRows<float>(const float*, int64_t, int64_t, float*, void*, cudaStream_t);
 template void LaunchSumRows<double>(const double*, int64_t, int64_t, double*, void*,
                                     cudaStream_t);
+template void LaunchSumRows<Bf16>(const Bf16*, int64_t, int64_t, Bf16*, void*, cudaStream_t);
 
 }  // namespace pmol::cuda

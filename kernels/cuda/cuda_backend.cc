@@ -1,7 +1,8 @@
 // CudaBackend: the Backend of kernels/backend.h on one GPU. It owns the device's stream,
 // the cuBLAS handle and a scratch buffer for kernels that need temporary memory, checks
-// each call's compute type, and forwards to the launchers of the .cu files
-// (launchers.h) and to cuBLAS (gemm.h). The math lives in those files. Memory comes from
+// each call's compute type (f32, f64, and bf16 storage for the ops of the mixed precision
+// of kernels/backend.h), and forwards to the launchers of the .cu files (launchers.h) and
+// to cuBLAS (gemm.h). The math lives in those files. Memory comes from
 // the device's default stream-ordered pool, kept as a cache (release threshold: never),
 // and the memory statistics are that pool's counters.
 #include "kernels/cuda/cuda_backend.h"
@@ -41,13 +42,14 @@ void CheckCuda(cudaError_t err, const char* what, const char* file, int line) {
 }
 #define PMOL_CUDA_OK(expr) CheckCuda((expr), #expr, __FILE__, __LINE__)
 
-[[noreturn]] void UnsupportedType(const char* op, DType dt) {
-  std::fprintf(stderr, "pmol: CUDA backend: %s does not support dtype %s (use F32 or F64)\n",
-               op, std::string(DTypeName(dt)).c_str());
+[[noreturn]] void UnsupportedType(const char* op, DType dt, const char* supported) {
+  std::fprintf(stderr, "pmol: CUDA backend: %s does not support dtype %s (use %s)\n", op,
+               std::string(DTypeName(dt)).c_str(), supported);
   std::abort();
 }
 
-// Calls fn(T{}) with T = float for kF32 and double for kF64.
+// Calls fn(T{}) with T = float for kF32 and double for kF64: the ops that never run in
+// bf16 (router and optimizer math, kernels/backend.h).
 template <typename Fn>
 void ForFloatType(DType dt, const char* op, Fn&& fn) {
   switch (dt) {
@@ -58,7 +60,26 @@ void ForFloatType(DType dt, const char* op, Fn&& fn) {
       fn(double{});
       return;
     default:
-      UnsupportedType(op, dt);
+      UnsupportedType(op, dt, "F32 or F64");
+  }
+}
+
+// Calls fn(T{}) with the storage type T = float, double, or Bf16 for kBF16 (mixed
+// precision: the launchers compute in cuda::Accum<T>, f32 for Bf16).
+template <typename Fn>
+void ForStorageType(DType dt, const char* op, Fn&& fn) {
+  switch (dt) {
+    case DType::kF32:
+      fn(float{});
+      return;
+    case DType::kF64:
+      fn(double{});
+      return;
+    case DType::kBF16:
+      fn(Bf16{});
+      return;
+    default:
+      UnsupportedType(op, dt, "F32, F64 or BF16");
   }
 }
 
@@ -180,65 +201,70 @@ class CudaBackend final : public Backend {
         cuda::LaunchFill<uint16_t>(Out<uint16_t>(x), F32ToF16(static_cast<float>(value)), n,
                                    stream_);
         return;
+      case DType::kF32:
+        cuda::LaunchFill<float>(Out<float>(x), static_cast<float>(value), n, stream_);
+        return;
+      case DType::kF64:
+        cuda::LaunchFill<double>(Out<double>(x), value, n, stream_);
+        return;
       default:
-        ForFloatType(dt, "Fill", [&](auto tag) {
-          using T = decltype(tag);
-          cuda::LaunchFill<T>(Out<T>(x), static_cast<T>(value), n, stream_);
-        });
+        UnsupportedType("Fill", dt, "F32, F64, BF16 or F16");
     }
   }
 
   void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) override {
-    ForFloatType(dt, "Axpy", [&](auto tag) {
+    ForStorageType(dt, "Axpy", [&](auto tag) {
       using T = decltype(tag);
-      cuda::LaunchAxpy<T>(static_cast<T>(alpha), In<T>(x), Out<T>(y), n, stream_);
+      cuda::LaunchAxpy<T>(static_cast<cuda::Accum<T>>(alpha), In<T>(x), Out<T>(y), n, stream_);
     });
   }
 
   void Scale(DType dt, double alpha, void* x, int64_t n) override {
-    ForFloatType(dt, "Scale", [&](auto tag) {
+    ForStorageType(dt, "Scale", [&](auto tag) {
       using T = decltype(tag);
-      cuda::LaunchScale<T>(static_cast<T>(alpha), Out<T>(x), n, stream_);
+      cuda::LaunchScale<T>(static_cast<cuda::Accum<T>>(alpha), Out<T>(x), n, stream_);
     });
   }
 
   void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) override {
-    ForFloatType(dt, "AddBias", [&](auto tag) {
+    ForStorageType(dt, "AddBias", [&](auto tag) {
       using T = decltype(tag);
       cuda::LaunchAddBias<T>(Out<T>(y), In<T>(bias), rows, cols, stream_);
     });
   }
 
   void SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) override {
-    ForFloatType(dt, "SumRows", [&](auto tag) {
+    ForStorageType(dt, "SumRows", [&](auto tag) {
       using T = decltype(tag);
-      void* scratch = Scratch(cuda::SumRowsScratchBytes(sizeof(T), rows, cols));
+      void* scratch = Scratch(cuda::SumRowsScratchBytes(sizeof(cuda::Accum<T>), rows, cols));
       cuda::LaunchSumRows<T>(In<T>(dy), rows, cols, Out<T>(dbias), scratch, stream_);
     });
   }
 
   void ScaleColumnBlocks(DType dt, const void* x, const void* s, int64_t rows, int64_t blocks,
                          int64_t width, double alpha, void* out) override {
-    ForFloatType(dt, "ScaleColumnBlocks", [&](auto tag) {
+    ForStorageType(dt, "ScaleColumnBlocks", [&](auto tag) {
       using T = decltype(tag);
       cuda::LaunchScaleColumnBlocks<T>(In<T>(x), In<T>(s), rows, blocks, width,
-                                       static_cast<T>(alpha), Out<T>(out), stream_);
+                                       static_cast<cuda::Accum<T>>(alpha), Out<T>(out),
+                                       stream_);
     });
   }
 
   void ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows, int64_t blocks,
                        int64_t width, double alpha, void* out) override {
-    ForFloatType(dt, "ColumnBlockDots", [&](auto tag) {
+    ForStorageType(dt, "ColumnBlockDots", [&](auto tag) {
       using T = decltype(tag);
+      using A = cuda::Accum<T>;  // out is of AccumDType(dt)
       cuda::LaunchColumnBlockDots<T>(In<T>(x), In<T>(y), rows, blocks, width,
-                                     static_cast<T>(alpha), Out<T>(out), stream_);
+                                     static_cast<A>(alpha), Out<A>(out), stream_);
     });
   }
 
   void CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows, void* dst,
                 int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
                 bool accumulate) override {
-    ForFloatType(dt, "CopyRows", [&](auto tag) {
+    ForStorageType(dt, "CopyRows", [&](auto tag) {
       using T = decltype(tag);
       cuda::LaunchCopyRows<T>(In<T>(src), src_stride, src_rows, Out<T>(dst), dst_stride, dst_rows,
                               n, width, accumulate, stream_);
@@ -262,30 +288,36 @@ class CudaBackend final : public Backend {
   void GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               double alpha, const void* a, int64_t lda, const void* b, int64_t ldb, double beta,
               void* c, int64_t ldc) override {
-    if (c_dt != dt) UnsupportedType("GemmTo with a C type other than A's", c_dt);
+    if (dt != DType::kF32 && dt != DType::kF64 && dt != DType::kBF16) {
+      UnsupportedType("Gemm", dt, "F32, F64 or BF16");
+    }
+    if (c_dt != dt && c_dt != AccumDType(dt)) {
+      std::fprintf(stderr,
+                   "pmol: CUDA backend: GemmTo with A and B of %s takes C of %s or %s, not %s\n",
+                   DTypeName(dt), DTypeName(dt), DTypeName(AccumDType(dt)), DTypeName(c_dt));
+      std::abort();
+    }
     if (m <= 0 || n <= 0) return;
-    if (k <= 0) {  // C = beta * C; cuBLAS would reject the zero leading dimensions
-      ForFloatType(dt, "Gemm", [&](auto tag) {
-        using T = decltype(tag);
-        for (int64_t row = 0; row < m; ++row) {
-          T* c_row = Out<T>(c) + row * ldc;
-          if (beta == 0.0) {
-            cuda::LaunchFill<T>(c_row, T(0), n, stream_);
-          } else {
-            cuda::LaunchScale<T>(static_cast<T>(beta), c_row, n, stream_);
-          }
+    // k = 0: C = beta * C, in the type of C (Fill and Scale of c_dt; cuBLAS would reject
+    // the zero leading dimensions).
+    if (k <= 0) {
+      for (int64_t row = 0; row < m; ++row) {
+        void* c_row = static_cast<char*>(c) + row * ldc * static_cast<int64_t>(DTypeSize(c_dt));
+        if (beta == 0.0) {
+          Fill(c_dt, c_row, 0.0, n);
+        } else {
+          Scale(c_dt, beta, c_row, n);
         }
-      });
+      }
       return;
     }
-    if (dt != DType::kF32 && dt != DType::kF64) UnsupportedType("Gemm", dt);
-    blas_->RowMajorGemm(dt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                       ldc);
+    blas_->RowMajorGemm(dt, c_dt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                        ldc);
   }
 
   void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n, int64_t dim,
                         void* out) override {
-    ForFloatType(dt, "EmbeddingForward", [&](auto tag) {
+    ForStorageType(dt, "EmbeddingForward", [&](auto tag) {
       using T = decltype(tag);
       cuda::LaunchEmbeddingForward<T>(In<T>(table), ids, n, dim, Out<T>(out), stream_);
     });
@@ -293,7 +325,7 @@ class CudaBackend final : public Backend {
 
   void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n, int64_t dim,
                          void* dtable) override {
-    ForFloatType(dt, "EmbeddingBackward", [&](auto tag) {
+    ForStorageType(dt, "EmbeddingBackward", [&](auto tag) {
       using T = decltype(tag);
       void* scratch = Scratch(cuda::EmbeddingBackwardScratchBytes(n));
       cuda::LaunchEmbeddingBackward<T>(In<T>(dout), ids, n, dim, Out<T>(dtable), scratch,
@@ -303,21 +335,22 @@ class CudaBackend final : public Backend {
 
   void RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
                       int64_t dim, void* y, void* inv_rms) override {
-    ForFloatType(dt, "RmsNormForward", [&](auto tag) {
+    ForStorageType(dt, "RmsNormForward", [&](auto tag) {
       using T = decltype(tag);
       cuda::LaunchRmsNormForward<T>(In<T>(x), In<T>(w), eps, rows, dim, Out<T>(y),
-                                    Out<T>(inv_rms), stream_);
+                                    Out<cuda::Accum<T>>(inv_rms), stream_);
     });
   }
 
   void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
                        const void* dy, int64_t rows, int64_t dim, void* dx, void* dw) override {
-    ForFloatType(dt, "RmsNormBackward", [&](auto tag) {
+    ForStorageType(dt, "RmsNormBackward", [&](auto tag) {
       using T = decltype(tag);
+      using A = cuda::Accum<T>;
       void* scratch = dw == nullptr
                           ? nullptr
-                          : Scratch(cuda::RmsNormBackwardScratchBytes(sizeof(T), rows, dim));
-      cuda::LaunchRmsNormBackward<T>(In<T>(x), In<T>(w), In<T>(inv_rms), In<T>(dy), rows, dim,
+                          : Scratch(cuda::RmsNormBackwardScratchBytes(sizeof(A), rows, dim));
+      cuda::LaunchRmsNormBackward<T>(In<T>(x), In<T>(w), In<A>(inv_rms), In<T>(dy), rows, dim,
                                      Out<T>(dx), Out<T>(dw), scratch, stream_);
     });
   }
@@ -325,16 +358,17 @@ class CudaBackend final : public Backend {
   void ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,
                  const void* cos, const void* sin, const int32_t* positions,
                  bool inverse) override {
-    ForFloatType(dt, "ApplyRope", [&](auto tag) {
+    ForStorageType(dt, "ApplyRope", [&](auto tag) {
       using T = decltype(tag);
-      cuda::LaunchApplyRope<T>(Out<T>(x), tokens, heads, head_dim, In<T>(cos), In<T>(sin),
+      using A = cuda::Accum<T>;  // the tables are of AccumDType(dt)
+      cuda::LaunchApplyRope<T>(Out<T>(x), tokens, heads, head_dim, In<A>(cos), In<A>(sin),
                                positions, inverse, stream_);
     });
   }
 
   void SwiGluForward(DType dt, const void* gate, const void* up, void* out,
                      int64_t n) override {
-    ForFloatType(dt, "SwiGluForward", [&](auto tag) {
+    ForStorageType(dt, "SwiGluForward", [&](auto tag) {
       using T = decltype(tag);
       cuda::LaunchSwiGluForward<T>(In<T>(gate), In<T>(up), Out<T>(out), n, stream_);
     });
@@ -342,7 +376,7 @@ class CudaBackend final : public Backend {
 
   void SwiGluBackward(DType dt, const void* gate, const void* up, const void* dout, void* dgate,
                       void* dup, int64_t n) override {
-    ForFloatType(dt, "SwiGluBackward", [&](auto tag) {
+    ForStorageType(dt, "SwiGluBackward", [&](auto tag) {
       using T = decltype(tag);
       cuda::LaunchSwiGluBackward<T>(In<T>(gate), In<T>(up), In<T>(dout), Out<T>(dgate),
                                     Out<T>(dup), n, stream_);
@@ -351,41 +385,45 @@ class CudaBackend final : public Backend {
 
   void AttentionForward(DType dt, const AttentionShape& shape, const void* q, const void* k,
                         const void* v, void* out, void* lse) override {
-    ForFloatType(dt, "AttentionForward", [&](auto tag) {
+    ForStorageType(dt, "AttentionForward", [&](auto tag) {
       using T = decltype(tag);
-      cuda::LaunchAttentionForward<T>(Dims(shape, sizeof(T)), In<T>(q), In<T>(k), In<T>(v),
-                                      Out<T>(out), Out<T>(lse), stream_);
+      using A = cuda::Accum<T>;
+      cuda::LaunchAttentionForward<T>(Dims(shape, sizeof(A)), In<T>(q), In<T>(k), In<T>(v),
+                                      Out<T>(out), Out<A>(lse), stream_);
     });
   }
 
   void AttentionBackward(DType dt, const AttentionShape& shape, const void* q, const void* k,
                          const void* v, const void* out, const void* lse, const void* dout,
                          void* dq, void* dk, void* dv) override {
-    ForFloatType(dt, "AttentionBackward", [&](auto tag) {
+    ForStorageType(dt, "AttentionBackward", [&](auto tag) {
       using T = decltype(tag);
-      const cuda::AttentionDims dims = Dims(shape, sizeof(T));
-      void* scratch = Scratch(cuda::AttentionBackwardScratchBytes(sizeof(T), dims));
+      using A = cuda::Accum<T>;
+      const cuda::AttentionDims dims = Dims(shape, sizeof(A));
+      void* scratch = Scratch(cuda::AttentionBackwardScratchBytes(sizeof(A), dims));
       cuda::LaunchAttentionBackward<T>(dims, In<T>(q), In<T>(k), In<T>(v), In<T>(out),
-                                       In<T>(lse), In<T>(dout), Out<T>(dq), Out<T>(dk),
+                                       In<A>(lse), In<T>(dout), Out<T>(dq), Out<T>(dk),
                                        Out<T>(dv), scratch, stream_);
     });
   }
 
   void LogSoftmaxGather(DType dt, const void* logits, const int32_t* targets, int64_t rows,
                         int64_t vocab, void* logp, void* lse) override {
-    ForFloatType(dt, "LogSoftmaxGather", [&](auto tag) {
+    ForStorageType(dt, "LogSoftmaxGather", [&](auto tag) {
       using T = decltype(tag);
-      cuda::LaunchLogSoftmaxGather<T>(In<T>(logits), targets, rows, vocab, Out<T>(logp),
-                                      Out<T>(lse), stream_);
+      using A = cuda::Accum<T>;  // logp and lse are of AccumDType(dt)
+      cuda::LaunchLogSoftmaxGather<T>(In<T>(logits), targets, rows, vocab, Out<A>(logp),
+                                      Out<A>(lse), stream_);
     });
   }
 
   void LogSoftmaxGatherBackward(DType dt, const void* logits, const int32_t* targets,
                                 const void* lse, const void* dlogp, int64_t rows, int64_t vocab,
                                 void* dlogits) override {
-    ForFloatType(dt, "LogSoftmaxGatherBackward", [&](auto tag) {
+    ForStorageType(dt, "LogSoftmaxGatherBackward", [&](auto tag) {
       using T = decltype(tag);
-      cuda::LaunchLogSoftmaxGatherBackward<T>(In<T>(logits), targets, In<T>(lse), In<T>(dlogp),
+      using A = cuda::Accum<T>;
+      cuda::LaunchLogSoftmaxGatherBackward<T>(In<T>(logits), targets, In<A>(lse), In<A>(dlogp),
                                               rows, vocab, Out<T>(dlogits), stream_);
     });
   }
@@ -448,15 +486,16 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static cuda::AttentionDims Dims(const AttentionShape& shape, size_t elem_size) {
+  // accum_size: the size of the compute type (f32 for bf16 storage).
+  static cuda::AttentionDims Dims(const AttentionShape& shape, size_t accum_size) {
     if (shape.kv_heads <= 0 || shape.q_heads % shape.kv_heads != 0 ||
-        shape.head_dim > cuda::AttentionMaxHeadDim(elem_size)) {
+        shape.head_dim > cuda::AttentionMaxHeadDim(accum_size)) {
       std::fprintf(stderr,
                    "pmol: CUDA attention: unsupported shape q_heads=%lld kv_heads=%lld "
                    "head_dim=%lld (q_heads must be a multiple of kv_heads; head_dim <= %lld)\n",
                    static_cast<long long>(shape.q_heads), static_cast<long long>(shape.kv_heads),
                    static_cast<long long>(shape.head_dim),
-                   static_cast<long long>(cuda::AttentionMaxHeadDim(elem_size)));
+                   static_cast<long long>(cuda::AttentionMaxHeadDim(accum_size)));
       std::abort();
     }
     return cuda::AttentionDims{shape.batch,    shape.seq,      shape.q_heads,

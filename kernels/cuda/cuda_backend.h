@@ -8,7 +8,10 @@
 // GetMemoryStats reports its counters (used, high-water mark, reserved).
 //
 // Compute types: f32 (the CUDA compute type) and f64 (used by tests to compare in double;
-// attention then supports head_dim <= 128). Convert handles f32/f64/bf16/f16.
+// attention then supports head_dim <= 128). dt = bf16 (mixed precision, kernels/backend.h)
+// for every op but RowSoftmax, RouterTopK(Backward), AdamWStep and SumSquares: bf16
+// storage, f32 math and side statistics, bf16 GEMMs through cublasGemmEx with f32
+// compute. Convert handles f32/f64/bf16/f16.
 // Determinism: every kernel, including the reductions (RmsNorm dw, SumRows, embedding
 // backward, attention dK/dV over the query heads of a group), sums in a fixed order
 // without atomics, so a run repeats bit-for-bit on the same GPU and shapes. cuBLAS GEMMs

@@ -5,6 +5,8 @@
 // radix sort (CUB), and one block per run of equal ids sums its rows in position order
 // and adds the sum once into dtable. No atomics, so the bits do not depend on
 // scheduling. (A very frequent id is summed by one block; fine at the sizes of a batch.)
+// Bf16 storage: the forward copies the bits; the backward sums a run in f32 and rounds
+// dtable[v, c] once when it adds the sum.
 #include <cub/device/device_radix_sort.cuh>
 
 #include "kernels/cuda/common.cuh"
@@ -46,11 +48,14 @@ __global__ void EmbeddingSegmentSumKernel(const T* dout, const int32_t* sorted_i
   if (p > 0 && sorted_ids[p - 1] == id) return;
   int64_t end = p + 1;
   while (end < n && sorted_ids[end] == id) ++end;
+  using A = Accum<T>;
   T* dst = dtable + static_cast<int64_t>(id) * dim;
   for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
-    T acc = T(0);
-    for (int64_t q = p; q < end; ++q) acc += dout[static_cast<int64_t>(sorted_pos[q]) * dim + c];
-    dst[c] += acc;
+    A acc = A(0);
+    for (int64_t q = p; q < end; ++q) {
+      acc += static_cast<A>(dout[static_cast<int64_t>(sorted_pos[q]) * dim + c]);
+    }
+    dst[c] = static_cast<A>(dst[c]) + acc;
   }
 }
 
@@ -113,6 +118,7 @@ void LaunchEmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64
                                            void*, cudaStream_t);
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)
+PMOL_INSTANTIATE(Bf16)
 #undef PMOL_INSTANTIATE
 
 }  // namespace pmol::cuda

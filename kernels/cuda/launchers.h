@@ -1,12 +1,19 @@
 // Host-side entry points of the CUDA kernels (the .cu files), callable from code built
 // by the host compiler (cuda_backend.cc). Every launcher enqueues work on `stream` and
-// returns without waiting; all pointers are device pointers. T is float or double
-// (explicitly instantiated in the .cu files). The math of each op is the one documented
-// in kernels/backend.h; the .cu file of each group states how it is computed.
+// returns without waiting; all pointers are device pointers. T is the storage type of the
+// operands: float, double, or (where a launcher says so) Bf16 of kernels/dtype.h, the
+// mixed precision of kernels/backend.h. Kernels compute in Accum<T> (float for Bf16, T
+// otherwise): every scalar argument, local, accumulator, shared-memory buffer and side
+// statistic (inv_rms, cos/sin, lse, logp, column-block dots) is of that type, and a Bf16
+// output is rounded once when written. The templates are explicitly instantiated in the
+// .cu files. The math of each op is the one documented in kernels/backend.h; the .cu file
+// of each group states how it is computed.
 //
 // Some launchers need device scratch memory: they come with a `...ScratchBytes`
 // function, and the caller passes a buffer of at least that many bytes. Scratch is
-// only used in stream order, so one buffer can serve every launch on a stream.
+// only used in stream order, so one buffer can serve every launch on a stream. Where the
+// scratch holds partial sums of the compute type, its size function takes
+// accum_size = sizeof(Accum<T>).
 #ifndef PMOL_KERNELS_CUDA_LAUNCHERS_H_
 #define PMOL_KERNELS_CUDA_LAUNCHERS_H_
 
@@ -19,29 +26,44 @@
 
 namespace pmol::cuda {
 
-// elementwise.cu
+// The compute type of operands stored as T (AccumDType of kernels/dtype.h).
+template <typename T>
+struct AccumOf {
+  using type = T;
+};
+template <>
+struct AccumOf<Bf16> {
+  using type = float;
+};
+template <typename T>
+using Accum = typename AccumOf<T>::type;
+
+// elementwise.cu: Fill of float, double and uint16_t (bf16 and f16 by bit pattern); Axpy,
+// Scale and AddBias of float, double and Bf16.
 template <typename T>
 void LaunchFill(T* x, T value, int64_t n, cudaStream_t stream);
 template <typename T>
-void LaunchAxpy(T alpha, const T* x, T* y, int64_t n, cudaStream_t stream);
+void LaunchAxpy(Accum<T> alpha, const T* x, T* y, int64_t n, cudaStream_t stream);
 template <typename T>
-void LaunchScale(T alpha, T* x, int64_t n, cudaStream_t stream);
+void LaunchScale(Accum<T> alpha, T* x, int64_t n, cudaStream_t stream);
 template <typename T>
 void LaunchAddBias(T* y, const T* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 
-// column_sum.cu: dbias[c] += sum_r dy[r, c] (deterministic, no atomics).
-size_t SumRowsScratchBytes(size_t elem_size, int64_t rows, int64_t cols);
+// column_sum.cu: dbias[c] += sum_r dy[r, c] (deterministic, no atomics; float, double,
+// Bf16).
+size_t SumRowsScratchBytes(size_t accum_size, int64_t rows, int64_t cols);
 template <typename T>
 void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, T* dbias, void* scratch,
                    cudaStream_t stream);
 
-// column_blocks.cu: per-row column-block scaling and dots (kernels/backend.h).
+// column_blocks.cu: per-row column-block scaling and dots (kernels/backend.h), row copies
+// (float, double, Bf16).
 template <typename T>
 void LaunchScaleColumnBlocks(const T* x, const T* s, int64_t rows, int64_t blocks,
-                             int64_t width, T alpha, T* out, cudaStream_t stream);
+                             int64_t width, Accum<T> alpha, T* out, cudaStream_t stream);
 template <typename T>
 void LaunchColumnBlockDots(const T* x, const T* y, int64_t rows, int64_t blocks, int64_t width,
-                           T alpha, T* out, cudaStream_t stream);
+                           Accum<T> alpha, Accum<T>* out, cudaStream_t stream);
 template <typename T>
 void LaunchCopyRows(const T* src, int64_t src_stride, const int32_t* src_rows, T* dst,
                     int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
@@ -51,28 +73,30 @@ void LaunchCopyRows(const T* src, int64_t src_stride, const int32_t* src_rows, T
 void LaunchConvert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n,
                    cudaStream_t stream);
 
-// swiglu.cu
+// swiglu.cu (float, double, Bf16)
 template <typename T>
 void LaunchSwiGluForward(const T* gate, const T* up, T* out, int64_t n, cudaStream_t stream);
 template <typename T>
 void LaunchSwiGluBackward(const T* gate, const T* up, const T* dout, T* dgate, T* dup,
                           int64_t n, cudaStream_t stream);
 
-// rms_norm.cu
+// rms_norm.cu (float, double, Bf16)
 template <typename T>
 void LaunchRmsNormForward(const T* x, const T* w, double eps, int64_t rows, int64_t dim, T* y,
-                          T* inv_rms, cudaStream_t stream);
-size_t RmsNormBackwardScratchBytes(size_t elem_size, int64_t rows, int64_t dim);
+                          Accum<T>* inv_rms, cudaStream_t stream);
+size_t RmsNormBackwardScratchBytes(size_t accum_size, int64_t rows, int64_t dim);
 template <typename T>
-void LaunchRmsNormBackward(const T* x, const T* w, const T* inv_rms, const T* dy, int64_t rows,
-                           int64_t dim, T* dx, T* dw, void* scratch, cudaStream_t stream);
+void LaunchRmsNormBackward(const T* x, const T* w, const Accum<T>* inv_rms, const T* dy,
+                           int64_t rows, int64_t dim, T* dx, T* dw, void* scratch,
+                           cudaStream_t stream);
 
-// rope.cu
+// rope.cu (float, double, Bf16)
 template <typename T>
-void LaunchApplyRope(T* x, int64_t tokens, int64_t heads, int64_t head_dim, const T* cos,
-                     const T* sin, const int32_t* positions, bool inverse, cudaStream_t stream);
+void LaunchApplyRope(T* x, int64_t tokens, int64_t heads, int64_t head_dim,
+                     const Accum<T>* cos, const Accum<T>* sin, const int32_t* positions,
+                     bool inverse, cudaStream_t stream);
 
-// embedding.cu
+// embedding.cu (float, double, Bf16)
 template <typename T>
 void LaunchEmbeddingForward(const T* table, const int32_t* ids, int64_t n, int64_t dim, T* out,
                             cudaStream_t stream);
@@ -81,23 +105,23 @@ template <typename T>
 void LaunchEmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64_t dim,
                              T* dtable, void* scratch, cudaStream_t stream);
 
-// log_softmax.cu
+// log_softmax.cu (float, double, Bf16)
 template <typename T>
 void LaunchLogSoftmaxGather(const T* logits, const int32_t* targets, int64_t rows,
-                            int64_t vocab, T* logp, T* lse, cudaStream_t stream);
+                            int64_t vocab, Accum<T>* logp, Accum<T>* lse, cudaStream_t stream);
 template <typename T>
-void LaunchLogSoftmaxGatherBackward(const T* logits, const int32_t* targets, const T* lse,
-                                    const T* dlogp, int64_t rows, int64_t vocab, T* dlogits,
-                                    cudaStream_t stream);
+void LaunchLogSoftmaxGatherBackward(const T* logits, const int32_t* targets,
+                                    const Accum<T>* lse, const Accum<T>* dlogp, int64_t rows,
+                                    int64_t vocab, T* dlogits, cudaStream_t stream);
 
-// row_softmax.cu
+// row_softmax.cu (float, double)
 template <typename T>
 void LaunchRowSoftmax(const T* x, int64_t rows, int64_t cols, T scale, T* y, cudaStream_t stream);
 template <typename T>
 void LaunchRowSoftmaxBackward(const T* y, const T* dy, int64_t rows, int64_t cols, T scale, T* dx,
                               cudaStream_t stream);
 
-// router_topk.cu
+// router_topk.cu (float, double)
 template <typename T>
 void LaunchRouterTopK(const T* probs, int64_t rows, int64_t slots, int64_t experts, int64_t k,
                       int64_t capacity, T* selected, T* gates, T* top, cudaStream_t stream);
@@ -106,8 +130,8 @@ void LaunchRouterTopKBackward(const T* selected, const T* gates, const T* top, c
                               int64_t rows, int64_t slots, int64_t experts, T* dg,
                               cudaStream_t stream);
 
-// attention_forward.cu / attention_backward.cu. Layouts as in backend.h:
-// q/out [B,T,Hq,D], k/v [B,T,Hkv,D], lse [B,Hq,T].
+// attention_forward.cu / attention_backward.cu (float, double, Bf16). Layouts as in
+// backend.h: q/out [B,T,Hq,D], k/v [B,T,Hkv,D], lse [B,Hq,T].
 struct AttentionDims {
   int64_t batch;
   int64_t seq;
@@ -117,18 +141,19 @@ struct AttentionDims {
   double scale;
   const int32_t* key_holes;  // i32 [batch * seq, 2] or null (AttentionShape::key_holes)
 };
-// The largest head_dim the attention kernels accept for an element size.
-int64_t AttentionMaxHeadDim(size_t elem_size);
+// The largest head_dim the attention kernels accept for a compute type of accum_size
+// bytes (the shared-memory tiles are of Accum<T>).
+int64_t AttentionMaxHeadDim(size_t accum_size);
 template <typename T>
 void LaunchAttentionForward(const AttentionDims& dims, const T* q, const T* k, const T* v,
-                            T* out, T* lse, cudaStream_t stream);
-size_t AttentionBackwardScratchBytes(size_t elem_size, const AttentionDims& dims);
+                            T* out, Accum<T>* lse, cudaStream_t stream);
+size_t AttentionBackwardScratchBytes(size_t accum_size, const AttentionDims& dims);
 template <typename T>
 void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, const T* v,
-                             const T* out, const T* lse, const T* dout, T* dq, T* dk, T* dv,
-                             void* scratch, cudaStream_t stream);
+                             const T* out, const Accum<T>* lse, const T* dout, T* dq, T* dk,
+                             T* dv, void* scratch, cudaStream_t stream);
 
-// optimizer.cu. AdamW: one torch.optim.AdamW update in place (the fields mirror
+// optimizer.cu (float, double). AdamW: one torch.optim.AdamW update in place (the fields mirror
 // AdamWScalars of kernels/backend.h, which this header does not include).
 struct AdamWLaunchScalars {
   double lr;

@@ -2,8 +2,10 @@
 //   forward:  r = 1 / sqrt(mean(x^2) + eps),  y = x * r * w   (r saved when asked)
 //   backward: dx = r * w * dy - x * r^3 * mean(x * w * dy)
 //             dw += sum_rows dy * x * r
-// Row sums are block tree reductions in T (fixed order). dw uses the deterministic
+// Row sums are block tree reductions in Accum<T> (fixed order). dw uses the deterministic
 // two-stage column reduction of column_reduce.cuh: no atomics, reproducible bits.
+// Bf16 storage (x, w, y, dy, dx, dw): the math is in f32, inv_rms is f32, and each bf16
+// output (y, dx, dw) is rounded once.
 #include "kernels/cuda/column_reduce.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
@@ -14,35 +16,44 @@ namespace {
 constexpr int kMaxRowThreads = 512;
 
 template <typename T>
-__global__ void RmsNormForwardKernel(const T* x, const T* w, T eps, int64_t dim, T* y,
-                                     T* inv_rms) {
-  __shared__ T shared[kWarp];
+__global__ void RmsNormForwardKernel(const T* x, const T* w, Accum<T> eps, int64_t dim, T* y,
+                                     Accum<T>* inv_rms) {
+  using A = Accum<T>;
+  __shared__ A shared[kWarp];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * dim;
   T* yr = y + row * dim;
-  T sum_sq = T(0);
-  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) sum_sq += xr[c] * xr[c];
+  A sum_sq = A(0);
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    const A xc = xr[c];
+    sum_sq += xc * xc;
+  }
   sum_sq = BlockSum(sum_sq, shared);
-  const T r = T(1) / sqrt(sum_sq / static_cast<T>(dim) + eps);
-  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = xr[c] * r * w[c];
+  const A r = A(1) / sqrt(sum_sq / static_cast<A>(dim) + eps);
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    yr[c] = static_cast<A>(xr[c]) * r * static_cast<A>(w[c]);
+  }
   if (inv_rms != nullptr && threadIdx.x == 0) inv_rms[row] = r;
 }
 
 template <typename T>
-__global__ void RmsNormBackwardKernel(const T* x, const T* w, const T* inv_rms, const T* dy,
-                                      int64_t dim, T* dx) {
-  __shared__ T shared[kWarp];
+__global__ void RmsNormBackwardKernel(const T* x, const T* w, const Accum<T>* inv_rms,
+                                      const T* dy, int64_t dim, T* dx) {
+  using A = Accum<T>;
+  __shared__ A shared[kWarp];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * dim;
   const T* dyr = dy + row * dim;
   T* dxr = dx + row * dim;
-  T dot = T(0);
-  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) dot += xr[c] * w[c] * dyr[c];
-  dot = BlockSum(dot, shared);
-  const T r = inv_rms[row];
-  const T coef = r * r * r * dot / static_cast<T>(dim);
+  A dot = A(0);
   for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
-    dxr[c] = r * w[c] * dyr[c] - xr[c] * coef;
+    dot += static_cast<A>(xr[c]) * static_cast<A>(w[c]) * static_cast<A>(dyr[c]);
+  }
+  dot = BlockSum(dot, shared);
+  const A r = inv_rms[row];
+  const A coef = r * r * r * dot / static_cast<A>(dim);
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    dxr[c] = r * static_cast<A>(w[c]) * static_cast<A>(dyr[c]) - static_cast<A>(xr[c]) * coef;
   }
 }
 
@@ -50,10 +61,11 @@ template <typename T>
 struct WeightGradValue {
   const T* x;
   const T* dy;
-  const T* inv_rms;
+  const Accum<T>* inv_rms;
   int64_t dim;
-  __device__ T operator()(int64_t r, int64_t c) const {
-    return dy[r * dim + c] * x[r * dim + c] * inv_rms[r];
+  __device__ Accum<T> operator()(int64_t r, int64_t c) const {
+    using A = Accum<T>;
+    return static_cast<A>(dy[r * dim + c]) * static_cast<A>(x[r * dim + c]) * inv_rms[r];
   }
 };
 
@@ -66,21 +78,22 @@ int Threads(int64_t dim) {
 
 template <typename T>
 void LaunchRmsNormForward(const T* x, const T* w, double eps, int64_t rows, int64_t dim, T* y,
-                          T* inv_rms, cudaStream_t stream) {
+                          Accum<T>* inv_rms, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
   PMOL_CUDA_REQUIRE(rows <= 0x7fffffff, "RmsNorm: too many rows for one grid");
   RmsNormForwardKernel<T><<<static_cast<unsigned>(rows), Threads(dim), 0, stream>>>(
-      x, w, static_cast<T>(eps), dim, y, inv_rms);
+      x, w, static_cast<Accum<T>>(eps), dim, y, inv_rms);
   PMOL_CUDA_CHECK_LAUNCH("RmsNormForwardKernel");
 }
 
-size_t RmsNormBackwardScratchBytes(size_t elem_size, int64_t rows, int64_t dim) {
-  return ColumnReduceScratchBytes(elem_size, rows, dim);
+size_t RmsNormBackwardScratchBytes(size_t accum_size, int64_t rows, int64_t dim) {
+  return ColumnReduceScratchBytes(accum_size, rows, dim);
 }
 
 template <typename T>
-void LaunchRmsNormBackward(const T* x, const T* w, const T* inv_rms, const T* dy, int64_t rows,
-                           int64_t dim, T* dx, T* dw, void* scratch, cudaStream_t stream) {
+void LaunchRmsNormBackward(const T* x, const T* w, const Accum<T>* inv_rms, const T* dy,
+                           int64_t rows, int64_t dim, T* dx, T* dw, void* scratch,
+                           cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
   PMOL_CUDA_REQUIRE(rows <= 0x7fffffff, "RmsNorm: too many rows for one grid");
   RmsNormBackwardKernel<T><<<static_cast<unsigned>(rows), Threads(dim), 0, stream>>>(
@@ -94,11 +107,12 @@ void LaunchRmsNormBackward(const T* x, const T* w, const T* inv_rms, const T* dy
 
 #define PMOL_INSTANTIATE(T)                                                                 \
   template void LaunchRmsNormForward<T>(const T*, const T*, double, int64_t, int64_t, T*,   \
-                                        T*, cudaStream_t);                                  \
-  template void LaunchRmsNormBackward<T>(const T*, const T*, const T*, const T*, int64_t,   \
-                                         int64_t, T*, T*, void*, cudaStream_t);
+                                        Accum<T>*, cudaStream_t);                           \
+  template void LaunchRmsNormBackward<T>(const T*, const T*, const Accum<T>*, const T*,     \
+                                         int64_t, int64_t, T*, T*, void*, cudaStream_t);
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)
+PMOL_INSTANTIATE(Bf16)
 #undef PMOL_INSTANTIATE
 
 }  // namespace pmol::cuda

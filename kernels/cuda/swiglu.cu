@@ -1,7 +1,8 @@
 // SwiGLU MLP activation, element-wise:
 //   out = silu(g) * u,  silu(g) = g * s,  s = sigmoid(g) = 1 / (1 + exp(-g))
 //   dgate = dout * u * s * (1 + g * (1 - s)),  dup = dout * g * s
-// exp is the accurate libdevice exp (no fast-math intrinsics).
+// exp is the accurate libdevice exp (no fast-math intrinsics). Bf16 storage: the math is
+// in f32 and each output is rounded once.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
 
@@ -15,23 +16,25 @@ __device__ __forceinline__ T Sigmoid(T g) {
 
 template <typename T>
 __global__ void SwiGluForwardKernel(const T* gate, const T* up, T* out, int64_t n) {
+  using A = Accum<T>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const T g = gate[i];
-    out[i] = g * Sigmoid(g) * up[i];
+    const A g = gate[i];
+    out[i] = g * Sigmoid(g) * static_cast<A>(up[i]);
   }
 }
 
 template <typename T>
 __global__ void SwiGluBackwardKernel(const T* gate, const T* up, const T* dout, T* dgate,
                                      T* dup, int64_t n) {
+  using A = Accum<T>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const T g = gate[i];
-    const T u = up[i];
-    const T d = dout[i];
-    const T s = Sigmoid(g);
-    dgate[i] = d * u * s * (T(1) + g * (T(1) - s));
+    const A g = gate[i];
+    const A u = up[i];
+    const A d = dout[i];
+    const A s = Sigmoid(g);
+    dgate[i] = d * u * s * (A(1) + g * (A(1) - s));
     dup[i] = d * g * s;
   }
 }
@@ -59,6 +62,7 @@ void LaunchSwiGluBackward(const T* gate, const T* up, const T* dout, T* dgate, T
                                         cudaStream_t);
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)
+PMOL_INSTANTIATE(Bf16)
 #undef PMOL_INSTANTIATE
 
 }  // namespace pmol::cuda

@@ -1,8 +1,10 @@
 // The CUDA backend (kernels/cuda) against the CPU backend (kernels/cpu), op by op, on
-// seeded random inputs with odd sizes (T = 37 and 70, head_dim 24/64/80/128, GQA 4/2 and
-// 6/1, vocab 1001 and 32001, rows 1001 to force the multi-chunk reductions), in f32 and
-// in f64. Outputs that an op overwrites start as NaN on the GPU, so an element the kernel
-// forgets to write fails the comparison.
+// seeded random inputs with odd sizes (T = 37 and 70, head_dim 24/64/80/128 and, in bf16,
+// 256, GQA 4/2 and 6/1, vocab 1001 and 32001, rows 1001 to force the multi-chunk
+// reductions), in f32 and in f64, and in bf16 mixed precision (kernels/backend.h: bf16
+// storage, f32 math and f32 side statistics) for the ops that have it. Outputs that an op
+// overwrites start as NaN on the GPU, so an element the kernel forgets to write fails the
+// comparison.
 //
 // Without a usable GPU (as on the build machines), CudaAvailability checks that asking
 // for the CUDA backend is a clear FailedPrecondition naming the CUDA runtime's error, and
@@ -22,6 +24,20 @@
 //   f64: 1e-12 and 1e-10 respectively (the same argument with 1 ulp = 1.1e-16).
 //   Exact (bit-identical): Fill, Scale, AddBias, embedding gather, and Convert (the GPU
 //     reproduces kernels/dtype.h's rounding bit for bit; NaNs need only be NaN).
+//   bf16 (dt = bf16, inputs random values rounded to bf16): both backends widen the same
+//     bf16 values exactly, compute in f32 and round each bf16 output once (nearest even,
+//     the same F32ToBf16). So where the f32 arithmetic is the same operations in the same
+//     order the outputs are bit-identical: Fill, Scale, AddBias, ScaleColumnBlocks,
+//     CopyRows, the embedding gather, and the embedding backward with distinct ids.
+//     Otherwise the two f32 results differ by a few f32 ulps (element-wise: the GPU's
+//     FMAs and libdevice exp) or by the summation order (reductions), far below a bf16
+//     ulp, and rounding can still land them on neighbouring bf16 values. bf16 has 8
+//     significant bits, so one ulp is 2^-8 .. 2^-7 of the value: element-wise tol 2^-7
+//     (one ulp anywhere in a binade); GEMM, norms, attention, softmax and column sums tol
+//     2^-6 (two ulps: the rounding step plus the f32 difference, which the mean-magnitude
+//     floor keeps small where an output is small through cancellation). The f32 outputs
+//     of bf16 ops (inv_rms, lse, logp, ColumnBlockDots) come from the same bf16 values in
+//     f32 and take the f32 reduction tolerance; GemmTo's f32 C takes 1e-5 (see its test).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -106,6 +122,7 @@ Backend* Cpu() {
 
 template <typename T>
 constexpr DType DTypeOf() {
+  if constexpr (std::is_same_v<T, Bf16>) return DType::kBF16;
   return std::is_same_v<T, float> ? DType::kF32 : DType::kF64;
 }
 
@@ -113,6 +130,12 @@ template <typename T>
 struct Tol {
   static constexpr double kElementwise = std::is_same_v<T, float> ? 1e-5 : 1e-12;
   static constexpr double kReduction = std::is_same_v<T, float> ? 1e-4 : 1e-10;
+};
+// bf16 outputs: one ulp (element-wise) and two ulps (reductions); see the file comment.
+template <>
+struct Tol<Bf16> {
+  static constexpr double kElementwise = 0x1p-7;
+  static constexpr double kReduction = 0x1p-6;
 };
 
 // A buffer on the GPU. From host data, or of n elements set to NaN (for outputs).
@@ -125,7 +148,7 @@ class GpuArray {
   }
   GpuArray(Backend* gpu, size_t n) : gpu_(gpu), n_(n) {
     ptr_ = gpu_->Allocate(Bytes());
-    if constexpr (std::is_floating_point_v<T>) {
+    if constexpr (std::is_floating_point_v<T> || std::is_same_v<T, Bf16>) {
       gpu_->Fill(DTypeOf<T>(), ptr_, std::numeric_limits<double>::quiet_NaN(),
                  static_cast<int64_t>(n));
     }
@@ -149,11 +172,18 @@ class GpuArray {
   void* ptr_;
 };
 
+// Uniform in [lo, hi); a Bf16 gets the value rounded to bf16 (through f32).
 template <typename T>
 std::vector<T> Uniform(std::mt19937& rng, size_t n, double lo = -1.0, double hi = 1.0) {
   std::uniform_real_distribution<double> dist(lo, hi);
   std::vector<T> v(n);
-  for (T& x : v) x = static_cast<T>(dist(rng));
+  for (T& x : v) {
+    if constexpr (std::is_same_v<T, Bf16>) {
+      x = static_cast<float>(dist(rng));
+    } else {
+      x = static_cast<T>(dist(rng));
+    }
+  }
   return v;
 }
 
@@ -593,6 +623,40 @@ struct AttentionCase {
   // Key holes when reply_a > 0 (the shared-prompt layout): row b is
   // [prefix + b | reply A of reply_a | reply B], reply B's queries not seeing reply A.
   int64_t prefix = 0, reply_a = 0;
+
+  std::string Describe() const {
+    return " B=" + std::to_string(batch) + " T=" + std::to_string(seq) +
+           " Hq=" + std::to_string(q_heads) + " Hkv=" + std::to_string(kv_heads) +
+           " D=" + std::to_string(head_dim) +
+           (reply_a > 0 ? " holes(prefix=" + std::to_string(prefix) +
+                              ", A=" + std::to_string(reply_a) + ")"
+                        : std::string());
+  }
+  // The key holes [batch * seq, 2] in host memory, or empty without holes.
+  std::vector<int32_t> KeyHoles() const {
+    std::vector<int32_t> holes;
+    if (reply_a > 0) {
+      holes.assign(2 * batch * seq, 0);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t i = prefix + b + reply_a; i < seq; ++i) {
+          holes[2 * (b * seq + i)] = static_cast<int32_t>(prefix + b);
+          holes[2 * (b * seq + i) + 1] = static_cast<int32_t>(prefix + b + reply_a);
+        }
+    }
+    return holes;
+  }
+  // The shape; key_holes as AttentionShape::key_holes (null: plain causal).
+  AttentionShape Shape(const int32_t* key_holes) const {
+    AttentionShape shape;
+    shape.batch = batch;
+    shape.seq = seq;
+    shape.q_heads = q_heads;
+    shape.kv_heads = kv_heads;
+    shape.head_dim = head_dim;
+    shape.scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    shape.key_holes = key_holes;
+    return shape;
+  }
 };
 
 TYPED_TEST(CudaOps, Attention) {
@@ -604,35 +668,12 @@ TYPED_TEST(CudaOps, Attention) {
       {2, 37, 4, 2, 24, 3, 9}, {2, 150, 4, 2, 64, 20, 70}, {1, 70, 6, 2, 80, 0, 33},
   };
   for (const AttentionCase& c : cases) {
-    const std::string what = " B=" + std::to_string(c.batch) + " T=" + std::to_string(c.seq) +
-                             " Hq=" + std::to_string(c.q_heads) +
-                             " Hkv=" + std::to_string(c.kv_heads) +
-                             " D=" + std::to_string(c.head_dim) +
-                             (c.reply_a > 0 ? " holes(prefix=" + std::to_string(c.prefix) +
-                                                  ", A=" + std::to_string(c.reply_a) + ")"
-                                            : std::string());
-    std::vector<int32_t> holes;
-    if (c.reply_a > 0) {
-      holes.assign(2 * c.batch * c.seq, 0);
-      for (int64_t b = 0; b < c.batch; ++b)
-        for (int64_t i = c.prefix + b + c.reply_a; i < c.seq; ++i) {
-          holes[2 * (b * c.seq + i)] = static_cast<int32_t>(c.prefix + b);
-          holes[2 * (b * c.seq + i) + 1] = static_cast<int32_t>(c.prefix + b + c.reply_a);
-        }
-    }
+    const std::string what = c.Describe();
+    const std::vector<int32_t> holes = c.KeyHoles();
     GpuArray<int32_t> gholes(this->gpu_, holes.empty() ? std::vector<int32_t>{0} : holes);
-    AttentionShape shape;
-    shape.batch = c.batch;
-    shape.seq = c.seq;
-    shape.q_heads = c.q_heads;
-    shape.kv_heads = c.kv_heads;
-    shape.head_dim = c.head_dim;
-    shape.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
-    AttentionShape cpu_shape = shape;  // the same holes, in host memory for the CPU backend
-    if (!holes.empty()) {
-      shape.key_holes = static_cast<const int32_t*>(gholes.get());
-      cpu_shape.key_holes = holes.data();
-    }
+    const AttentionShape shape = c.Shape(holes.empty() ? nullptr : gholes.data());
+    // The same holes, in host memory for the CPU backend.
+    const AttentionShape cpu_shape = c.Shape(holes.empty() ? nullptr : holes.data());
     const int64_t q_size = c.batch * c.seq * c.q_heads * c.head_dim;
     const int64_t kv_size = c.batch * c.seq * c.kv_heads * c.head_dim;
     const int64_t lse_size = c.batch * c.q_heads * c.seq;
@@ -689,34 +730,43 @@ class CudaBackendTest : public ::testing::Test {
   Backend* cpu_ = nullptr;
 };
 
-TYPED_TEST(CudaOps, CopyRowsMatchesCpuBitForBit) {
-  using T = TypeParam;
+// CopyRows of T (gather, scatter, both, neither; copy and accumulate, strided columns)
+// against the CPU, bit for bit: a copy moves the bits, an accumulation is one add per
+// element (for Bf16 in f32, rounded once).
+template <typename T>
+void ExpectCopyRowsMatchesCpu(Backend* gpu, Backend* cpu, std::mt19937& rng) {
+  const DType dt = DTypeOf<T>();
   const int64_t src_rows_count = 301, src_stride = 70, dst_rows_count = 257, dst_stride = 45;
   const int64_t n = 200, width = 33, src_col = 7, dst_col = 11;
-  const std::vector<T> src = Uniform<T>(this->rng_, src_rows_count * src_stride);
-  const std::vector<T> base = Uniform<T>(this->rng_, dst_rows_count * dst_stride);
-  const std::vector<int32_t> src_rows = Ints(this->rng_, n, 0, src_rows_count - 1);
+  const std::vector<T> src = Uniform<T>(rng, src_rows_count * src_stride);
+  const std::vector<T> base = Uniform<T>(rng, dst_rows_count * dst_stride);
+  const std::vector<int32_t> src_rows = Ints(rng, n, 0, src_rows_count - 1);
   std::vector<int32_t> dst_rows(dst_rows_count);  // distinct: a shuffled prefix of 0..256
   std::iota(dst_rows.begin(), dst_rows.end(), 0);
-  std::shuffle(dst_rows.begin(), dst_rows.end(), this->rng_);
+  std::shuffle(dst_rows.begin(), dst_rows.end(), rng);
   dst_rows.resize(n);
-  GpuArray<T> gsrc(this->gpu_, src);
-  GpuArray<int32_t> gsrc_rows(this->gpu_, src_rows), gdst_rows(this->gpu_, dst_rows);
+  GpuArray<T> gsrc(gpu, src);
+  GpuArray<int32_t> gsrc_rows(gpu, src_rows), gdst_rows(gpu, dst_rows);
   for (bool accumulate : {false, true}) {
     for (int maps = 0; maps < 4; ++maps) {
       const bool gather = maps & 1, scatter = maps & 2;
       std::vector<T> want = base;
-      this->cpu_->CopyRows(this->kDt, src.data() + src_col, src_stride, gather ? src_rows.data() : nullptr,
-                           want.data() + dst_col, dst_stride, scatter ? dst_rows.data() : nullptr, n, width,
-                           accumulate);
-      GpuArray<T> got(this->gpu_, base);
-      this->gpu_->CopyRows(this->kDt, gsrc.data() + src_col, src_stride, gather ? gsrc_rows.data() : nullptr,
-                           got.data() + dst_col, dst_stride, scatter ? gdst_rows.data() : nullptr, n, width,
-                           accumulate);
+      cpu->CopyRows(dt, src.data() + src_col, src_stride, gather ? src_rows.data() : nullptr,
+                    want.data() + dst_col, dst_stride, scatter ? dst_rows.data() : nullptr, n,
+                    width, accumulate);
+      GpuArray<T> got(gpu, base);
+      gpu->CopyRows(dt, gsrc.data() + src_col, src_stride, gather ? gsrc_rows.data() : nullptr,
+                    got.data() + dst_col, dst_stride, scatter ? gdst_rows.data() : nullptr, n,
+                    width, accumulate);
       ExpectBitwiseEqual(got.ToHost(), want,
-                         "CopyRows accumulate " + std::to_string(accumulate) + " maps " + std::to_string(maps));
+                         std::string(DTypeName(dt)) + " CopyRows accumulate " +
+                             std::to_string(accumulate) + " maps " + std::to_string(maps));
     }
   }
+}
+
+TYPED_TEST(CudaOps, CopyRowsMatchesCpuBitForBit) {
+  ExpectCopyRowsMatchesCpu<TypeParam>(this->gpu_, this->cpu_, this->rng_);
 }
 
 // Every pair of floating types, on values that exercise rounding: ties, subnormals of
@@ -871,6 +921,417 @@ TEST_F(CudaBackendTest, ReleaseCachedMemoryReturnsFreedBlocks) {
   EXPECT_EQ(released.in_use_bytes, cached.in_use_bytes);
   EXPECT_GE(released.reserved_bytes, released.in_use_bytes);
   EXPECT_LE(released.reserved_bytes, cached.reserved_bytes - kBytes / 2) << "the block was not returned";
+}
+
+// ---------------------------------------------------------------------------------------
+// bf16 mixed precision (kernels/backend.h): each op with dt = bf16 on both backends, on the
+// same bf16 inputs; tolerances in the file comment. A backward takes the CPU forward's
+// outputs on both sides, so that it is compared on identical inputs.
+
+class CudaBf16Test : public CudaBackendTest {
+ protected:
+  static constexpr DType kDt = DType::kBF16;
+
+  // GemmTo with bf16 A and B and C of type C (Bf16 or float), row-major storage with
+  // padded leading dimensions, against the CPU backend.
+  template <typename C>
+  void ExpectGemmToMatches(int64_t m, int64_t n, int64_t k, bool ta, bool tb, double beta,
+                           double tol) {
+    const std::string what = std::string("bf16 GemmTo C=") + DTypeName(DTypeOf<C>()) +
+                             " m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                             " k=" + std::to_string(k) + " ta=" + (ta ? "1" : "0") +
+                             " tb=" + (tb ? "1" : "0") + " beta=" + std::to_string(beta);
+    const int64_t a_rows = ta ? k : m, a_cols = ta ? m : k;
+    const int64_t b_rows = tb ? n : k, b_cols = tb ? k : n;
+    const int64_t lda = a_cols + 3, ldb = b_cols + 5, ldc = n + 2;
+    const std::vector<Bf16> a = Uniform<Bf16>(rng_, a_rows * lda);
+    const std::vector<Bf16> b = Uniform<Bf16>(rng_, b_rows * ldb);
+    std::vector<C> c = Uniform<C>(rng_, m * ldc);
+    std::vector<C> c_gpu_init = c;
+    if (beta == 0.0) {  // C is not read when beta = 0, even if it holds NaN
+      for (C& v : c_gpu_init) v = std::numeric_limits<float>::quiet_NaN();
+      for (C& v : c) v = 0.0f;
+    }
+    GpuArray<Bf16> ga(gpu_, a), gb(gpu_, b);
+    GpuArray<C> gc(gpu_, c_gpu_init);
+    gpu_->GemmTo(kDt, DTypeOf<C>(), ta, tb, m, n, k, 0.7, ga.get(), lda, gb.get(), ldb, beta,
+                 gc.get(), ldc);
+    cpu_->GemmTo(kDt, DTypeOf<C>(), ta, tb, m, n, k, 0.7, a.data(), lda, b.data(), ldb, beta,
+                 c.data(), ldc);
+    const std::vector<C> got = gc.ToHost();
+    if (beta != 0.0) {  // the padding between rows must be left as it was
+      ExpectClose(got, c, tol, what);
+      return;
+    }
+    std::vector<C> got_block, want_block;  // the padding stays NaN on the GPU
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        got_block.push_back(got[i * ldc + j]);
+        want_block.push_back(c[i * ldc + j]);
+      }
+    }
+    ExpectClose(got_block, want_block, tol, what);
+  }
+
+  // k = 0: C = beta * C in the type of C, exactly (beta = 0.5), or zeros over NaN (beta = 0).
+  template <typename C>
+  void ExpectEmptyGemmToScalesC() {
+    const std::string what = std::string("bf16 GemmTo k=0 C=") + DTypeName(DTypeOf<C>());
+    const int64_t m = 5, n = 7;
+    std::vector<C> c = Uniform<C>(rng_, m * n);
+    GpuArray<C> gc(gpu_, c);
+    gpu_->GemmTo(kDt, DTypeOf<C>(), false, false, m, n, 0, 1.0, nullptr, 1, nullptr, n, 0.5,
+                 gc.get(), n);
+    for (C& v : c) v = 0.5f * static_cast<float>(v);
+    ExpectBitwiseEqual(gc.ToHost(), c, what + " beta=0.5");
+    GpuArray<C> gzero(gpu_, m * n);  // NaN
+    gpu_->GemmTo(kDt, DTypeOf<C>(), false, false, m, n, 0, 1.0, nullptr, 1, nullptr, n, 0.0,
+                 gzero.get(), n);
+    for (C& v : c) v = 0.0f;
+    ExpectBitwiseEqual(gzero.ToHost(), c, what + " beta=0");
+  }
+
+  std::mt19937 rng_{20240612};
+};
+
+std::vector<float> Widen(const std::vector<Bf16>& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
+
+std::vector<Bf16> RoundToBf16(const std::vector<float>& v) {
+  std::vector<Bf16> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i];
+  return out;
+}
+
+// Fill, Scale and AddBias are one f32 operation (or none) per element, rounded once: bit for
+// bit. Axpy: the GPU's FMA against the CPU's multiply and add, then one rounding.
+TEST_F(CudaBf16Test, FillScaleAxpyAddBias) {
+  const int64_t rows = 37, cols = 61, n = rows * cols;
+  const std::vector<Bf16> x = Uniform<Bf16>(rng_, n), y = Uniform<Bf16>(rng_, n);
+  const std::vector<Bf16> bias = Uniform<Bf16>(rng_, cols);
+
+  GpuArray<Bf16> filled(gpu_, n);
+  gpu_->Fill(kDt, filled.get(), 0.3, n);
+  std::vector<Bf16> want(n);
+  cpu_->Fill(kDt, want.data(), 0.3, n);
+  ExpectBitwiseEqual(filled.ToHost(), want, "bf16 Fill");
+
+  GpuArray<Bf16> gx(gpu_, x);
+  gpu_->Scale(kDt, -1.7, gx.get(), n);
+  want = x;
+  cpu_->Scale(kDt, -1.7, want.data(), n);
+  ExpectBitwiseEqual(gx.ToHost(), want, "bf16 Scale");
+
+  GpuArray<Bf16> gx2(gpu_, x), gy(gpu_, y);
+  gpu_->Axpy(kDt, 0.7, gx2.get(), gy.get(), n);
+  want = y;
+  cpu_->Axpy(kDt, 0.7, x.data(), want.data(), n);
+  ExpectClose(gy.ToHost(), want, Tol<Bf16>::kElementwise, "bf16 Axpy");
+
+  GpuArray<Bf16> gy2(gpu_, y), gbias(gpu_, bias);
+  gpu_->AddBias(kDt, gy2.get(), gbias.get(), rows, cols);
+  want = y;
+  cpu_->AddBias(kDt, want.data(), bias.data(), rows, cols);
+  ExpectBitwiseEqual(gy2.ToHost(), want, "bf16 AddBias");
+}
+
+TEST_F(CudaBf16Test, SumRowsSmallAndMultiChunk) {
+  for (int64_t rows : {1, 37, 1001}) {
+    for (int64_t cols : {24, 61, 300}) {
+      const std::vector<Bf16> dy = Uniform<Bf16>(rng_, rows * cols);
+      std::vector<Bf16> dbias = Uniform<Bf16>(rng_, cols);  // accumulated into
+      GpuArray<Bf16> gdy(gpu_, dy), gdbias(gpu_, dbias);
+      gpu_->SumRows(kDt, gdy.get(), rows, cols, gdbias.get());
+      cpu_->SumRows(kDt, dy.data(), rows, cols, dbias.data());
+      ExpectClose(gdbias.ToHost(), dbias, Tol<Bf16>::kReduction,
+                  "bf16 SumRows rows=" + std::to_string(rows) + " cols=" + std::to_string(cols));
+    }
+  }
+}
+
+// ScaleColumnBlocks: (alpha * s) * x in f32 on both sides, rounded once: bit for bit, also
+// in place. ColumnBlockDots: f32 dots of bf16 rows (out is f32).
+TEST_F(CudaBf16Test, ColumnBlocks) {
+  const int64_t rows = 301, blocks = 6;
+  for (int64_t width : {1, 8, 33}) {
+    const std::string what = " width=" + std::to_string(width);
+    const int64_t n = rows * blocks * width;
+    const std::vector<Bf16> x = Uniform<Bf16>(rng_, n), y = Uniform<Bf16>(rng_, n);
+    const std::vector<Bf16> scales = Uniform<Bf16>(rng_, rows * blocks);
+    GpuArray<Bf16> gx(gpu_, x), gy(gpu_, y), gs(gpu_, scales);
+
+    GpuArray<float> gdots(gpu_, rows * blocks);
+    gpu_->ColumnBlockDots(kDt, gx.get(), gy.get(), rows, blocks, width, -1.3, gdots.get());
+    std::vector<float> dots(rows * blocks);
+    cpu_->ColumnBlockDots(kDt, x.data(), y.data(), rows, blocks, width, -1.3, dots.data());
+    ExpectClose(gdots.ToHost(), dots, Tol<float>::kReduction, "bf16 ColumnBlockDots" + what);
+
+    GpuArray<Bf16> gout(gpu_, n);
+    gpu_->ScaleColumnBlocks(kDt, gx.get(), gs.get(), rows, blocks, width, 0.7, gout.get());
+    std::vector<Bf16> want(n);
+    cpu_->ScaleColumnBlocks(kDt, x.data(), scales.data(), rows, blocks, width, 0.7,
+                            want.data());
+    const std::vector<Bf16> got = gout.ToHost();
+    ExpectBitwiseEqual(got, want, "bf16 ScaleColumnBlocks" + what);
+    gpu_->ScaleColumnBlocks(kDt, gx.get(), gs.get(), rows, blocks, width, 0.7, gx.get());
+    ExpectBitwiseEqual(gx.ToHost(), got, "bf16 ScaleColumnBlocks in place" + what);
+  }
+}
+
+TEST_F(CudaBf16Test, CopyRowsMatchesCpuBitForBit) {
+  ExpectCopyRowsMatchesCpu<Bf16>(gpu_, cpu_, rng_);
+}
+
+// The gather copies bits. The backward: with distinct ids each table row gets one dout row
+// added in f32 and rounded once on both backends (bit for bit). With repeated ids the GPU
+// sums a run of equal ids in f32 and rounds dtable once, as the contract says, while the
+// CPU backend's bf16 backward rounds after each token's row (kernels/cpu/elementwise.cc);
+// the reference there is the f32 backward of the widened values, rounded once.
+TEST_F(CudaBf16Test, Embedding) {
+  const int64_t vocab = 1001, dim = 24;
+  const std::vector<Bf16> table = Uniform<Bf16>(rng_, vocab * dim);
+  GpuArray<Bf16> gtable(gpu_, table);
+  std::vector<int32_t> distinct(vocab);
+  std::iota(distinct.begin(), distinct.end(), 0);
+  std::shuffle(distinct.begin(), distinct.end(), rng_);
+  std::vector<int32_t> repeated = Ints(rng_, 4099, 0, 9);  // ids 0..9 often, others sometimes
+  const std::vector<int32_t> far = Ints(rng_, repeated.size(), 0, vocab - 1);
+  for (size_t i = 0; i < repeated.size(); i += 3) repeated[i] = far[i];
+
+  for (const std::vector<int32_t>* ids : {&distinct, &repeated}) {
+    const bool repeats = ids == &repeated;
+    const int64_t n = static_cast<int64_t>(ids->size());
+    const std::string what = repeats ? " (repeated ids)" : " (distinct ids)";
+    GpuArray<int32_t> gids(gpu_, *ids);
+    GpuArray<Bf16> gout(gpu_, n * dim);
+    gpu_->EmbeddingForward(kDt, gtable.get(), gids.data(), n, dim, gout.get());
+    std::vector<Bf16> out(n * dim);
+    cpu_->EmbeddingForward(kDt, table.data(), ids->data(), n, dim, out.data());
+    ExpectBitwiseEqual(gout.ToHost(), out, "bf16 EmbeddingForward" + what);
+
+    const std::vector<Bf16> dout = Uniform<Bf16>(rng_, n * dim);
+    const std::vector<Bf16> dtable0 = Uniform<Bf16>(rng_, vocab * dim);  // accumulated into
+    GpuArray<Bf16> gdout(gpu_, dout), gdtable(gpu_, dtable0), gdtable2(gpu_, dtable0);
+    gpu_->EmbeddingBackward(kDt, gdout.get(), gids.data(), n, dim, gdtable.get());
+    gpu_->EmbeddingBackward(kDt, gdout.get(), gids.data(), n, dim, gdtable2.get());
+    const std::vector<Bf16> got = gdtable.ToHost();
+    ExpectBitwiseEqual(gdtable2.ToHost(), got, "bf16 EmbeddingBackward run-to-run" + what);
+    if (repeats) {
+      std::vector<float> dtable32 = Widen(dtable0);
+      const std::vector<float> dout32 = Widen(dout);
+      cpu_->EmbeddingBackward(DType::kF32, dout32.data(), ids->data(), n, dim, dtable32.data());
+      ExpectClose(got, RoundToBf16(dtable32), Tol<Bf16>::kReduction,
+                  "bf16 EmbeddingBackward" + what);
+    } else {
+      std::vector<Bf16> dtable = dtable0;
+      cpu_->EmbeddingBackward(kDt, dout.data(), ids->data(), n, dim, dtable.data());
+      ExpectBitwiseEqual(got, dtable, "bf16 EmbeddingBackward" + what);
+    }
+  }
+}
+
+TEST_F(CudaBf16Test, RmsNorm) {
+  const double eps = 1e-5;
+  for (int64_t rows : {37, 1001}) {
+    for (int64_t dim : {24, 64, 1001}) {
+      const std::string what = " rows=" + std::to_string(rows) + " dim=" + std::to_string(dim);
+      const std::vector<Bf16> x = Uniform<Bf16>(rng_, rows * dim, -2.0, 2.0);
+      const std::vector<Bf16> w = Uniform<Bf16>(rng_, dim, 0.5, 1.5);
+      const std::vector<Bf16> dy = Uniform<Bf16>(rng_, rows * dim);
+      std::vector<Bf16> dw = Uniform<Bf16>(rng_, dim);  // accumulated into
+
+      GpuArray<Bf16> gx(gpu_, x), gw(gpu_, w), gdy(gpu_, dy), gy(gpu_, rows * dim);
+      GpuArray<float> gr(gpu_, rows);
+      gpu_->RmsNormForward(kDt, gx.get(), gw.get(), eps, rows, dim, gy.get(), gr.get());
+      std::vector<Bf16> y(rows * dim);
+      std::vector<float> r(rows);
+      cpu_->RmsNormForward(kDt, x.data(), w.data(), eps, rows, dim, y.data(), r.data());
+      ExpectClose(gy.ToHost(), y, Tol<Bf16>::kReduction, "bf16 RmsNormForward y" + what);
+      ExpectClose(gr.ToHost(), r, Tol<float>::kReduction, "bf16 RmsNormForward inv_rms" + what);
+
+      // Backward from the CPU's inv_rms on both sides.
+      GpuArray<float> gr_cpu(gpu_, r);
+      GpuArray<Bf16> gdx(gpu_, rows * dim), gdx2(gpu_, rows * dim), gdw(gpu_, dw);
+      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), rows, dim,
+                            gdx.get(), gdw.get());
+      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), rows, dim,
+                            gdx2.get(), nullptr);
+      std::vector<Bf16> dx(rows * dim);
+      cpu_->RmsNormBackward(kDt, x.data(), w.data(), r.data(), dy.data(), rows, dim, dx.data(),
+                            dw.data());
+      const std::vector<Bf16> got_dx = gdx.ToHost();
+      ExpectClose(got_dx, dx, Tol<Bf16>::kReduction, "bf16 RmsNormBackward dx" + what);
+      ExpectClose(gdw.ToHost(), dw, Tol<Bf16>::kReduction, "bf16 RmsNormBackward dw" + what);
+      ExpectBitwiseEqual(gdx2.ToHost(), got_dx, "bf16 RmsNormBackward without dw" + what);
+    }
+  }
+}
+
+// bf16 x, f32 cos/sin tables (AccumDType).
+TEST_F(CudaBf16Test, Rope) {
+  const int64_t tokens = 37, heads = 6, max_pos = 100;
+  for (int64_t head_dim : {24, 64}) {
+    const int64_t half = head_dim / 2;
+    std::vector<float> cos(max_pos * half), sin(max_pos * half);
+    for (int64_t p = 0; p < max_pos; ++p) {
+      for (int64_t j = 0; j < half; ++j) {
+        const double angle = p * std::pow(10000.0, -2.0 * j / head_dim);
+        cos[p * half + j] = static_cast<float>(std::cos(angle));
+        sin[p * half + j] = static_cast<float>(std::sin(angle));
+      }
+    }
+    const std::vector<int32_t> positions = Ints(rng_, tokens, 0, max_pos - 1);
+    const std::vector<Bf16> x = Uniform<Bf16>(rng_, tokens * heads * head_dim);
+    GpuArray<float> gcos(gpu_, cos), gsin(gpu_, sin);
+    GpuArray<int32_t> gpos(gpu_, positions);
+    for (bool inverse : {false, true}) {
+      const std::string what =
+          "bf16 ApplyRope d=" + std::to_string(head_dim) + (inverse ? " inverse" : "");
+      GpuArray<Bf16> gx(gpu_, x);
+      gpu_->ApplyRope(kDt, gx.get(), tokens, heads, head_dim, gcos.get(), gsin.get(),
+                      gpos.data(), inverse);
+      std::vector<Bf16> want = x;
+      cpu_->ApplyRope(kDt, want.data(), tokens, heads, head_dim, cos.data(), sin.data(),
+                      positions.data(), inverse);
+      ExpectClose(gx.ToHost(), want, Tol<Bf16>::kElementwise, what);
+    }
+  }
+}
+
+TEST_F(CudaBf16Test, SwiGlu) {
+  const int64_t n = 1001;
+  const std::vector<Bf16> gate = Uniform<Bf16>(rng_, n, -8.0, 8.0);
+  const std::vector<Bf16> up = Uniform<Bf16>(rng_, n, -2.0, 2.0);
+  const std::vector<Bf16> dout = Uniform<Bf16>(rng_, n);
+  GpuArray<Bf16> ggate(gpu_, gate), gup(gpu_, up), gdout(gpu_, dout);
+  GpuArray<Bf16> gout(gpu_, n), gdgate(gpu_, n), gdup(gpu_, n);
+  gpu_->SwiGluForward(kDt, ggate.get(), gup.get(), gout.get(), n);
+  gpu_->SwiGluBackward(kDt, ggate.get(), gup.get(), gdout.get(), gdgate.get(), gdup.get(), n);
+  std::vector<Bf16> out(n), dgate(n), dup(n);
+  cpu_->SwiGluForward(kDt, gate.data(), up.data(), out.data(), n);
+  cpu_->SwiGluBackward(kDt, gate.data(), up.data(), dout.data(), dgate.data(), dup.data(), n);
+  ExpectClose(gout.ToHost(), out, Tol<Bf16>::kElementwise, "bf16 SwiGluForward");
+  ExpectClose(gdgate.ToHost(), dgate, Tol<Bf16>::kElementwise, "bf16 SwiGluBackward dgate");
+  ExpectClose(gdup.ToHost(), dup, Tol<Bf16>::kElementwise, "bf16 SwiGluBackward dup");
+}
+
+// bf16 logits and dlogits; logp, lse and dlogp f32. The backward runs on the CPU's lse, out
+// of place and in place (dlogits = logits; the same bits).
+TEST_F(CudaBf16Test, LogSoftmaxGather) {
+  const int64_t rows = 37;
+  for (int64_t vocab : {1001, 32001}) {
+    const std::string what = " vocab=" + std::to_string(vocab);
+    const std::vector<Bf16> logits = Uniform<Bf16>(rng_, rows * vocab, -6.0, 6.0);
+    std::vector<int32_t> targets = Ints(rng_, rows, 0, static_cast<int32_t>(vocab - 1));
+    targets[3] = -1;  // ignored rows
+    targets[20] = -100;
+    const std::vector<float> dlogp = Uniform<float>(rng_, rows);
+    GpuArray<Bf16> glogits(gpu_, logits);
+    GpuArray<int32_t> gtargets(gpu_, targets);
+    GpuArray<float> glogp(gpu_, rows), glse(gpu_, rows), gdlogp(gpu_, dlogp);
+    gpu_->LogSoftmaxGather(kDt, glogits.get(), gtargets.data(), rows, vocab, glogp.get(),
+                           glse.get());
+    std::vector<float> logp(rows), lse(rows);
+    cpu_->LogSoftmaxGather(kDt, logits.data(), targets.data(), rows, vocab, logp.data(),
+                           lse.data());
+    const std::vector<float> got_logp = glogp.ToHost();
+    ExpectClose(got_logp, logp, Tol<float>::kReduction, "bf16 LogSoftmaxGather logp" + what);
+    ExpectClose(glse.ToHost(), lse, Tol<float>::kReduction, "bf16 LogSoftmaxGather lse" + what);
+    EXPECT_EQ(got_logp[3], 0.0f);
+    EXPECT_EQ(got_logp[20], 0.0f);
+
+    GpuArray<float> glse_cpu(gpu_, lse);
+    GpuArray<Bf16> gdlogits(gpu_, rows * vocab), ginplace(gpu_, logits);
+    gpu_->LogSoftmaxGatherBackward(kDt, glogits.get(), gtargets.data(), glse_cpu.get(),
+                                   gdlogp.get(), rows, vocab, gdlogits.get());
+    gpu_->LogSoftmaxGatherBackward(kDt, ginplace.get(), gtargets.data(), glse_cpu.get(),
+                                   gdlogp.get(), rows, vocab, ginplace.get());
+    std::vector<Bf16> dlogits(rows * vocab);
+    cpu_->LogSoftmaxGatherBackward(kDt, logits.data(), targets.data(), lse.data(), dlogp.data(),
+                                   rows, vocab, dlogits.data());
+    const std::vector<Bf16> got = gdlogits.ToHost();
+    ExpectClose(got, dlogits, Tol<Bf16>::kReduction, "bf16 LogSoftmaxGatherBackward" + what);
+    ExpectBitwiseEqual(ginplace.ToHost(), got, "bf16 LogSoftmaxGatherBackward in place" + what);
+  }
+}
+
+// bf16 q, k, v, out, dout, dq, dk, dv; f32 lse. The tiles are f32 in shared memory, so
+// head_dim 256 is accepted as in f32. The backward runs on the CPU forward's out and lse.
+TEST_F(CudaBf16Test, Attention) {
+  const AttentionCase cases[] = {
+      {2, 37, 4, 2, 24},  {1, 37, 6, 1, 64}, {2, 70, 4, 4, 128}, {1, 70, 6, 2, 80},
+      {1, 40, 2, 1, 256}, {3, 1, 2, 1, 24},  {2, 37, 4, 2, 24, 3, 9}, {2, 150, 4, 2, 64, 20, 70},
+  };
+  for (const AttentionCase& c : cases) {
+    const std::string what = c.Describe();
+    const std::vector<int32_t> holes = c.KeyHoles();
+    GpuArray<int32_t> gholes(gpu_, holes.empty() ? std::vector<int32_t>{0} : holes);
+    const AttentionShape shape = c.Shape(holes.empty() ? nullptr : gholes.data());
+    const AttentionShape cpu_shape = c.Shape(holes.empty() ? nullptr : holes.data());
+    const int64_t q_size = c.batch * c.seq * c.q_heads * c.head_dim;
+    const int64_t kv_size = c.batch * c.seq * c.kv_heads * c.head_dim;
+    const int64_t lse_size = c.batch * c.q_heads * c.seq;
+    const std::vector<Bf16> q = Uniform<Bf16>(rng_, q_size, -2.0, 2.0);
+    const std::vector<Bf16> k = Uniform<Bf16>(rng_, kv_size, -2.0, 2.0);
+    const std::vector<Bf16> v = Uniform<Bf16>(rng_, kv_size);
+    const std::vector<Bf16> dout = Uniform<Bf16>(rng_, q_size);
+
+    GpuArray<Bf16> gq(gpu_, q), gk(gpu_, k), gv(gpu_, v), gdout(gpu_, dout);
+    GpuArray<Bf16> gout(gpu_, q_size);
+    GpuArray<float> glse(gpu_, lse_size);
+    gpu_->AttentionForward(kDt, shape, gq.get(), gk.get(), gv.get(), gout.get(), glse.get());
+    std::vector<Bf16> out(q_size);
+    std::vector<float> lse(lse_size);
+    cpu_->AttentionForward(kDt, cpu_shape, q.data(), k.data(), v.data(), out.data(), lse.data());
+    ExpectClose(gout.ToHost(), out, Tol<Bf16>::kReduction, "bf16 AttentionForward out" + what);
+    ExpectClose(glse.ToHost(), lse, Tol<float>::kReduction, "bf16 AttentionForward lse" + what);
+
+    GpuArray<Bf16> gout_cpu(gpu_, out);
+    GpuArray<float> glse_cpu(gpu_, lse);
+    GpuArray<Bf16> gdq(gpu_, q_size), gdk(gpu_, kv_size), gdv(gpu_, kv_size);
+    GpuArray<Bf16> gdq2(gpu_, q_size), gdk2(gpu_, kv_size), gdv2(gpu_, kv_size);
+    gpu_->AttentionBackward(kDt, shape, gq.get(), gk.get(), gv.get(), gout_cpu.get(),
+                            glse_cpu.get(), gdout.get(), gdq.get(), gdk.get(), gdv.get());
+    gpu_->AttentionBackward(kDt, shape, gq.get(), gk.get(), gv.get(), gout_cpu.get(),
+                            glse_cpu.get(), gdout.get(), gdq2.get(), gdk2.get(), gdv2.get());
+    std::vector<Bf16> dq(q_size), dk(kv_size), dv(kv_size);
+    cpu_->AttentionBackward(kDt, cpu_shape, q.data(), k.data(), v.data(), out.data(),
+                            lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+    const std::vector<Bf16> got_dq = gdq.ToHost(), got_dk = gdk.ToHost();
+    ExpectClose(got_dq, dq, Tol<Bf16>::kReduction, "bf16 AttentionBackward dq" + what);
+    ExpectClose(got_dk, dk, Tol<Bf16>::kReduction, "bf16 AttentionBackward dk" + what);
+    ExpectClose(gdv.ToHost(), dv, Tol<Bf16>::kReduction, "bf16 AttentionBackward dv" + what);
+    ExpectBitwiseEqual(gdq2.ToHost(), got_dq, "bf16 AttentionBackward dq run-to-run" + what);
+    ExpectBitwiseEqual(gdk2.ToHost(), got_dk, "bf16 AttentionBackward dk run-to-run" + what);
+  }
+}
+
+// bf16 A and B; C of bf16 (tol: two bf16 ulps) or f32 (c_dt = AccumDType). With an f32 C
+// only the f32 summation order differs (cuBLAS's tensor-core blocks against OpenBLAS; the
+// bf16 products are exact in f32): ~sqrt(k) f32 ulps of partial sums of C's magnitude,
+// plus at most one truncation per 16-deep tensor-core step, i.e. below 4e-6 of
+// max(|C|, mean|C|) for k <= 1000, so 1e-5.
+TEST_F(CudaBf16Test, GemmTo) {
+  struct Size {
+    int64_t m, n, k;
+  };
+  for (const Size& size : {Size{37, 29, 45}, Size{33, 17, 1000}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        for (double beta : {0.0, 0.3}) {
+          ExpectGemmToMatches<Bf16>(size.m, size.n, size.k, ta, tb, beta,
+                                    Tol<Bf16>::kReduction);
+          ExpectGemmToMatches<float>(size.m, size.n, size.k, ta, tb, beta, 1e-5);
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaBf16Test, GemmToWithEmptyInnerDimensionScalesC) {
+  ExpectEmptyGemmToScalesC<Bf16>();
+  ExpectEmptyGemmToScalesC<float>();
 }
 
 }  // namespace
