@@ -3,7 +3,8 @@
 // 4 pairs of two preferences, lora_B set nonzero so that the policy differs from the
 // reference) is built once on the CPU in f64 (the oracle) and once on CUDA, in f64 and in
 // f32, with and without activation recompute; the losses, the reward figures and every
-// trainable gradient (lora_A, lora_B, routers) are compared.
+// trainable gradient (lora_A, lora_B, routers) are compared. bf16 mixed precision has its
+// own test and tolerances (Bf16StepIsAsAccurateAsTheCpuBf16Step).
 //
 // Tolerances, per tensor relative to its largest entry (max |gpu - cpu| <= tol * max|cpu|),
 // and for the loss parts relative to max(|cpu|, 1e-2) (reward sums can be near 0, where
@@ -18,6 +19,7 @@
 // Without a GPU (the build machines), every test is skipped.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -98,6 +100,51 @@ TEST(PreferenceStepGpuTest, LossesAndGradientsMatchTheCpuPath) {
     SCOPED_TRACE(recompute ? "with activation recompute" : "stored activations");
     ExpectMatches(RunStep("cuda", "f64", recompute), cpu, 1e-10);
     ExpectMatches(RunStep("cuda", "f32", recompute), cpu, 2e-4);
+  }
+}
+
+// The largest error of `got` against `want` over the loss parts (relative to
+// max(|want|, 1e-2)) and the gradient tensors (relative to the tensor's largest entry).
+double WorstError(const StepResult& got, const StepResult& want) {
+  double worst = 0;
+  EXPECT_EQ(got.parts.size(), want.parts.size());
+  EXPECT_EQ(got.grads.size(), want.grads.size());
+  if (got.parts.size() != want.parts.size() || got.grads.size() != want.grads.size()) return 1e300;
+  for (size_t i = 0; i < want.parts.size(); ++i)
+    worst = std::max(worst, std::fabs(got.parts[i] - want.parts[i]) / std::max(1e-2, std::fabs(want.parts[i])));
+  for (size_t t = 0; t < want.grads.size(); ++t) {
+    const std::vector<double>& a = got.grads[t].second;
+    const std::vector<double>& b = want.grads[t].second;
+    double scale = 0, err = 0;
+    for (size_t i = 0; i < b.size(); ++i) {
+      scale = std::max(scale, std::fabs(b[i]));
+      err = std::max(err, std::fabs(a[i] - b[i]));
+    }
+    worst = std::max(worst, err / std::max(scale, 1e-300));
+  }
+  return worst;
+}
+
+// bf16 mixed precision: the GPU step against the CPU's bf16 step, both judged by the f64
+// oracle. The two round to bf16 in different places (GEMM and reduction orders), so they
+// differ from each other about as much as each differs from f64 (on the CPU, bf16 against
+// f32: 1-4% per gradient tensor, tests/train/preference_step_test). Checks: the GPU's
+// worst error against f64 is at most twice the CPU bf16 step's plus 1e-3 (the GPU is no
+// less accurate than the CPU path), and the GPU matches the CPU bf16 step within 0.1 of
+// each tensor's largest entry (a wrong kernel moves a gradient by O(1)).
+TEST(PreferenceStepGpuTest, Bf16StepIsAsAccurateAsTheCpuBf16Step) {
+  if (!HaveGpu()) GTEST_SKIP() << "no usable GPU: " << GetBackend(DeviceType::kCuda).status();
+  const StepResult f64 = RunStep("cpu", "f64", false);
+  const StepResult cpu_bf16 = RunStep("cpu", "bf16", false);
+  ASSERT_FALSE(cpu_bf16.grads.empty());
+  const double cpu_error = WorstError(cpu_bf16, f64);
+  for (bool recompute : {false, true}) {
+    SCOPED_TRACE(recompute ? "with activation recompute" : "stored activations");
+    const StepResult gpu_bf16 = RunStep("cuda", "bf16", recompute);
+    const double gpu_error = WorstError(gpu_bf16, f64);
+    std::printf("bf16 worst error against f64: gpu %.3e, cpu %.3e\n", gpu_error, cpu_error);
+    EXPECT_LE(gpu_error, 2 * cpu_error + 1e-3);
+    ExpectMatches(gpu_bf16, cpu_bf16, 0.1);
   }
 }
 
