@@ -364,13 +364,7 @@ struct PmolTrainer {
 // pm's AdamW over its run's trainable parameters, its schedule and clipping, from config.
 absl::Status SetUpOptimizer(const config::RunConfig& config, PmolTrainer* pm) {
   const config::OptimizerConfig& oc = config.optimizer();
-  AdamWOptions ao;
-  ao.lr = oc.lr();
-  ao.beta1 = oc.beta1();
-  ao.beta2 = oc.beta2();
-  ao.eps = oc.eps();
-  ao.weight_decay = oc.weight_decay();
-  pm->adamw = std::make_unique<AdamW>(ao);
+  pm->adamw = std::make_unique<AdamW>(AdamWOptionsFromConfig(oc));
   NamedTensors params = pm->run->TrainableParams(), grads = pm->run->TrainableGrads();
   for (size_t i = 0; i < params.size(); ++i) {
     PMOL_RETURN_IF_ERROR(pm->adamw->AddParam(params[i].first, params[i].second, grads[i].second,

@@ -69,6 +69,10 @@ bool BlockCacheEnabled() {
 #endif
 }
 
+// Elements of attention's q (and out) and of its k (and v).
+int64_t QueryElements(const AttentionShape& s) { return s.batch * s.seq * s.q_heads * s.head_dim; }
+int64_t KeyValueElements(const AttentionShape& s) { return s.batch * s.seq * s.kv_heads * s.head_dim; }
+
 // counter <- max(counter, value).
 void RaiseTo(std::atomic<int64_t>& counter, int64_t value) {
   int64_t seen = counter.load(std::memory_order_relaxed);
@@ -425,8 +429,7 @@ void CpuBackend::AttentionForward(DType dt, const AttentionShape& shape, const v
                                   const void* k, const void* v, void* out, void* lse) {
   if (dt == DType::kBF16) {
     cpu::WidenedOperands wide(this);
-    const int64_t q_size = shape.batch * shape.seq * shape.q_heads * shape.head_dim;
-    const int64_t kv_size = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+    const int64_t q_size = QueryElements(shape), kv_size = KeyValueElements(shape);
     const float* q32 = wide.In(q, q_size);
     const float* k32 = wide.In(k, kv_size);
     const float* v32 = wide.In(v, kv_size);
@@ -445,8 +448,7 @@ void CpuBackend::AttentionBackward(DType dt, const AttentionShape& shape, const 
                                    void* dv) {
   if (dt == DType::kBF16) {
     cpu::WidenedOperands wide(this);
-    const int64_t q_size = shape.batch * shape.seq * shape.q_heads * shape.head_dim;
-    const int64_t kv_size = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+    const int64_t q_size = QueryElements(shape), kv_size = KeyValueElements(shape);
     const float* q32 = wide.In(q, q_size);
     const float* k32 = wide.In(k, kv_size);
     const float* v32 = wide.In(v, kv_size);

@@ -68,19 +68,9 @@ void ForFloatType(DType dt, const char* op, Fn&& fn) {
 // precision: the launchers compute in cuda::Accum<T>, f32 for Bf16).
 template <typename Fn>
 void ForStorageType(DType dt, const char* op, Fn&& fn) {
-  switch (dt) {
-    case DType::kF32:
-      fn(float{});
-      return;
-    case DType::kF64:
-      fn(double{});
-      return;
-    case DType::kBF16:
-      fn(Bf16{});
-      return;
-    default:
-      UnsupportedType(op, dt, "F32, F64 or BF16");
-  }
+  if (dt == DType::kBF16) return fn(Bf16{});
+  if (dt != DType::kF32 && dt != DType::kF64) UnsupportedType(op, dt, "F32, F64 or BF16");
+  ForFloatType(dt, op, fn);
 }
 
 template <typename T>

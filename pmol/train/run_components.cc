@@ -66,6 +66,16 @@ void RunComponents::ZeroGrads() {
   for (auto& [name, grad] : TrainableGrads()) grad.SetZero();
 }
 
+AdamWOptions AdamWOptionsFromConfig(const config::OptimizerConfig& oc) {
+  AdamWOptions ao;
+  ao.lr = oc.lr();
+  ao.beta1 = oc.beta1();
+  ao.beta2 = oc.beta2();
+  ao.eps = oc.eps();
+  ao.weight_decay = oc.weight_decay();
+  return ao;
+}
+
 absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::RunConfig& config,
                                                                   const std::string& adapter_path) {
   auto run = std::make_unique<RunComponents>();

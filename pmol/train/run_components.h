@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "pmol/adapters/pmol_adapters.h"
 #include "pmol/model/llama_model.h"
+#include "pmol/optim/adamw.h"
 #include "pmol/train/preference_step.h"
 #include "proto/run_config.pb.h"
 
@@ -41,6 +42,9 @@ struct RunComponents {
 
 // Builds a run from a validated config. `adapter_path` (may be empty) loads adapter
 // tensors (and score.weight for reward modelling) instead of the fresh init.
+// AdamW's options from the optimizer config (not validated).
+AdamWOptions AdamWOptionsFromConfig(const config::OptimizerConfig& oc);
+
 absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::RunConfig& config,
                                                                   const std::string& adapter_path);
 

@@ -225,12 +225,7 @@ absl::Status Trainer::Setup() {
   schedule_.min_lr_ratio = oc.min_lr_ratio();
   PMOL_RETURN_IF_ERROR(ValidateLrScheduleOptions(schedule_));
 
-  AdamWOptions ao;
-  ao.lr = oc.lr();
-  ao.beta1 = oc.beta1();
-  ao.beta2 = oc.beta2();
-  ao.eps = oc.eps();
-  ao.weight_decay = oc.weight_decay();
+  const AdamWOptions ao = AdamWOptionsFromConfig(oc);
   absl::Status adam = ValidateAdamWOptions(ao);
   if (!adam.ok()) return absl::InvalidArgumentError(absl::StrCat("optimizer.", adam.message()));
   NamedTensors params = run_->TrainableParams(), grads = run_->TrainableGrads();
