@@ -259,8 +259,7 @@ void CpuBackend::ColumnBlockDots(DType dt, const void* x, const void* y, int64_t
     cpu::WidenedOperands wide(this);
     const float* x32 = wide.In(x, rows * blocks * width);
     ColumnBlockDots(DType::kF32, x32, wide.In(y, rows * blocks * width), rows, blocks, width, alpha,
-                    out);  // out is f32 (AccumDType)
-    wide.WriteBack();
+                    out);  // out is f32 (AccumDType): nothing to write back
     return;
   }
   Dispatch(dt, [&](auto t) {

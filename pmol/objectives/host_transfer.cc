@@ -6,12 +6,10 @@ namespace pmol::objectives_internal {
 Tensor TensorFromDoubles(const std::vector<double>& values, const Shape& shape, DType dtype,
                          Backend* backend) {
   PMOL_CHECK(NumElements(shape) == static_cast<int64_t>(values.size()));
-  if (dtype == DType::kF64) return Tensor::FromHost(values.data(), shape, dtype, backend);
-  if (dtype == DType::kBF16)  // rounded once from the doubles
-    return Tensor::FromHost(values.data(), shape, DType::kF64, backend).ConvertTo(dtype);
-  PMOL_CHECK(dtype == DType::kF32);
-  std::vector<float> f(values.begin(), values.end());
-  return Tensor::FromHost(f.data(), shape, dtype, backend);
+  PMOL_CHECK(dtype == DType::kF64 || dtype == DType::kF32 || dtype == DType::kBF16);
+  // Narrower types are rounded once from the doubles by the backend's Convert.
+  const Tensor exact = Tensor::FromHost(values.data(), shape, DType::kF64, backend);
+  return dtype == DType::kF64 ? exact : exact.ConvertTo(dtype);
 }
 
 void AccumulateDoubles(const std::vector<double>& values, double scale, Tensor* dst) {

@@ -10,11 +10,11 @@
 
 namespace pmol::objectives_internal {
 
-// A tensor of `shape`, `dtype` (f32 or f64) on `backend` holding `values`.
+// A tensor of `shape`, `dtype` (f64, f32 or bf16: rounded once) on `backend` holding `values`.
 Tensor TensorFromDoubles(const std::vector<double>& values, const Shape& shape, DType dtype,
                          Backend* backend);
 
-// *dst += scale * values (element-wise, same element count; dst is f32 or f64).
+// *dst += scale * values (element-wise, same element count; dst is f64, f32 or bf16).
 void AccumulateDoubles(const std::vector<double>& values, double scale, Tensor* dst);
 
 }  // namespace pmol::objectives_internal
