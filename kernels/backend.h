@@ -46,6 +46,10 @@
 //   RmsNorm inv_rms; Rope cos/sin; Attention lse; LogSoftmaxGather logp and lse;
 //   ColumnBlockDots out; GemmTo's C when the caller asks for c_dt = AccumDType(dt) (a
 //   parameter gradient accumulated in f32 from bf16 activations, or f32 logits).
+// One exception to "the same f32 math": CUDA attention with head_dim 32, 64 or 128 runs
+// on tensor cores (FlashAttention-2 style) and rounds the probabilities P (for P V and
+// P^T dO) and dS (for dS K and dS^T Q) to bf16 before those products; the result stays
+// within 1e-2 of each output's largest entry of the f64 attention (tests/cuda).
 // RowSoftmax, RouterTopK(Backward), AdamWStep and SumSquares take f32 and f64 only: router
 // math and optimizer state are never bf16 (they run on f32 master copies).
 //

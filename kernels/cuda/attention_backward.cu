@@ -13,8 +13,12 @@
 // per (32-query tile, head, batch) over the key tiles up to its own. Every output
 // element is summed by one thread in a fixed order: no atomics, deterministic.
 // Arithmetic, shared tiles, lse and Delta are in Accum<T> (f32 for Bf16 storage: q, k, v,
-// out, dout widened on load; dq, dk, dv rounded once).
+// out, dout widened on load; dq, dk, dv rounded once). bf16 with head_dim 32, 64 or 128
+// runs dK/dV and dQ on tensor cores instead (attention_mma_backward.cu), after Delta.
+#include <type_traits>
+
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_mma.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
 
@@ -284,6 +288,11 @@ void LaunchAttentionBackward(const AttentionDims& dims, const T* q, const T* k, 
   AttentionDeltaKernel<T><<<static_cast<unsigned>(delta_blocks), kDeltaThreads, 0, stream>>>(
       out, dout, dims.batch, dims.seq, dims.q_heads, head_dim, delta);
   PMOL_CUDA_CHECK_LAUNCH("AttentionDeltaKernel");
+  if constexpr (std::is_same_v<T, Bf16>) {
+    if (TensorCoreAttentionApplies(dims, {q, k, v, dout, dq, dk, dv})) {
+      return LaunchAttentionBackwardMma(dims, q, k, v, lse, delta, dout, dq, dk, dv, stream);
+    }
+  }
 
   const int64_t tiles = (dims.seq + kTile - 1) / kTile;
   PMOL_CUDA_REQUIRE(tiles <= 0x7fffffff, "attention: sequence too long");

@@ -34,13 +34,13 @@ struct KeyHole {
     return k_pos != q_pos && k_pos >= begin && k_pos < end;
   }
 };
-// Whether query q_pos sees none of the keys [k0, k0 + kTile) through its hole, so that
+// Whether query q_pos sees none of the keys [k0, k0 + width) through its hole, so that
 // the tile can be skipped (a query past the sequence end is never written: it sees none).
 // A block skips a tile only when every one of its queries agrees (__syncthreads_and).
 __device__ __forceinline__ bool HidesTile(const KeyHole& h, int64_t k0, int64_t q_pos,
-                                          int64_t seq) {
+                                          int64_t seq, int width = kTile) {
   if (q_pos >= seq) return true;
-  return h.begin <= k0 && k0 + kTile <= h.end && (q_pos < k0 || q_pos >= k0 + kTile);
+  return h.begin <= k0 && k0 + width <= h.end && (q_pos < k0 || q_pos >= k0 + width);
 }
 
 __device__ __forceinline__ KeyHole LoadKeyHole(const int32_t* holes, int64_t b, int64_t seq,

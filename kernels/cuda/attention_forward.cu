@@ -9,7 +9,11 @@
 // Blocks are issued longest-first (the last query tiles see the most keys).
 // Arithmetic is in Accum<T> on CUDA cores (f32 for Bf16 storage: tiles widened on load,
 // out rounded once, lse in f32); rows finish with out = acc / l, lse = m + log(l).
+// bf16 with head_dim 32, 64 or 128 runs on tensor cores instead (attention_mma_forward.cu).
+#include <type_traits>
+
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_mma.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
 
@@ -125,6 +129,11 @@ void LaunchAttentionForward(const AttentionDims& dims, const T* q, const T* k, c
   using A = Accum<T>;
   if (dims.batch <= 0 || dims.seq <= 0 || dims.q_heads <= 0) return;
   CheckAttentionDims(dims, sizeof(A));
+  if constexpr (std::is_same_v<T, Bf16>) {
+    if (TensorCoreAttentionApplies(dims, {q, k, v, out})) {
+      return LaunchAttentionForwardMma(dims, q, k, v, out, lse, stream);
+    }
+  }
   const int head_dim = static_cast<int>(dims.head_dim);
   const size_t shared = ForwardSharedBytes<A>(head_dim);
   const int64_t tiles = (dims.seq + kTile - 1) / kTile;

@@ -35,7 +35,9 @@
 //     significant bits, so one ulp is 2^-8 .. 2^-7 of the value: element-wise tol 2^-7
 //     (one ulp anywhere in a binade); GEMM, norms, attention, softmax and column sums tol
 //     2^-6 (two ulps: the rounding step plus the f32 difference, which the mean-magnitude
-//     floor keeps small where an output is small through cancellation). The f32 outputs
+//     floor keeps small where an output is small through cancellation). Attention with
+//     head_dim 32/64/128 runs on tensor cores, which round P and dS to bf16 as well: it is
+//     checked against the CPU in f64 instead (its test states the bound). The f32 outputs
 //     of bf16 ops (inv_rms, lse, logp, ColumnBlockDots) come from the same bf16 values in
 //     f32 and take the f32 reduction tolerance; GemmTo's f32 C takes 1e-5 (see its test).
 #include <cuda_runtime_api.h>
@@ -1241,12 +1243,13 @@ TEST_F(CudaBf16Test, LogSoftmaxGather) {
   }
 }
 
-// bf16 q, k, v, out, dout, dq, dk, dv; f32 lse. The tiles are f32 in shared memory, so
-// head_dim 256 is accepted as in f32. The backward runs on the CPU forward's out and lse.
-TEST_F(CudaBf16Test, Attention) {
+// bf16 q, k, v, out, dout, dq, dk, dv; f32 lse. head_dim other than 32/64/128 runs the
+// scalar kernels (f32 tiles in shared memory, so head_dim 256 is accepted as in f32):
+// against the CPU bf16 backend, the backward on the CPU forward's out and lse.
+TEST_F(CudaBf16Test, AttentionScalarKernels) {
   const AttentionCase cases[] = {
-      {2, 37, 4, 2, 24},  {1, 37, 6, 1, 64}, {2, 70, 4, 4, 128}, {1, 70, 6, 2, 80},
-      {1, 40, 2, 1, 256}, {3, 1, 2, 1, 24},  {2, 37, 4, 2, 24, 3, 9}, {2, 150, 4, 2, 64, 20, 70},
+      {2, 37, 4, 2, 24}, {1, 70, 6, 2, 80}, {1, 40, 2, 1, 256}, {3, 1, 2, 1, 24},
+      {2, 37, 4, 2, 24, 3, 9}, {1, 70, 6, 2, 80, 0, 33},
   };
   for (const AttentionCase& c : cases) {
     const std::string what = c.Describe();
@@ -1289,6 +1292,92 @@ TEST_F(CudaBf16Test, Attention) {
     ExpectClose(gdv.ToHost(), dv, Tol<Bf16>::kReduction, "bf16 AttentionBackward dv" + what);
     ExpectBitwiseEqual(gdq2.ToHost(), got_dq, "bf16 AttentionBackward dq run-to-run" + what);
     ExpectBitwiseEqual(gdk2.ToHost(), got_dk, "bf16 AttentionBackward dk run-to-run" + what);
+  }
+}
+
+// bf16 with head_dim 32, 64 or 128 runs on tensor cores (kernels/cuda/attention_mma*),
+// which also round P and dS to bf16 before their products, as FlashAttention does. The
+// oracle is the CPU backend in f64 on the same (widened) bf16 inputs, the backward from
+// the f64 forward; the GPU backward runs on the GPU's own out and lse, as in training.
+// Tolerance per tensor: |gpu - f64| <= 1e-2 * max(max|f64|, 1e-4), the bound of
+// tests/cuda/attention_mma_emulated_test.cc, where the same kernels under CPU emulation
+// stay within 4.9e-3 (each output rounded to bf16: 2^-9 of its value; P and dS rounded:
+// 2^-9 per term). lse within 1e-5 * max(1, |lse|) (exact bf16 products summed in f32).
+// Each case prints its worst errors; the backward is deterministic run to run.
+TEST_F(CudaBf16Test, AttentionOnTensorCores) {
+  const AttentionCase cases[] = {
+      {2, 37, 4, 2, 64},   {2, 70, 4, 4, 128}, {1, 32, 4, 2, 64},   {3, 1, 2, 1, 64},
+      {2, 150, 4, 2, 64, 20, 70},              {2, 200, 2, 1, 32, 10, 150},
+      {1, 300, 14, 2, 64},                     {1, 1024, 14, 2, 64, 100, 400},
+      {2, 130, 4, 1, 128, 5, 60},
+  };
+  const auto widen = [](const std::vector<Bf16>& x) {
+    return std::vector<double>(x.begin(), x.end());
+  };
+  const auto expect_within = [](const auto& got, const std::vector<double>& want,
+                                const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double max_ref = 1e-4;
+    for (double w : want) max_ref = std::max(max_ref, std::fabs(w));
+    double worst = 0.0;
+    int64_t bad = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+      if (!(err <= 1e-2 * max_ref)) ++bad;
+      worst = std::max(worst, err);
+    }
+    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << want.size()
+                      << " elements off; worst error " << worst << " against max|f64| "
+                      << max_ref;
+    std::cout << "[   INFO   ] " << what << ": worst error " << worst / max_ref
+              << " of max|f64|\n";
+  };
+  for (const AttentionCase& c : cases) {
+    const std::string what = c.Describe();
+    const std::vector<int32_t> holes = c.KeyHoles();
+    GpuArray<int32_t> gholes(gpu_, holes.empty() ? std::vector<int32_t>{0} : holes);
+    const AttentionShape shape = c.Shape(holes.empty() ? nullptr : gholes.data());
+    const AttentionShape cpu_shape = c.Shape(holes.empty() ? nullptr : holes.data());
+    const int64_t q_size = c.batch * c.seq * c.q_heads * c.head_dim;
+    const int64_t kv_size = c.batch * c.seq * c.kv_heads * c.head_dim;
+    const int64_t lse_size = c.batch * c.q_heads * c.seq;
+    const std::vector<Bf16> q = Uniform<Bf16>(rng_, q_size, -2.0, 2.0);
+    const std::vector<Bf16> k = Uniform<Bf16>(rng_, kv_size, -2.0, 2.0);
+    const std::vector<Bf16> v = Uniform<Bf16>(rng_, kv_size);
+    const std::vector<Bf16> dout = Uniform<Bf16>(rng_, q_size);
+
+    GpuArray<Bf16> gq(gpu_, q), gk(gpu_, k), gv(gpu_, v), gdout(gpu_, dout);
+    GpuArray<Bf16> gout(gpu_, q_size);
+    GpuArray<float> glse(gpu_, lse_size);
+    gpu_->AttentionForward(kDt, shape, gq.get(), gk.get(), gv.get(), gout.get(), glse.get());
+    GpuArray<Bf16> gdq(gpu_, q_size), gdk(gpu_, kv_size), gdv(gpu_, kv_size);
+    GpuArray<Bf16> gdq2(gpu_, q_size), gdk2(gpu_, kv_size), gdv2(gpu_, kv_size);
+    gpu_->AttentionBackward(kDt, shape, gq.get(), gk.get(), gv.get(), gout.get(), glse.get(),
+                            gdout.get(), gdq.get(), gdk.get(), gdv.get());
+    gpu_->AttentionBackward(kDt, shape, gq.get(), gk.get(), gv.get(), gout.get(), glse.get(),
+                            gdout.get(), gdq2.get(), gdk2.get(), gdv2.get());
+
+    const std::vector<double> q64 = widen(q), k64 = widen(k), v64 = widen(v),
+                              dout64 = widen(dout);
+    std::vector<double> out(q_size), lse(lse_size), dq(q_size), dk(kv_size), dv(kv_size);
+    cpu_->AttentionForward(DType::kF64, cpu_shape, q64.data(), k64.data(), v64.data(),
+                           out.data(), lse.data());
+    cpu_->AttentionBackward(DType::kF64, cpu_shape, q64.data(), k64.data(), v64.data(),
+                            out.data(), lse.data(), dout64.data(), dq.data(), dk.data(),
+                            dv.data());
+    expect_within(gout.ToHost(), out, "tensor-core AttentionForward out" + what);
+    const std::vector<float> got_lse = glse.ToHost();
+    int64_t bad_lse = 0;
+    for (size_t i = 0; i < lse.size(); ++i) {
+      if (!(std::fabs(got_lse[i] - lse[i]) <= 1e-5 * std::max(1.0, std::fabs(lse[i])))) ++bad_lse;
+    }
+    EXPECT_EQ(bad_lse, 0) << "tensor-core AttentionForward lse" << what;
+    const std::vector<Bf16> got_dq = gdq.ToHost(), got_dk = gdk.ToHost();
+    expect_within(got_dq, dq, "tensor-core AttentionBackward dq" + what);
+    expect_within(got_dk, dk, "tensor-core AttentionBackward dk" + what);
+    expect_within(gdv.ToHost(), dv, "tensor-core AttentionBackward dv" + what);
+    ExpectBitwiseEqual(gdq2.ToHost(), got_dq, "tensor-core dq run-to-run" + what);
+    ExpectBitwiseEqual(gdk2.ToHost(), got_dk, "tensor-core dk run-to-run" + what);
   }
 }
 
