@@ -9,7 +9,9 @@
 #     libraries it needs (tests/cuda/run_on_gpu.sh pack), the PyTorch peer and the model
 #     configs into one archive, DIR/bench.tar.xz.
 #   bash benchmarks/gpu_train_benchmark.sh run [DIR] [train_benchmark flags...]
-#     (GPU machine, from the repository root) unpacks DIR/bench.tar.xz once, then runs
+#     (GPU machine, from the repository root) unpacks DIR/bench.tar.xz once, runs
+#     attention_benchmark --device=cuda (pmol's attention against SDPA alone, into
+#     DIR/attention_benchmark.log; ATTENTION=0 skips it), then runs
 #     train_benchmark --device=cuda (Qwen2.5-0.5B-shaped model, 4 pairs x 1024 tokens, 10
 #     timed steps after 3 warm-up steps; rows pmol f32 / bf16 mixed precision, PyTorch f32 /
 #     bf16 eager SDPA / bf16 torch.compile; see benchmarks/TRAIN_BENCHMARK.md). Extra flags override those
@@ -21,12 +23,14 @@ cd "$(dirname "$0")/.."
 
 pack() {
   local dir="${1:-gpu-train-benchmark}"
-  bazel build --config=cuda //benchmarks:train_benchmark
+  bazel build --config=cuda //benchmarks:train_benchmark //benchmarks:attention_benchmark
   local stage
   stage="$(mktemp -d)/gpu-train-benchmark"
-  bash tests/cuda/run_on_gpu.sh pack "$stage" bazel-bin/benchmarks/train_benchmark
+  bash tests/cuda/run_on_gpu.sh pack "$stage" bazel-bin/benchmarks/train_benchmark \
+    bazel-bin/benchmarks/attention_benchmark
   mkdir -p "$stage/benchmarks/peers" "$stage/benchmarks/configs"
-  cp benchmarks/peers/torch_pmol_dpo_peer.py "$stage/benchmarks/peers/"
+  cp benchmarks/peers/torch_pmol_dpo_peer.py benchmarks/peers/torch_attention_peer.py \
+    "$stage/benchmarks/peers/"
   cp benchmarks/configs/*.json "$stage/benchmarks/configs/"
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -59,6 +63,13 @@ exec "$python" "\$@"
 EOF
   chmod +x "$wrapper"
   export PEER_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
+  # Attention alone first (Qwen2.5-0.5B's heads, 4 x 1024 tokens; bf16 and f32 against
+  # SDPA), unless ATTENTION=0.
+  if [[ "${ATTENTION:-1}" != 0 ]]; then
+    bash tests/cuda/run_on_gpu.sh exec "$dir" "$dir/bin/attention_benchmark" --device=cuda \
+      --python="$wrapper" --peer="$dir/benchmarks/peers/torch_attention_peer.py" 2>&1 |
+      tee "$dir/attention_benchmark.log" || true
+  fi
   bash tests/cuda/run_on_gpu.sh exec "$dir" "$dir/bin/train_benchmark" --device=cuda \
     --python="$wrapper" --peer="$dir/benchmarks/peers/torch_pmol_dpo_peer.py" \
     --hf_config="$dir/benchmarks/configs/qwen2_5_0_5b.json" "$@" 2>&1 | tee "$dir/train_benchmark.log"
