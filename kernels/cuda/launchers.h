@@ -131,7 +131,9 @@ void LaunchRouterTopKBackward(const T* selected, const T* gates, const T* top, c
                               cudaStream_t stream);
 
 // attention_forward.cu / attention_backward.cu (float, double, Bf16). Layouts as in
-// backend.h: q/out [B,T,Hq,D], k/v [B,T,Hkv,D], lse [B,Hq,T].
+// backend.h: q/out [B,T,Hq,D], k/v [B,T,Hkv,D], lse [B,Hq,T]. Bf16 with head_dim 32, 64
+// or 128 (and 16-byte aligned tensors) is handed to the tensor-core kernels of
+// attention_mma.cu.
 struct AttentionDims {
   int64_t batch;
   int64_t seq;
