@@ -53,6 +53,27 @@
 
 namespace pmol::cuda {
 
+// The two query rows a lane holds in C tiles (rows g and g + 8 of its warp's 16 in the
+// block's tile of 64 starting at q0), with their key holes.
+struct LaneQueryRows {
+  int64_t pos[2];
+  KeyHole hole[2];
+  __device__ __forceinline__ LaneQueryRows(const int32_t* holes, int64_t b, int64_t seq,
+                                           int64_t q0, int warp, int g) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      pos[r] = q0 + 16 * warp + g + 8 * r;
+      hole[r] = LoadKeyHole(holes, b, seq, pos[r]);
+    }
+  }
+  // Whether both rows' holes cover keys [k0, k0 + 64) (the block skips the tile when all
+  // its lanes agree: __syncthreads_and).
+  __device__ __forceinline__ bool HideKeyTile(int64_t k0, int64_t seq) const {
+    return HidesTile(hole[0], k0, pos[0], seq, kMmaTile) &&
+           HidesTile(hole[1], k0, pos[1], seq, kMmaTile);
+  }
+};
+
 template <int kD>
 constexpr size_t ForwardMmaSharedBytes() {
   // Q and K tiles [64][kD + 8], V transposed [kD][64 + 8], all bf16.
@@ -78,14 +99,9 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int warp = threadIdx.x / kWarp;
   const MmaLane lane = ThisMmaLane();
   const int64_t q0 = q_tile * kMmaTile;
-  // This lane's two query rows (C rows g and g + 8 of its warp's 16).
-  int64_t q_pos[2];
-  KeyHole hole[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    q_pos[r] = q0 + 16 * warp + lane.g + 8 * r;
-    hole[r] = LoadKeyHole(holes, b, seq, q_pos[r]);
-  }
+  const LaneQueryRows rows(holes, b, seq, q0, warp, lane.g);
+  const int64_t* q_pos = rows.pos;
+  const KeyHole* hole = rows.hole;
 
   LoadMmaTile<kD>(q, b, q0, seq, q_heads, h, s_q, nullptr);
 
@@ -97,11 +113,7 @@ __global__ void __launch_bounds__(kMmaThreads)
 
   for (int64_t k_tile = 0; k_tile <= q_tile; ++k_tile) {
     const int64_t k0 = k_tile * kMmaTile;
-    if (holes != nullptr &&
-        __syncthreads_and(HidesTile(hole[0], k0, q_pos[0], seq, kMmaTile) &&
-                          HidesTile(hole[1], k0, q_pos[1], seq, kMmaTile))) {
-      continue;
-    }
+    if (holes != nullptr && __syncthreads_and(rows.HideKeyTile(k0, seq))) continue;
     __syncthreads();  // the previous K and V tiles are no longer read
     LoadMmaTile<kD>(k, b, k0, seq, kv_heads, hk, s_k, nullptr);
     LoadMmaTile<kD>(v, b, k0, seq, kv_heads, hk, nullptr, s_vt);
@@ -310,14 +322,13 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int warp = threadIdx.x / kWarp;
   const MmaLane lane = ThisMmaLane();
   const int64_t q0 = q_tile * kMmaTile;
-  int64_t q_pos[2];
-  KeyHole hole[2];
+  const LaneQueryRows rows(holes, b, seq, q0, warp, lane.g);
+  const int64_t* q_pos = rows.pos;
+  const KeyHole* hole = rows.hole;
   float row_lse2[2];
   float row_delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    q_pos[r] = q0 + 16 * warp + lane.g + 8 * r;
-    hole[r] = LoadKeyHole(holes, b, seq, q_pos[r]);
     const bool inside = q_pos[r] < seq;
     row_lse2[r] = inside ? lse[(b * q_heads + h) * seq + q_pos[r]] * kLog2e : 0.0f;
     row_delta[r] = inside ? delta[(b * q_heads + h) * seq + q_pos[r]] : 0.0f;
@@ -332,11 +343,7 @@ __global__ void __launch_bounds__(kMmaThreads)
 
   for (int64_t k_tile = 0; k_tile <= q_tile; ++k_tile) {
     const int64_t k0 = k_tile * kMmaTile;
-    if (holes != nullptr &&
-        __syncthreads_and(HidesTile(hole[0], k0, q_pos[0], seq, kMmaTile) &&
-                          HidesTile(hole[1], k0, q_pos[1], seq, kMmaTile))) {
-      continue;
-    }
+    if (holes != nullptr && __syncthreads_and(rows.HideKeyTile(k0, seq))) continue;
     __syncthreads();  // the previous K and V tiles are no longer read
     LoadMmaTile<kD>(k, b, k0, seq, kv_heads, hk, s_k, s_kt);
     LoadMmaTile<kD>(v, b, k0, seq, kv_heads, hk, s_v, nullptr);
