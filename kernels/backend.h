@@ -36,6 +36,10 @@
 //               backward: c = sum_{e<experts} dgates[r,e] gates[r,e],
 //               dg[r,j] += [selected != 0] * (u_j - c) / top[r], u_j = dgates[r,j] when
 //               j < experts and selected[r,j] = 1, else 0
+//   RouterGroupLoss / RouterBalanceLoss: PMoL's auxiliary router losses, per position
+//               (the group soft loss of probabilities g [rows, slots] against a label)
+//               and per router (the balance loss of its weighted slot mass); the
+//               formulas are in router_loss_math.h, which both backends run.
 //
 // Mixed precision, dt = bf16 (both backends): bf16 storage, f32 math. Every operand of
 // type dt is widened to f32 (exactly) when read; the operation's math runs in f32 as it
@@ -50,8 +54,9 @@
 // on tensor cores (FlashAttention-2 style) and rounds the probabilities P (for P V and
 // P^T dO) and dS (for dS K and dS^T Q) to bf16 before those products; the result stays
 // within 1e-2 of each output's largest entry of the f64 attention (tests/cuda).
-// RowSoftmax, RouterTopK(Backward), AdamWStep and SumSquares take f32 and f64 only: router
-// math and optimizer state are never bf16 (they run on f32 master copies).
+// RowSoftmax, RouterTopK(Backward), RouterGroupLoss, RouterBalanceLoss, AdamWStep and
+// SumSquares take f32 and f64 only: router math and optimizer state are never bf16 (they
+// run on f32 master copies).
 //
 // Memory accounting (GetMemoryStats) covers what Allocate hands out and Free returns:
 //   in_use   = bytes allocated and not yet freed (CPU: exactly the bytes requested; CUDA:
@@ -229,6 +234,23 @@ class Backend {
   virtual void RouterTopKBackward(DType dt, const void* selected, const void* gates,
                                   const void* top, const void* dgates, int64_t rows,
                                   int64_t slots, int64_t experts, void* dg) = 0;
+  // Router losses; slots: experts (expert e in group expert_group[e], int32 [experts] on
+  // this device, non-decreasing from 0 to groups-1) then empty slots.
+  // RouterGroupLoss: probs, dprobs [rows, slots], ce [rows], all dt; labels int32 [rows].
+  //   Row r with labels[r] in [0, groups): ce[r] = its group soft cross-entropy (label
+  //   smoothing eps) and dprobs[r,:] = grad_scale * dce/dprobs; a row with a negative label:
+  //   ce 0 and dprobs 0. Both overwritten; dprobs may be null (no gradient).
+  virtual void RouterGroupLoss(DType dt, const void* probs, const int32_t* labels,
+                               const int32_t* expert_group, int64_t rows, int64_t slots,
+                               int64_t experts, int64_t groups, double label_smoothing,
+                               double grad_scale, void* ce, void* dprobs) = 0;
+  // RouterBalanceLoss: for each of `count` routers c, its weighted slot mass is
+  //   mass[c * mass_stride + s] (s < slots); loss[c] = its balance loss and
+  //   dmass[c * slots + s] = dloss/dmass (0 for empty slots); both overwritten, all dt.
+  virtual void RouterBalanceLoss(DType dt, const void* mass, int64_t mass_stride,
+                                 const int32_t* expert_group, int64_t count, int64_t slots,
+                                 int64_t experts, int64_t groups, void* loss,
+                                 void* dmass) = 0;
 
   // Optimizer ops.
   // AdamWStep: one AdamW update (torch.optim.AdamW: decoupled weight decay, bias

@@ -23,6 +23,7 @@
 #include "kernels/cpu/optimizer.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/router_losses.h"
 #include "kernels/cpu/router_topk.h"
 #include "kernels/cpu/row_softmax.h"
 #include "kernels/cpu/thread_pool.h"
@@ -526,6 +527,25 @@ void CpuBackend::RouterTopKBackward(DType dt, const void* selected, const void* 
     using T = decltype(t);
     cpu::RouterTopKBackward<T>(P<T>(selected), P<T>(gates), P<T>(top), P<T>(dgates), rows, slots,
                                experts, P<T>(dg));
+  });
+}
+void CpuBackend::RouterGroupLoss(DType dt, const void* probs, const int32_t* labels,
+                                 const int32_t* expert_group, int64_t rows, int64_t slots,
+                                 int64_t experts, int64_t groups, double label_smoothing,
+                                 double grad_scale, void* ce, void* dprobs) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::RouterGroupLoss<T>(P<T>(probs), labels, expert_group, rows, slots, experts, groups,
+                            label_smoothing, grad_scale, P<T>(ce), P<T>(dprobs));
+  });
+}
+void CpuBackend::RouterBalanceLoss(DType dt, const void* mass, int64_t mass_stride,
+                                   const int32_t* expert_group, int64_t count, int64_t slots,
+                                   int64_t experts, int64_t groups, void* loss, void* dmass) {
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::RouterBalanceLoss<T>(P<T>(mass), mass_stride, expert_group, count, slots, experts,
+                              groups, P<T>(loss), P<T>(dmass));
   });
 }
 

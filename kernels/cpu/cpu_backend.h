@@ -94,6 +94,13 @@ class CpuBackend : public Backend {
   void RouterTopKBackward(DType dt, const void* selected, const void* gates, const void* top,
                           const void* dgates, int64_t rows, int64_t slots, int64_t experts,
                           void* dg) override;
+  void RouterGroupLoss(DType dt, const void* probs, const int32_t* labels,
+                       const int32_t* expert_group, int64_t rows, int64_t slots, int64_t experts,
+                       int64_t groups, double label_smoothing, double grad_scale, void* ce,
+                       void* dprobs) override;
+  void RouterBalanceLoss(DType dt, const void* mass, int64_t mass_stride,
+                         const int32_t* expert_group, int64_t count, int64_t slots,
+                         int64_t experts, int64_t groups, void* loss, void* dmass) override;
   void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m, void* v,
                  int64_t n) override;
   void SumSquares(DType dt, const void* x, int64_t n, void* acc) override;

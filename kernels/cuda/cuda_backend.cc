@@ -455,6 +455,28 @@ class CudaBackend final : public Backend {
     });
   }
 
+  void RouterGroupLoss(DType dt, const void* probs, const int32_t* labels,
+                       const int32_t* expert_group, int64_t rows, int64_t slots, int64_t experts,
+                       int64_t groups, double label_smoothing, double grad_scale, void* ce,
+                       void* dprobs) override {
+    ForFloatType(dt, "RouterGroupLoss", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchRouterGroupLoss<T>(In<T>(probs), labels, expert_group, rows, slots, experts,
+                                     groups, label_smoothing, grad_scale, Out<T>(ce),
+                                     Out<T>(dprobs), stream_);
+    });
+  }
+
+  void RouterBalanceLoss(DType dt, const void* mass, int64_t mass_stride,
+                         const int32_t* expert_group, int64_t count, int64_t slots,
+                         int64_t experts, int64_t groups, void* loss, void* dmass) override {
+    ForFloatType(dt, "RouterBalanceLoss", [&](auto tag) {
+      using T = decltype(tag);
+      cuda::LaunchRouterBalanceLoss<T>(In<T>(mass), mass_stride, expert_group, count, slots,
+                                       experts, groups, Out<T>(loss), Out<T>(dmass), stream_);
+    });
+  }
+
   void AdamWStep(DType dt, const AdamWScalars& s, void* p, const void* g, void* m, void* v,
                  int64_t n) override {
     const cuda::AdamWLaunchScalars scalars{s.lr,           s.beta1,

@@ -130,6 +130,17 @@ void LaunchRouterTopKBackward(const T* selected, const T* gates, const T* top, c
                               int64_t rows, int64_t slots, int64_t experts, T* dg,
                               cudaStream_t stream);
 
+// router_losses.cu (float, double)
+template <typename T>
+void LaunchRouterGroupLoss(const T* probs, const int32_t* labels, const int32_t* expert_group,
+                           int64_t rows, int64_t slots, int64_t experts, int64_t groups,
+                           double label_smoothing, double grad_scale, T* ce, T* dprobs,
+                           cudaStream_t stream);
+template <typename T>
+void LaunchRouterBalanceLoss(const T* mass, int64_t mass_stride, const int32_t* expert_group,
+                             int64_t count, int64_t slots, int64_t experts, int64_t groups,
+                             T* loss, T* dmass, cudaStream_t stream);
+
 // attention_forward.cu / attention_backward.cu (float, double, Bf16). Layouts as in
 // backend.h: q/out [B,T,Hq,D], k/v [B,T,Hkv,D], lse [B,Hq,T]. Bf16 with head_dim 32, 64
 // or 128 (and 16-byte aligned tensors) is handed to the tensor-core kernels of

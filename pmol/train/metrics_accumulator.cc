@@ -126,9 +126,9 @@ EvalResult MetricsAccumulator::Finish() const {
   r.main = main_count_ > 0 ? main_ / main_count_ : 0.0;
   r.group = group_count_ > 0 ? group_ / group_count_ : 0.0;
   if (!slot_sums_.empty()) {
-    // L_bal of the whole set: BalanceLoss on one "position" holding the sums M_i.
+    // L_bal of the whole set, from the merged sums M_i.
     for (const std::vector<double>& sums : slot_sums_) {
-      r.balance += BalanceLoss(*layout_, sums, {1}, 0.0, nullptr) / slot_sums_.size();
+      r.balance += BalanceLossOfSlotSums(*layout_, sums) / slot_sums_.size();
     }
     r.router_layers = router_layers_;
   }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "pmol/core/status.h"
@@ -25,7 +26,10 @@ struct ResponseLogits {
   Tensor positions;  // i32 [M] on the backend: the rows of `hidden` that predict a reply token
   Tensor logits;     // [1, M, V] when the head is trained, else undefined
   HeadLogProbs frozen;  // when the head is frozen
-  SequenceLogProbsResult lp;
+  // Per head position: the target token (-1: not counted), its sequence, and the frozen
+  // head's targets with the uncounted ones dropped (CountedTargets).
+  std::vector<int32_t> selected, sequence_of, counted;
+  SequenceLogProbsResult lp;  // after ReadResponseLogProbs
 };
 
 absl::StatusOr<Tensor> RunForward(LlamaModel* model, const StepRows& rows, ForwardState* keep,
@@ -34,30 +38,105 @@ absl::StatusOr<Tensor> RunForward(LlamaModel* model, const StepRows& rows, Forwa
                               rows.shared ? &rows.layout : nullptr);
 }
 
-absl::StatusOr<ResponseLogits> ResponseLogProbs(LlamaModel* model, const StepRows& rows, ForwardState* keep,
-                                                LinearAdapters* adapters, bool head_trained) {
+// The router figures of every adapted module into m: L_group and L_bal (means over
+// modules), the router mass per preference (mean over modules, and per layer the mean over
+// that layer's modules), the positions it averages over, and L_bal's slot sums.
+void AddRouterFigures(const PmolAdapters& adapters, const RouterLossFigures& f, StepMetrics* m) {
+  const ExpertLayout& layout = adapters.options().layout;
+  const std::vector<AdaptedModule>& modules = adapters.modules();
+  const double count = static_cast<double>(modules.size());
+  const int64_t P = f.preferences;
+  std::map<int64_t, int32_t> modules_in_layer;
+  for (const AdaptedModule& am : modules) ++modules_in_layer[am.layer];
+  std::map<int64_t, size_t> layer_index;
+  for (const auto& [layer, n] : modules_in_layer) {
+    layer_index[layer] = m->router_layers.size();
+    m->router_layers.push_back(layer);
+  }
+  m->router_positions = f.positions;
+  m->router_mass.assign(P + 1, std::vector<double>(P + 1, 0.0));
+  m->router_mass_by_layer.assign(P + 1, std::vector<std::vector<double>>(
+                                            m->router_layers.size(), std::vector<double>(P + 1, 0.0)));
+  for (size_t j = 0; j < modules.size(); ++j) {
+    m->group += f.group[j] / count;
+    m->balance += f.balance[j] / count;
+    const size_t l = layer_index[modules[j].layer];
+    const double in_layer = modules_in_layer[modules[j].layer];
+    for (int64_t p = 0; p <= P; ++p) {
+      const std::vector<double> mass = f.GroupMass(layout, static_cast<int64_t>(j), p);
+      for (size_t k = 0; k < mass.size(); ++k) {
+        m->router_mass[p][k] += mass[k] / count;
+        m->router_mass_by_layer[p][l][k] += mass[k] / in_layer;
+      }
+    }
+    const double* sums = f.SlotSums(static_cast<int64_t>(j), P);
+    m->router_slot_sums.emplace_back(sums, sums + f.slots);
+  }
+}
+
+// Queues the auxiliary router losses of every adapted module on the device (labels: the
+// pair's preference at response positions) and their gradients into each module's
+// aux_grad when `backward`; nothing when the adapters have no router.
+std::optional<RouterLossBatch> QueueRouterLosses(PmolAdapters* adapters, const StepOptions& o,
+                                                 const StepRows& rows, double loss_scale,
+                                                 bool backward, Backend* be) {
+  if (adapters == nullptr || !adapters->options().has_router()) return std::nullopt;
+  std::vector<AdaptedModule>& modules = adapters->modules();
+  const int64_t N = static_cast<int64_t>(rows.weight.size()), T = rows.seq;
+  std::vector<int32_t> labels(N, -1);
+  for (int64_t n = 0; n < N; ++n) {
+    if (rows.response[n] && rows.weight[n]) labels[n] = rows.preference[n / T];
+  }
+  const double count = static_cast<double>(modules.size());
+  std::optional<RouterLossBatch> router(std::in_place, adapters->options().layout, labels,
+                                        rows.weight, static_cast<int64_t>(modules.size()), be);
+  std::vector<Tensor*> dgs;
+  for (size_t j = 0; j < modules.size(); ++j) {
+    AdaptedModule& am = modules[j];
+    if (backward) {
+      am.aux_grad = Tensor::Empty(am.cache.probs.shape(), DType::kF64, be);
+      dgs.push_back(&am.aux_grad);
+    }
+    router->AddModule(static_cast<int64_t>(j), am.cache.probs, o.group_label_smoothing,
+                      loss_scale * o.group_loss_weight / count,
+                      backward ? &am.aux_grad : nullptr);
+  }
+  router->Finish(loss_scale * o.balance_loss_weight / count, dgs);
+  return router;
+}
+
+// Queues the forward and the LM head at the reply tokens; ReadResponseLogProbs then reads
+// the per-sequence sums (the host waits for the device there).
+absl::StatusOr<ResponseLogits> QueueResponseHead(LlamaModel* model, const StepRows& rows,
+                                                 ForwardState* keep, LinearAdapters* adapters,
+                                                 bool head_trained) {
   ResponseLogits r;
   PMOL_ASSIGN_OR_RETURN(r.hidden, RunForward(model, rows, keep, adapters));
-  std::vector<int32_t> positions = rows.head_rows, selected = rows.head_targets,
-                       sequence_of = rows.head_sequence;
+  std::vector<int32_t> positions = rows.head_rows;
+  r.selected = rows.head_targets;
+  r.sequence_of = rows.head_sequence;
   if (positions.empty()) {  // no reply token at all: one uncounted position keeps shapes valid
     positions.push_back(0);
-    selected.push_back(-1);
-    sequence_of.push_back(-1);
+    r.selected.push_back(-1);
+    r.sequence_of.push_back(-1);
   }
   const int64_t m = static_cast<int64_t>(positions.size()), v = model->config().vocab_size;
   r.positions = Tensor::FromHost(positions.data(), {m}, DType::kI32, model->backend());
   if (head_trained) {
     r.logits = model->HeadAt(r.hidden, r.positions).Reshape({1, m, v});
-    r.lp = SequenceLogProbs(r.logits, selected, sequence_of, rows.sequences);
     return r;
   }
-  const std::vector<int32_t> counted = CountedTargets(selected, sequence_of, rows.sequences, v);
-  const Tensor targets = Tensor::FromHost(counted.data(), {m}, DType::kI32, model->backend());
+  r.counted = CountedTargets(r.selected, r.sequence_of, rows.sequences, v);
+  const Tensor targets = Tensor::FromHost(r.counted.data(), {m}, DType::kI32, model->backend());
   r.frozen = HeadLogProbsAt(model->Head(), r.hidden, r.positions, targets,
                             /*with_basis=*/keep != nullptr);
-  r.lp = SumSequenceLogProbs(r.frozen.logp, counted, sequence_of, rows.sequences);
   return r;
+}
+
+void ReadResponseLogProbs(const StepRows& rows, ResponseLogits* r) {
+  r->lp = r->logits.defined()
+              ? SequenceLogProbs(r->logits, r->selected, r->sequence_of, rows.sequences)
+              : SumSequenceLogProbs(r->frozen.logp, r->counted, r->sequence_of, rows.sequences);
 }
 
 std::vector<double> Slice(const std::vector<double>& v, size_t begin, size_t count) {
@@ -161,8 +240,9 @@ PreferenceStep::ReferenceLogProbs(const data::PreferenceBatch& batch) {
     return absl::FailedPreconditionError(
         "DPO with full fine-tuning needs a frozen reference model or precomputed reference "
         "log-probs");
-  PMOL_ASSIGN_OR_RETURN(const ResponseLogits head, ResponseLogProbs(ref, rows, nullptr, /*adapters=*/nullptr,
-                                                                  /*head_trained=*/false));
+  PMOL_ASSIGN_OR_RETURN(ResponseLogits head, QueueResponseHead(ref, rows, nullptr, /*adapters=*/nullptr,
+                                                                /*head_trained=*/false));
+  ReadResponseLogProbs(rows, &head);
   const SequenceLogProbsResult& lp = head.lp;
   const size_t B = batch.num_pairs;
   return std::make_pair(Slice(lp.sums, 0, B), Slice(lp.sums, B, B));
@@ -229,9 +309,14 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
   ForwardState state;
   ForwardState* keep = backward ? &state : nullptr;  // activations for the backward
   Tensor dhidden;
+  // The router losses are queued right after the policy forward, so that the device runs
+  // them while the host waits for the log-probs; their figures are read after the backward
+  // is queued.
+  std::optional<RouterLossBatch> router;
   if (kind == ObjectiveKind::kReward) {
     if (value_head_ == nullptr) return absl::FailedPreconditionError("reward training needs a value head");
     PMOL_ASSIGN_OR_RETURN(Tensor hidden, RunForward(model_, rows, keep, adapters_));
+    router = QueueRouterLosses(adapters_, options_, rows, loss_scale, backward, be);
     const std::vector<int64_t> chosen_rows(rows.last.begin(), rows.last.begin() + B),
         rejected_rows(rows.last.begin() + B, rows.last.end());
     const Tensor w = value_head_->weight.Reshape({value_head_->weight.numel()});
@@ -247,8 +332,11 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
       be->Scale(dt, loss_scale, dhidden.data(), dhidden.numel());
     }
   } else {
-    PMOL_ASSIGN_OR_RETURN(const ResponseLogits head, ResponseLogProbs(model_, rows, keep, adapters_,
-                                                                  /*head_trained=*/full_grads_ != nullptr));
+    PMOL_ASSIGN_OR_RETURN(ResponseLogits head,
+                          QueueResponseHead(model_, rows, keep, adapters_,
+                                            /*head_trained=*/full_grads_ != nullptr));
+    router = QueueRouterLosses(adapters_, options_, rows, loss_scale, backward, be);
+    ReadResponseLogProbs(rows, &head);
     const SequenceLogProbsResult& lp = head.lp;
     std::vector<double> d_sums;
     if (kind == ObjectiveKind::kDpo) {
@@ -288,73 +376,11 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
     }
   }
 
-  // Auxiliary router losses and router-mass metrics, per adapted module.
-  if (adapters_ != nullptr && adapters_->options().has_router()) {
-    const ExpertLayout& layout = adapters_->options().layout;
-    const double modules = static_cast<double>(adapters_->modules().size());
-    std::vector<int32_t> labels(N, -1);
-    std::vector<std::vector<uint8_t>> select(P + 1, std::vector<uint8_t>(N, 0));
-    for (int64_t n = 0; n < N; ++n) {
-      if (!rows.response[n] || !rows.weight[n]) continue;
-      labels[n] = rows.preference[n / T];
-      select[labels[n]][n] = 1;
-      select[P][n] = 1;
-    }
-    const size_t K = layout.num_groups() + 1, S = layout.num_slots();
-    m.router_positions.assign(P + 1, 0);
-    for (int32_t p = 0; p <= P; ++p)
-      for (uint8_t s : select[p]) m.router_positions[p] += s;
-    m.router_mass.assign(P + 1, std::vector<double>(K, 0.0));
-    // Layer j of router_layers, and how many modules each layer adapts.
-    std::map<int64_t, int32_t> modules_in_layer;
-    for (const AdaptedModule& am : adapters_->modules()) ++modules_in_layer[am.layer];
-    std::map<int64_t, size_t> layer_index;
-    for (const auto& [layer, count] : modules_in_layer) {
-      layer_index[layer] = m.router_layers.size();
-      m.router_layers.push_back(layer);
-    }
-    m.router_mass_by_layer.assign(
-        P + 1, std::vector<std::vector<double>>(m.router_layers.size(), std::vector<double>(K, 0.0)));
-    for (AdaptedModule& am : adapters_->modules()) {
-      // The probabilities come to the host once per module, and their gradient goes back
-      // once: the losses and metrics below all read this copy.
-      const std::vector<double> g = am.cache.probs.ToDoubles();
-      std::vector<double> dg;
-      if (backward) dg.assign(g.size(), 0.0);
-      m.group += GroupSoftLoss(layout, g, labels, options_.group_label_smoothing,
-                               loss_scale * options_.group_loss_weight / modules,
-                               backward ? &dg : nullptr) /
-                 modules;
-      m.balance += BalanceLoss(layout, g, rows.weight,
-                               loss_scale * options_.balance_loss_weight / modules,
-                               backward ? &dg : nullptr) /
-                   modules;
-      if (backward) {
-        am.aux_grad = Tensor::FromHost(dg.data(), am.cache.probs.shape(), DType::kF64, be);
-      }
-      const size_t j = layer_index[am.layer];
-      const double in_layer = modules_in_layer[am.layer];
-      for (int32_t p = 0; p <= P; ++p) {
-        const std::vector<double> mass = RouterGroupMass(layout, g, select[p]);
-        for (size_t k = 0; k < mass.size(); ++k) {
-          m.router_mass[p][k] += mass[k] / modules;
-          m.router_mass_by_layer[p][j][k] += mass[k] / in_layer;
-        }
-      }
-      // L_bal's per-slot sums over non-padding positions (weighted), in BalanceLoss's order.
-      std::vector<double> sums(S, 0.0);
-      for (int64_t n = 0; n < N; ++n) {
-        if (!rows.weight[n]) continue;
-        for (size_t s = 0; s < S; ++s) sums[s] += rows.weight[n] * g[n * S + s];
-      }
-      m.router_slot_sums.push_back(std::move(sums));
-    }
-  }
-  m.loss = m.main + options_.group_loss_weight * m.group + options_.balance_loss_weight * m.balance;
-
   if (backward) {
     model_->BackwardFromHidden(state, dhidden, full_grads_, on_final);
   }
+  if (router.has_value()) AddRouterFigures(*adapters_, router->Read(), &m);
+  m.loss = m.main + options_.group_loss_weight * m.group + options_.balance_loss_weight * m.balance;
   if (adapters_ != nullptr) adapters_->ClearCaches();
   return m;
 }

@@ -620,6 +620,55 @@ TYPED_TEST(CudaOps, RouterTopK) {
   }
 }
 
+// The router losses run the same double math (router_loss_math.h) on both sides; only the
+// device's log may differ from the host's by an ulp, so element-wise tolerances apply.
+TYPED_TEST(CudaOps, RouterLosses) {
+  using T = TypeParam;
+  // The benchmark router (groups {2, 2, 2}, one empty slot) and a ragged one {3, 1, 2} + 2.
+  struct RouterCase {
+    std::vector<int32_t> expert_group;
+    int64_t slots;
+  };
+  for (const RouterCase& c : {RouterCase{{0, 0, 1, 1, 2, 2}, 7}, RouterCase{{0, 0, 0, 1, 2, 2}, 8}}) {
+    const std::vector<int32_t>& expert_group = c.expert_group;
+    const int64_t experts = 6, groups = 3, slots = c.slots;
+    const int64_t rows = 4099, count = 5;
+    const std::string what = " slots=" + std::to_string(slots);
+    std::vector<T> probs = Uniform<T>(this->rng_, rows * slots, 0.01, 1.0);
+    for (int64_t r = 0; r < rows; ++r) {  // rows of a softmax: sum to one
+      T sum = 0;
+      for (int64_t s = 0; s < slots; ++s) sum += probs[r * slots + s];
+      for (int64_t s = 0; s < slots; ++s) probs[r * slots + s] /= sum;
+    }
+    std::vector<int32_t> labels = Ints(this->rng_, rows, -1, static_cast<int>(groups - 1));
+    GpuArray<T> gprobs(this->gpu_, probs);
+    GpuArray<int32_t> glabels(this->gpu_, labels), ggroup(this->gpu_, expert_group);
+    GpuArray<T> gce(this->gpu_, rows), gdg(this->gpu_, rows * slots), gce2(this->gpu_, rows);
+    this->gpu_->RouterGroupLoss(this->kDt, gprobs.get(), glabels.data(), ggroup.data(), rows,
+                                slots, experts, groups, 0.1, 0.37, gce.get(), gdg.get());
+    this->gpu_->RouterGroupLoss(this->kDt, gprobs.get(), glabels.data(), ggroup.data(), rows,
+                                slots, experts, groups, 0.1, 0.37, gce2.get(), nullptr);
+    std::vector<T> ce(rows), dg(rows * slots);
+    this->cpu_->RouterGroupLoss(this->kDt, probs.data(), labels.data(), expert_group.data(), rows,
+                                slots, experts, groups, 0.1, 0.37, ce.data(), dg.data());
+    ExpectClose(gce.ToHost(), ce, Tol<T>::kElementwise, "RouterGroupLoss ce" + what);
+    ExpectClose(gdg.ToHost(), dg, Tol<T>::kElementwise, "RouterGroupLoss dprobs" + what);
+    ExpectBitwiseEqual(gce2.ToHost(), gce.ToHost(), "RouterGroupLoss without dprobs" + what);
+
+    // Balance: `count` routers' slot masses, rows `slots + 2` apart.
+    const int64_t stride = slots + 2;
+    std::vector<T> mass = Uniform<T>(this->rng_, count * stride, 5.0, 50.0);
+    GpuArray<T> gmass(this->gpu_, mass), gloss(this->gpu_, count), gdmass(this->gpu_, count * slots);
+    this->gpu_->RouterBalanceLoss(this->kDt, gmass.get(), stride, ggroup.data(), count, slots,
+                                  experts, groups, gloss.get(), gdmass.get());
+    std::vector<T> loss(count), dmass(count * slots);
+    this->cpu_->RouterBalanceLoss(this->kDt, mass.data(), stride, expert_group.data(), count,
+                                  slots, experts, groups, loss.data(), dmass.data());
+    ExpectClose(gloss.ToHost(), loss, Tol<T>::kElementwise, "RouterBalanceLoss loss" + what);
+    ExpectClose(gdmass.ToHost(), dmass, Tol<T>::kElementwise, "RouterBalanceLoss dmass" + what);
+  }
+}
+
 struct AttentionCase {
   int64_t batch, seq, q_heads, kv_heads, head_dim;
   // Key holes when reply_a > 0 (the shared-prompt layout): row b is

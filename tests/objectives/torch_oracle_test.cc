@@ -1,8 +1,9 @@
 // Objectives against an independent PyTorch reference (objectives_torch_oracle.py, f64
-// autograd): every DPO variant as TRL defines it (incl. IPO length-normalised), the group
-// soft loss by F.cross_entropy with label_smoothing (value, gradient wrt g, gradient wrt
-// the router logits through softmax), the balance loss, the reward loss, sequence
-// log-probs and the SFT value by F.cross_entropy(ignore_index=-1).
+// autograd): every DPO variant as TRL defines it (incl. IPO length-normalised); the router
+// losses (through RouterLossBatch on the CPU backend): the group soft loss by
+// F.cross_entropy with label_smoothing (value, gradient wrt g, gradient wrt the router
+// logits through softmax) and the balance loss; the reward loss, sequence log-probs and
+// the SFT value by F.cross_entropy(ignore_index=-1).
 // Tolerance: 1e-12 relative to the largest magnitude of each compared quantity. Both
 // sides compute in f64 with the same formulas in a different order (and a different
 // stable-softplus/log-softmax implementation): ~1e-16 per operation, amplified at most
@@ -22,6 +23,7 @@
 #include "pmol/objectives/sequence_logprobs.h"
 #include "pmol/objectives/sft_loss.h"
 #include "tests/objectives/objectives_test_util.h"
+#include "tests/objectives/router_losses_test_util.h"
 
 namespace pmol {
 namespace {
@@ -186,12 +188,10 @@ TEST_F(TorchOracleTest, GroupSoftLossMatchesCrossEntropy) {
     const int64_t slots = c.layout.num_slots(), n = c.labels.size();
     const std::string what = "group case " + std::to_string(i);
     const std::vector<double> g = Softmax(c.z, slots);
-    Tensor gt = Tensor::FromHost(g.data(), {n, slots}, DType::kF64, Cpu());
-    Tensor dg = Tensor::Zeros({n, slots}, DType::kF64, Cpu());
-    const double loss = GroupSoftLoss(c.layout, gt, c.labels, c.eps, 1.0, &dg);
+    std::vector<double> dgv(n * slots, 0.0);
+    const double loss = testing::GroupSoftLossOf(c.layout, g, c.labels, c.eps, 1.0, &dgv);
     testing::ExpectCloseScaled({loss}, {want["loss"].get<double>()}, kTol, what + " F.cross_entropy");
     testing::ExpectCloseScaled({loss}, {want["loss_literal"].get<double>()}, kTol, what + " literal");
-    const std::vector<double> dgv = dg.ToDoubles();
     testing::ExpectCloseScaled(dgv, Vec(want["dg"]), kTol, what + " dg");
     std::vector<double> dz(dgv.size());
     for (int64_t r = 0; r < n; ++r) {
@@ -210,11 +210,10 @@ TEST_F(TorchOracleTest, BalanceLossMatches) {
     const json& want = Out()["balance"][i];
     const int64_t slots = c.layout.num_slots(), n = c.valid.size();
     const std::string what = "balance case " + std::to_string(i);
-    Tensor gt = Tensor::FromHost(c.g.data(), {n, slots}, DType::kF64, Cpu());
-    Tensor dg = Tensor::Zeros({n, slots}, DType::kF64, Cpu());
-    const double loss = BalanceLoss(c.layout, gt, c.valid, 1.0, &dg);
+    std::vector<double> dg(n * slots, 0.0);
+    const double loss = testing::BalanceLossOf(c.layout, c.g, c.valid, 1.0, &dg);
     testing::ExpectCloseScaled({loss}, {want["loss"].get<double>()}, kTol, what + " loss");
-    testing::ExpectCloseScaled(dg.ToDoubles(), Vec(want["dg"]), kTol, what + " dg");
+    testing::ExpectCloseScaled(dg, Vec(want["dg"]), kTol, what + " dg");
   }
 }
 
