@@ -17,6 +17,7 @@
 #include "kernels/check.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/column_blocks.h"
+#include "kernels/cpu/dropout.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/log_softmax.h"
@@ -210,6 +211,21 @@ void CpuBackend::Scale(DType dt, double alpha, void* x, int64_t n) {
     using T = decltype(t);
     cpu::Scale<T>(static_cast<T>(alpha), P<T>(x), n);
   });
+}
+void CpuBackend::DropoutKeep(DType dt, uint64_t key, double p, double scale, int64_t n,
+                             void* keep) {
+  switch (dt) {
+    case DType::kF32:
+      return cpu::DropoutKeep<float>(key, p, static_cast<float>(scale), n, P<float>(keep));
+    case DType::kF64:
+      return cpu::DropoutKeep<double>(key, p, scale, n, P<double>(keep));
+    case DType::kBF16:
+      return cpu::DropoutKeep<uint16_t>(key, p, F64ToBf16(scale), n, P<uint16_t>(keep));
+    default:
+      std::fprintf(stderr, "pmol: the CPU backend's DropoutKeep takes F32, F64 or BF16, not %s\n",
+                   DTypeName(dt));
+      PMOL_CHECK(false);
+  }
 }
 void CpuBackend::AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) {
   if (dt == DType::kBF16) {

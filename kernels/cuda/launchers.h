@@ -130,6 +130,10 @@ void LaunchRouterTopKBackward(const T* selected, const T* gates, const T* top, c
                               int64_t rows, int64_t slots, int64_t experts, T* dg,
                               cudaStream_t stream);
 
+// dropout.cu (float, double, uint16_t = bf16 bits)
+template <typename T>
+void LaunchDropoutKeep(uint64_t key, double p, T kept, int64_t n, T* keep, cudaStream_t stream);
+
 // router_losses.cu (float, double)
 template <typename T>
 void LaunchRouterGroupLoss(const T* probs, const int32_t* labels, const int32_t* expert_group,

@@ -263,10 +263,10 @@ Tensor PmolAdapters::DropoutKeep(const AdaptedModule& am, int64_t rows) const {
   if (!training_ || options_.dropout <= 0.0) return Tensor();
   Rng rng = Rng::ForStream(dropout_seed_ ^ (0x9E3779B97F4A7C15ull * (dropout_step_ + 1)),
                            am.name + ".dropout");
-  const double p = options_.dropout, scale = 1.0 / (1.0 - p);
-  std::vector<double> keep(rows * am.spec.d_in);
-  for (double& k : keep) k = rng.Uniform() < p ? 0.0 : scale;
-  return HostTensor(keep, {rows, am.spec.d_in}, backend_, dtype_);
+  const double p = options_.dropout;
+  Tensor keep = Tensor::Empty({rows, am.spec.d_in}, dtype_, backend_);
+  backend_->DropoutKeep(dtype_, rng.NextU64(), p, 1.0 / (1.0 - p), keep.numel(), keep.data());
+  return keep;
 }
 
 void PmolAdapters::Forward(int64_t layer, LinearModule m, const Tensor& x, Tensor& y) {

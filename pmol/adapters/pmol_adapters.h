@@ -8,8 +8,9 @@
 // backward folds into the router's.
 // Init: A Kaiming-uniform U(-1/sqrt(d_in), 1/sqrt(d_in)) (PEFT's default) or N(0, 1/r^2)
 // (PEFT's "gaussian"), B = 0, router N(0, router_init_std^2); each tensor from its own
-// seeded stream named after it. Dropout masks are drawn from (seed, step, module), so a
-// recomputed forward draws the same mask.
+// seeded stream named after it. Dropout masks are drawn on the device (Backend::DropoutKeep,
+// a counter-based generator) from a key of (seed, step, module), so a recomputed forward
+// draws the same mask, and a CPU and a GPU run draw the same masks.
 // Expert parallelism (DistributeExperts): each rank keeps only its own experts' A rows
 // and B columns (expert_slices.h; Params / Grads are then these local tensors, the
 // routers stay whole) and the forward and backward exchange rows with the other ranks

@@ -620,6 +620,19 @@ TYPED_TEST(CudaOps, RouterTopK) {
   }
 }
 
+// The dropout mask is the same function of (key, i) on both backends: bit for bit.
+TYPED_TEST(CudaOps, DropoutKeep) {
+  using T = TypeParam;
+  const int64_t n = 1000003;
+  for (double p : {0.05, 0.5}) {
+    GpuArray<T> gkeep(this->gpu_, n);
+    this->gpu_->DropoutKeep(this->kDt, 0x9E3779B97F4A7C15ull, p, 1.0 / (1.0 - p), n, gkeep.get());
+    std::vector<T> keep(n);
+    this->cpu_->DropoutKeep(this->kDt, 0x9E3779B97F4A7C15ull, p, 1.0 / (1.0 - p), n, keep.data());
+    ExpectBitwiseEqual(gkeep.ToHost(), keep, "DropoutKeep p=" + std::to_string(p));
+  }
+}
+
 // The router losses run the same double math (router_loss_math.h) on both sides; only the
 // device's log may differ from the host's by an ulp, so element-wise tolerances apply.
 TYPED_TEST(CudaOps, RouterLosses) {
