@@ -24,7 +24,8 @@ Tensor RmsNorm(const Tensor& x, const Tensor& w, double eps, Tensor* inv_rms) {
   const int64_t n = x.dim(0), h = x.dim(1);
   *inv_rms = Tensor::Empty({n}, AccumDType(x.dtype()), x.backend());
   Tensor y = Tensor::Empty({n, h}, x.dtype(), x.backend());
-  x.backend()->RmsNormForward(x.dtype(), x.data(), w.data(), eps, n, h, y.data(), inv_rms->data());
+  x.backend()->RmsNormForward(x.dtype(), x.data(), nullptr, w.data(), eps, n, h, nullptr,
+                              y.data(), inv_rms->data());
   return y;
 }
 
@@ -39,8 +40,8 @@ Tensor RmsNormBackwardPlusResidual(const Tensor& x, const Tensor& w, const Tenso
   Backend* be = x.backend();
   const int64_t n = x.dim(0), h = x.dim(1);
   Tensor dx = Tensor::Empty({n, h}, x.dtype(), be);
-  be->RmsNormBackward(x.dtype(), x.data(), w.data(), inv_rms.data(), dh.data(), n, h, dx.data(),
-                      dw ? dw->data() : nullptr);
+  be->RmsNormBackward(x.dtype(), x.data(), w.data(), inv_rms.data(), dh.data(), nullptr, n, h,
+                      dx.data(), dw ? dw->data() : nullptr);
   be->Axpy(x.dtype(), 1.0, residual.data(), dx.data(), n * h);
   return dx;
 }

@@ -451,13 +451,13 @@ TYPED_TEST(CudaOps, RmsNorm) {
 
       GpuArray<T> gx(this->gpu_, x), gw(this->gpu_, w), gdy(this->gpu_, dy);
       GpuArray<T> gy(this->gpu_, rows * dim), gr(this->gpu_, rows), gy2(this->gpu_, rows * dim);
-      this->gpu_->RmsNormForward(this->kDt, gx.get(), gw.get(), eps, rows, dim, gy.get(),
-                                 gr.get());
-      this->gpu_->RmsNormForward(this->kDt, gx.get(), gw.get(), eps, rows, dim, gy2.get(),
-                                 nullptr);
+      this->gpu_->RmsNormForward(this->kDt, gx.get(), nullptr, gw.get(), eps, rows, dim,
+                                 nullptr, gy.get(), gr.get());
+      this->gpu_->RmsNormForward(this->kDt, gx.get(), nullptr, gw.get(), eps, rows, dim,
+                                 nullptr, gy2.get(), nullptr);
       std::vector<T> y(rows * dim), r(rows);
-      this->cpu_->RmsNormForward(this->kDt, x.data(), w.data(), eps, rows, dim, y.data(),
-                                 r.data());
+      this->cpu_->RmsNormForward(this->kDt, x.data(), nullptr, w.data(), eps, rows, dim,
+                                 nullptr, y.data(), r.data());
       ExpectClose(gy.ToHost(), y, Tol<T>::kReduction, "RmsNormForward y" + what);
       ExpectClose(gr.ToHost(), r, Tol<T>::kReduction, "RmsNormForward inv_rms" + what);
       ExpectBitwiseEqual(gy2.ToHost(), gy.ToHost(), "RmsNormForward without inv_rms" + what);
@@ -465,13 +465,13 @@ TYPED_TEST(CudaOps, RmsNorm) {
       // Backward from each backend's own inv_rms.
       GpuArray<T> gdx(this->gpu_, rows * dim), gdx2(this->gpu_, rows * dim);
       GpuArray<T> gdw(this->gpu_, dw);
-      this->gpu_->RmsNormBackward(this->kDt, gx.get(), gw.get(), gr.get(), gdy.get(), rows, dim,
-                                  gdx.get(), gdw.get());
-      this->gpu_->RmsNormBackward(this->kDt, gx.get(), gw.get(), gr.get(), gdy.get(), rows, dim,
-                                  gdx2.get(), nullptr);
+      this->gpu_->RmsNormBackward(this->kDt, gx.get(), gw.get(), gr.get(), gdy.get(), nullptr,
+                                  rows, dim, gdx.get(), gdw.get());
+      this->gpu_->RmsNormBackward(this->kDt, gx.get(), gw.get(), gr.get(), gdy.get(), nullptr,
+                                  rows, dim, gdx2.get(), nullptr);
       std::vector<T> dx(rows * dim);
-      this->cpu_->RmsNormBackward(this->kDt, x.data(), w.data(), r.data(), dy.data(), rows, dim,
-                                  dx.data(), dw.data());
+      this->cpu_->RmsNormBackward(this->kDt, x.data(), w.data(), r.data(), dy.data(), nullptr,
+                                  rows, dim, dx.data(), dw.data());
       ExpectClose(gdx.ToHost(), dx, Tol<T>::kReduction, "RmsNormBackward dx" + what);
       ExpectClose(gdw.ToHost(), dw, Tol<T>::kReduction, "RmsNormBackward dw" + what);
       ExpectBitwiseEqual(gdx2.ToHost(), gdx.ToHost(), "RmsNormBackward without dw" + what);
@@ -1130,23 +1130,25 @@ TEST_F(CudaBf16Test, RmsNorm) {
 
       GpuArray<Bf16> gx(gpu_, x), gw(gpu_, w), gdy(gpu_, dy), gy(gpu_, rows * dim);
       GpuArray<float> gr(gpu_, rows);
-      gpu_->RmsNormForward(kDt, gx.get(), gw.get(), eps, rows, dim, gy.get(), gr.get());
+      gpu_->RmsNormForward(kDt, gx.get(), nullptr, gw.get(), eps, rows, dim, nullptr, gy.get(),
+                           gr.get());
       std::vector<Bf16> y(rows * dim);
       std::vector<float> r(rows);
-      cpu_->RmsNormForward(kDt, x.data(), w.data(), eps, rows, dim, y.data(), r.data());
+      cpu_->RmsNormForward(kDt, x.data(), nullptr, w.data(), eps, rows, dim, nullptr, y.data(),
+                           r.data());
       ExpectClose(gy.ToHost(), y, Tol<Bf16>::kReduction, "bf16 RmsNormForward y" + what);
       ExpectClose(gr.ToHost(), r, Tol<float>::kReduction, "bf16 RmsNormForward inv_rms" + what);
 
       // Backward from the CPU's inv_rms on both sides.
       GpuArray<float> gr_cpu(gpu_, r);
       GpuArray<Bf16> gdx(gpu_, rows * dim), gdx2(gpu_, rows * dim), gdw(gpu_, dw);
-      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), rows, dim,
-                            gdx.get(), gdw.get());
-      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), rows, dim,
-                            gdx2.get(), nullptr);
+      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), nullptr, rows,
+                            dim, gdx.get(), gdw.get());
+      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), nullptr, rows,
+                            dim, gdx2.get(), nullptr);
       std::vector<Bf16> dx(rows * dim);
-      cpu_->RmsNormBackward(kDt, x.data(), w.data(), r.data(), dy.data(), rows, dim, dx.data(),
-                            dw.data());
+      cpu_->RmsNormBackward(kDt, x.data(), w.data(), r.data(), dy.data(), nullptr, rows, dim,
+                            dx.data(), dw.data());
       const std::vector<Bf16> got_dx = gdx.ToHost();
       ExpectClose(got_dx, dx, Tol<Bf16>::kReduction, "bf16 RmsNormBackward dx" + what);
       ExpectClose(gdw.ToHost(), dw, Tol<Bf16>::kReduction, "bf16 RmsNormBackward dw" + what);
