@@ -8,6 +8,9 @@
 //   Gemm:       C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C,  op = transpose or not
 //   RmsNorm:    y = x * r * w,  r = 1/sqrt(mean(x^2) + eps) per row (r saved for backward)
 //               dx = r*(w*dy) - x * r^3 * mean(x*w*dy);  dw += sum_rows dy*x*r
+//               with the residual add fused in (a decoder block's x2 = x + o, h2 = norm(x2)):
+//               forward s = x + residual, stored, then y = norm(s); backward
+//               dx = norm-backward(dy) + residual_grad (the gradient reaching s by the skip)
 //   Rope:       HF "rotate_half" convention on each head of width d, pairs (j, j+d/2):
 //               x'_j = x_j cos_j - x_{j+d/2} sin_j,  x'_{j+d/2} = x_{j+d/2} cos_j + x_j sin_j
 //               with cos/sin tables [positions, d/2]; inverse=true rotates by -angle
@@ -50,6 +53,8 @@
 //   RmsNorm inv_rms; Rope cos/sin; Attention lse; LogSoftmaxGather logp and lse;
 //   ColumnBlockDots out; GemmTo's C when the caller asks for c_dt = AccumDType(dt) (a
 //   parameter gradient accumulated in f32 from bf16 activations, or f32 logits).
+// RmsNormForward with a residual rounds s = x + residual to bf16 when it stores it, and
+// normalizes that stored s (the value the backward reads), not the f32 sum.
 // One exception to "the same f32 math": CUDA attention with head_dim 32, 64 or 128 runs
 // on tensor cores (FlashAttention-2 style) and rounds the probabilities P (for P V and
 // P^T dO) and dS (for dS K and dS^T Q) to bf16 before those products; the result stays
@@ -193,13 +198,24 @@ class Backend {
   virtual void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n,
                                  int64_t dim, void* dtable) = 0;
 
-  // inv_rms [rows] may be null when no backward follows.
-  virtual void RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
-                              int64_t dim, void* y, void* inv_rms) = 0;
-  // dx is overwritten; dw (nullable) is accumulated into.
+  // RMSNorm of the rows of s [rows, dim]: y = s * r * w, inv_rms [rows] = r (inv_rms may
+  // be null when no backward follows). Without a residual (null), s = x and sum_out is
+  // unused (may be null). With one, s = x + residual is computed in AccumDType(dt),
+  // rounded once to dt and written to sum_out, and the norm reads that stored s: sum_out,
+  // y and inv_rms are bit for bit those of Axpy(dt, 1, residual, x) followed by the op
+  // without a residual, in one pass. sum_out may be x; it must not overlap residual or y.
+  virtual void RmsNormForward(DType dt, const void* x, const void* residual, const void* w,
+                              double eps, int64_t rows, int64_t dim, void* sum_out, void* y,
+                              void* inv_rms) = 0;
+  // x is the forward's s. dx is overwritten with the norm's input gradient, plus
+  // residual_grad [rows, dim] when it is not null, added in AccumDType(dt) before dx is
+  // rounded once to dt; dx may be residual_grad. For f32 and f64 that is the same two
+  // roundings as the unfused Backward + Axpy (the norm's gradient is rounded to dt either
+  // way); for bf16 it is one rounding where the unfused pair rounds twice, so the result
+  // may differ from the unfused one by a bf16 ulp. dw (nullable) is accumulated into.
   virtual void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
-                               const void* dy, int64_t rows, int64_t dim, void* dx,
-                               void* dw) = 0;
+                               const void* dy, const void* residual_grad, int64_t rows,
+                               int64_t dim, void* dx, void* dw) = 0;
 
   // In place on x [tokens, heads, head_dim]; positions [tokens]; cos/sin [*, head_dim/2].
   virtual void ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,

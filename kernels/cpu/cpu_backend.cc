@@ -2,7 +2,8 @@
 // instantiation of the kernels in this folder. Mixed precision (dt = bf16) runs the f32
 // kernels on f32 working copies (widened_operands.h); embedding lookups and CopyRows work
 // on the bf16 storage directly (Bf16 of kernels/dtype.h), and EmbeddingBackward widens
-// only the rows it adds to.
+// only the rows it adds to. RmsNormForward with a residual in bf16 forms the bf16 sum
+// first (Axpy), since the norm reads the rounded sum, then normalizes it as above.
 #include "kernels/cpu/cpu_backend.h"
 
 #include <algorithm>
@@ -360,38 +361,49 @@ void CpuBackend::EmbeddingBackward(DType dt, const void* dout, const int32_t* id
     cpu::EmbeddingBackward<T>(P<T>(dout), ids, n, dim, P<T>(dtable));
   });
 }
-void CpuBackend::RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
-                                int64_t dim, void* y, void* inv_rms) {
+void CpuBackend::RmsNormForward(DType dt, const void* x, const void* residual, const void* w,
+                                double eps, int64_t rows, int64_t dim, void* sum_out, void* y,
+                                void* inv_rms) {
+  PMOL_CHECK(residual == nullptr || sum_out != nullptr);
   if (dt == DType::kBF16) {
+    if (residual != nullptr) {  // the bf16 sum (Axpy's), then the norm of it
+      if (sum_out != x) CopyOnDevice(sum_out, x, static_cast<size_t>(rows * dim) * sizeof(Bf16));
+      Axpy(dt, 1.0, residual, sum_out, rows * dim);
+      x = sum_out;
+    }
     cpu::WidenedOperands wide(this);
     const float* x32 = wide.In(x, rows * dim);
     const float* w32 = wide.In(w, dim);
-    RmsNormForward(DType::kF32, x32, w32, eps, rows, dim, wide.Out(y, rows * dim), inv_rms);
+    RmsNormForward(DType::kF32, x32, nullptr, w32, eps, rows, dim, nullptr,
+                   wide.Out(y, rows * dim), inv_rms);
     wide.WriteBack();
     return;
   }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
-    cpu::RmsNormForward<T>(P<T>(x), P<T>(w), static_cast<T>(eps), rows, dim, P<T>(y),
-                           P<T>(inv_rms));
+    cpu::RmsNormForward<T>(P<T>(x), P<T>(residual), P<T>(w), static_cast<T>(eps), rows, dim,
+                           P<T>(sum_out), P<T>(y), P<T>(inv_rms));
   });
 }
 void CpuBackend::RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
-                                 const void* dy, int64_t rows, int64_t dim, void* dx, void* dw) {
+                                 const void* dy, const void* residual_grad, int64_t rows,
+                                 int64_t dim, void* dx, void* dw) {
   if (dt == DType::kBF16) {
     cpu::WidenedOperands wide(this);
     const float* x32 = wide.In(x, rows * dim);
     const float* w32 = wide.In(w, dim);
     const float* dy32 = wide.In(dy, rows * dim);
+    const float* rg32 = wide.In(residual_grad, rows * dim);
     float* dw32 = wide.InOut(dw, dim);
-    RmsNormBackward(DType::kF32, x32, w32, inv_rms, dy32, rows, dim, wide.Out(dx, rows * dim), dw32);
+    RmsNormBackward(DType::kF32, x32, w32, inv_rms, dy32, rg32, rows, dim,
+                    wide.Out(dx, rows * dim), dw32);
     wide.WriteBack();
     return;
   }
   Dispatch(dt, [&](auto t) {
     using T = decltype(t);
-    cpu::RmsNormBackward<T>(P<T>(x), P<T>(w), P<T>(inv_rms), P<T>(dy), rows, dim, P<T>(dx),
-                            P<T>(dw));
+    cpu::RmsNormBackward<T>(P<T>(x), P<T>(w), P<T>(inv_rms), P<T>(dy), P<T>(residual_grad), rows,
+                            dim, P<T>(dx), P<T>(dw));
   });
 }
 void CpuBackend::ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,

@@ -66,10 +66,11 @@ class CpuBackend : public Backend {
                         void* out) override;
   void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n, int64_t dim,
                          void* dtable) override;
-  void RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
-                      int64_t dim, void* y, void* inv_rms) override;
+  void RmsNormForward(DType dt, const void* x, const void* residual, const void* w, double eps,
+                      int64_t rows, int64_t dim, void* sum_out, void* y, void* inv_rms) override;
   void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
-                       const void* dy, int64_t rows, int64_t dim, void* dx, void* dw) override;
+                       const void* dy, const void* residual_grad, int64_t rows, int64_t dim,
+                       void* dx, void* dw) override;
   void ApplyRope(DType dt, void* x, int64_t tokens, int64_t heads, int64_t head_dim,
                  const void* cos, const void* sin, const int32_t* positions,
                  bool inverse) override;

@@ -339,25 +339,29 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void RmsNormForward(DType dt, const void* x, const void* w, double eps, int64_t rows,
-                      int64_t dim, void* y, void* inv_rms) override {
+  void RmsNormForward(DType dt, const void* x, const void* residual, const void* w, double eps,
+                      int64_t rows, int64_t dim, void* sum_out, void* y,
+                      void* inv_rms) override {
     ForStorageType(dt, "RmsNormForward", [&](auto tag) {
       using T = decltype(tag);
-      cuda::LaunchRmsNormForward<T>(In<T>(x), In<T>(w), eps, rows, dim, Out<T>(y),
-                                    Out<cuda::Accum<T>>(inv_rms), stream_);
+      cuda::LaunchRmsNormForward<T>(In<T>(x), In<T>(residual), In<T>(w), eps, rows, dim,
+                                    Out<T>(sum_out), Out<T>(y), Out<cuda::Accum<T>>(inv_rms),
+                                    stream_);
     });
   }
 
   void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
-                       const void* dy, int64_t rows, int64_t dim, void* dx, void* dw) override {
+                       const void* dy, const void* residual_grad, int64_t rows, int64_t dim,
+                       void* dx, void* dw) override {
     ForStorageType(dt, "RmsNormBackward", [&](auto tag) {
       using T = decltype(tag);
       using A = cuda::Accum<T>;
       void* scratch = dw == nullptr
                           ? nullptr
                           : Scratch(cuda::RmsNormBackwardScratchBytes(sizeof(A), rows, dim));
-      cuda::LaunchRmsNormBackward<T>(In<T>(x), In<T>(w), In<A>(inv_rms), In<T>(dy), rows, dim,
-                                     Out<T>(dx), Out<T>(dw), scratch, stream_);
+      cuda::LaunchRmsNormBackward<T>(In<T>(x), In<T>(w), In<A>(inv_rms), In<T>(dy),
+                                     In<T>(residual_grad), rows, dim, Out<T>(dx), Out<T>(dw),
+                                     scratch, stream_);
     });
   }
 

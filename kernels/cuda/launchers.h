@@ -80,15 +80,16 @@ template <typename T>
 void LaunchSwiGluBackward(const T* gate, const T* up, const T* dout, T* dgate, T* dup,
                           int64_t n, cudaStream_t stream);
 
-// rms_norm.cu (float, double, Bf16)
+// rms_norm.cu (float, double, Bf16); residual and residual_grad may be null (no fused
+// residual add). sum_out may be x, dx may be residual_grad.
 template <typename T>
-void LaunchRmsNormForward(const T* x, const T* w, double eps, int64_t rows, int64_t dim, T* y,
-                          Accum<T>* inv_rms, cudaStream_t stream);
+void LaunchRmsNormForward(const T* x, const T* residual, const T* w, double eps, int64_t rows,
+                          int64_t dim, T* sum_out, T* y, Accum<T>* inv_rms, cudaStream_t stream);
 size_t RmsNormBackwardScratchBytes(size_t accum_size, int64_t rows, int64_t dim);
 template <typename T>
 void LaunchRmsNormBackward(const T* x, const T* w, const Accum<T>* inv_rms, const T* dy,
-                           int64_t rows, int64_t dim, T* dx, T* dw, void* scratch,
-                           cudaStream_t stream);
+                           const T* residual_grad, int64_t rows, int64_t dim, T* dx, T* dw,
+                           void* scratch, cudaStream_t stream);
 
 // rope.cu (float, double, Bf16)
 template <typename T>

@@ -20,29 +20,21 @@ AttentionShape ShapeOf(const LlamaConfig& c, const BlockInput& in) {
   return s;
 }
 
-Tensor RmsNorm(const Tensor& x, const Tensor& w, double eps, Tensor* inv_rms) {
+// Returns RMSNorm(x); with a residual, first x += residual (in the same pass), so that
+// x holds the sum the norm read.
+Tensor RmsNorm(Tensor& x, const Tensor* residual, const Tensor& w, double eps, Tensor* inv_rms) {
   const int64_t n = x.dim(0), h = x.dim(1);
   *inv_rms = Tensor::Empty({n}, AccumDType(x.dtype()), x.backend());
   Tensor y = Tensor::Empty({n, h}, x.dtype(), x.backend());
-  x.backend()->RmsNormForward(x.dtype(), x.data(), w.data(), eps, n, h, y.data(), inv_rms->data());
+  x.backend()->RmsNormForward(x.dtype(), x.data(), residual ? residual->data() : nullptr,
+                              w.data(), eps, n, h, residual ? x.data() : nullptr, y.data(),
+                              inv_rms->data());
   return y;
 }
 
 void Rope(Tensor& x, int64_t heads, const LlamaConfig& c, const BlockInput& in, bool inverse) {
   x.backend()->ApplyRope(x.dtype(), x.data(), x.dim(0), heads, c.head_dim, in.rope->cos.data(),
                          in.rope->sin.data(), in.positions->data_as<int32_t>(), inverse);
-}
-
-// dx = dx_residual + RMSNorm-backward(dh); dw accumulated when grads given.
-Tensor RmsNormBackwardPlusResidual(const Tensor& x, const Tensor& w, const Tensor& inv_rms,
-                                   const Tensor& dh, const Tensor& residual, Tensor* dw) {
-  Backend* be = x.backend();
-  const int64_t n = x.dim(0), h = x.dim(1);
-  Tensor dx = Tensor::Empty({n, h}, x.dtype(), be);
-  be->RmsNormBackward(x.dtype(), x.data(), w.data(), inv_rms.data(), dh.data(), n, h, dx.data(),
-                      dw ? dw->data() : nullptr);
-  be->Axpy(x.dtype(), 1.0, residual.data(), dx.data(), n * h);
-  return dx;
 }
 
 // The frozen linear plus the module's adapter when there is one.
@@ -75,7 +67,7 @@ Tensor DecoderBlockForward(const LlamaConfig& c, const LayerWeights& w, const Bl
   const DType dt = x.dtype();
   const int64_t n = x.dim(0), h = x.dim(1);
 
-  a->h1 = RmsNorm(x, w.input_norm, c.rms_norm_eps, &a->inv_rms1);
+  a->h1 = RmsNorm(a->x, nullptr, w.input_norm, c.rms_norm_eps, &a->inv_rms1);
   a->q = Linear(in, LinearModule::kQ, a->h1, w.q);
   a->k = Linear(in, LinearModule::kK, a->h1, w.k);
   a->v = Linear(in, LinearModule::kV, a->h1, w.v);
@@ -87,9 +79,7 @@ Tensor DecoderBlockForward(const LlamaConfig& c, const LayerWeights& w, const Bl
   be->AttentionForward(dt, shape, a->q.data(), a->k.data(), a->v.data(), a->attn.data(),
                        a->lse.data());
   a->x2 = Linear(in, LinearModule::kO, a->attn, w.o);
-  be->Axpy(dt, 1.0, x.data(), a->x2.data(), n * h);
-
-  a->h2 = RmsNorm(a->x2, w.post_norm, c.rms_norm_eps, &a->inv_rms2);
+  a->h2 = RmsNorm(a->x2, &x, w.post_norm, c.rms_norm_eps, &a->inv_rms2);  // x2 += x
   a->gate = Linear(in, LinearModule::kGate, a->h2, w.gate);
   a->up = Linear(in, LinearModule::kUp, a->h2, w.up);
   a->act = Tensor::Empty(a->gate.shape(), dt, be);
@@ -103,6 +93,7 @@ Tensor DecoderBlockBackward(const LlamaConfig& c, const LayerWeights& w, const B
                             const BlockActivations& a, const Tensor& dy, LayerWeights* g) {
   Backend* be = dy.backend();
   const DType dt = dy.dtype();
+  const int64_t n = a.x.dim(0), h = a.x.dim(1);
 
   // MLP: y = x2 + down(swiglu(gate(h2), up(h2))).
   Tensor dact = Tensor::Empty(a.act.shape(), dt, be);
@@ -117,8 +108,10 @@ Tensor DecoderBlockBackward(const LlamaConfig& c, const LayerWeights& w, const B
   LinearGrad(in, LinearModule::kUp, a.h2, dup, w.up, dh2, true, g ? &g->up : nullptr);
   dgate = Tensor();
   dup = Tensor();
-  Tensor dx2 = RmsNormBackwardPlusResidual(a.x2, w.post_norm, a.inv_rms2, dh2, dy,
-                                           g ? &g->post_norm : nullptr);
+  // dx2 = RMSNorm-backward(dh2) + dy (the skip path), in one pass.
+  Tensor dx2 = Tensor::Empty(dy.shape(), dt, be);
+  be->RmsNormBackward(dt, a.x2.data(), w.post_norm.data(), a.inv_rms2.data(), dh2.data(),
+                      dy.data(), n, h, dx2.data(), g ? g->post_norm.data() : nullptr);
   dh2 = Tensor();
 
   // Attention: x2 = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))).
@@ -136,8 +129,10 @@ Tensor DecoderBlockBackward(const LlamaConfig& c, const LayerWeights& w, const B
   LinearGrad(in, LinearModule::kQ, a.h1, dq, w.q, dh1, false, g ? &g->q : nullptr);
   LinearGrad(in, LinearModule::kK, a.h1, dk, w.k, dh1, true, g ? &g->k : nullptr);
   LinearGrad(in, LinearModule::kV, a.h1, dv, w.v, dh1, true, g ? &g->v : nullptr);
-  return RmsNormBackwardPlusResidual(a.x, w.input_norm, a.inv_rms1, dh1, dx2,
-                                     g ? &g->input_norm : nullptr);
+  // dx = RMSNorm-backward(dh1) + dx2 (the skip path), written over dx2.
+  be->RmsNormBackward(dt, a.x.data(), w.input_norm.data(), a.inv_rms1.data(), dh1.data(),
+                      dx2.data(), n, h, dx2.data(), g ? g->input_norm.data() : nullptr);
+  return dx2;
 }
 
 }  // namespace pmol

@@ -116,8 +116,9 @@ absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids
   s.final_in = x;
   s.final_inv_rms = Tensor::Empty({n}, AccumDType(dtype_), backend_);
   s.final_out = Tensor::Empty({n, h}, dtype_, backend_);
-  backend_->RmsNormForward(dtype_, x.data(), weights_.final_norm.data(), config_.rms_norm_eps, n, h,
-                           s.final_out.data(), s.final_inv_rms.data());
+  backend_->RmsNormForward(dtype_, x.data(), nullptr, weights_.final_norm.data(),
+                           config_.rms_norm_eps, n, h, nullptr, s.final_out.data(),
+                           s.final_inv_rms.data());
   return s.final_out;
 }
 
@@ -174,7 +175,7 @@ Tensor LlamaModel::BackwardFromHidden(ForwardState& s, const Tensor& df, LlamaWe
   PMOL_CHECK(df.numel() == n * h && df.dtype() == dtype_);
   Tensor dx = Tensor::Empty({n, h}, dtype_, backend_);
   backend_->RmsNormBackward(dtype_, s.final_in.data(), weights_.final_norm.data(),
-                            s.final_inv_rms.data(), df.data(), n, h, dx.data(),
+                            s.final_inv_rms.data(), df.data(), nullptr, n, h, dx.data(),
                             grads ? grads->final_norm.data() : nullptr);
   if (on_final) on_final(config_.num_hidden_layers);
   for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {

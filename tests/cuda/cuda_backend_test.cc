@@ -23,7 +23,12 @@
 //     products.
 //   f64: 1e-12 and 1e-10 respectively (the same argument with 1 ulp = 1.1e-16).
 //   Exact (bit-identical): Fill, Scale, AddBias, embedding gather, and Convert (the GPU
-//     reproduces kernels/dtype.h's rounding bit for bit; NaNs need only be NaN).
+//     reproduces kernels/dtype.h's rounding bit for bit; NaNs need only be NaN); the
+//     stored sum of RmsNormForward with a residual (one correctly rounded f32/f64 add, in
+//     bf16 then rounded once more, on both backends); and, on the GPU alone, RmsNorm with
+//     the residual add fused in against Axpy + the unfused op (kernels/backend.h promises
+//     the same bits, except the bf16 backward, which rounds once where the pair rounds
+//     twice), and each in-place form (sum_out = x, dx = residual_grad) against the other.
 //   bf16 (dt = bf16, inputs random values rounded to bf16): both backends widen the same
 //     bf16 values exactly, compute in f32 and round each bf16 output once (nearest even,
 //     the same F32ToBf16). So where the f32 arithmetic is the same operations in the same
@@ -451,13 +456,13 @@ TYPED_TEST(CudaOps, RmsNorm) {
 
       GpuArray<T> gx(this->gpu_, x), gw(this->gpu_, w), gdy(this->gpu_, dy);
       GpuArray<T> gy(this->gpu_, rows * dim), gr(this->gpu_, rows), gy2(this->gpu_, rows * dim);
-      this->gpu_->RmsNormForward(this->kDt, gx.get(), gw.get(), eps, rows, dim, gy.get(),
-                                 gr.get());
-      this->gpu_->RmsNormForward(this->kDt, gx.get(), gw.get(), eps, rows, dim, gy2.get(),
-                                 nullptr);
+      this->gpu_->RmsNormForward(this->kDt, gx.get(), nullptr, gw.get(), eps, rows, dim,
+                                 nullptr, gy.get(), gr.get());
+      this->gpu_->RmsNormForward(this->kDt, gx.get(), nullptr, gw.get(), eps, rows, dim,
+                                 nullptr, gy2.get(), nullptr);
       std::vector<T> y(rows * dim), r(rows);
-      this->cpu_->RmsNormForward(this->kDt, x.data(), w.data(), eps, rows, dim, y.data(),
-                                 r.data());
+      this->cpu_->RmsNormForward(this->kDt, x.data(), nullptr, w.data(), eps, rows, dim,
+                                 nullptr, y.data(), r.data());
       ExpectClose(gy.ToHost(), y, Tol<T>::kReduction, "RmsNormForward y" + what);
       ExpectClose(gr.ToHost(), r, Tol<T>::kReduction, "RmsNormForward inv_rms" + what);
       ExpectBitwiseEqual(gy2.ToHost(), gy.ToHost(), "RmsNormForward without inv_rms" + what);
@@ -465,16 +470,66 @@ TYPED_TEST(CudaOps, RmsNorm) {
       // Backward from each backend's own inv_rms.
       GpuArray<T> gdx(this->gpu_, rows * dim), gdx2(this->gpu_, rows * dim);
       GpuArray<T> gdw(this->gpu_, dw);
-      this->gpu_->RmsNormBackward(this->kDt, gx.get(), gw.get(), gr.get(), gdy.get(), rows, dim,
-                                  gdx.get(), gdw.get());
-      this->gpu_->RmsNormBackward(this->kDt, gx.get(), gw.get(), gr.get(), gdy.get(), rows, dim,
-                                  gdx2.get(), nullptr);
+      this->gpu_->RmsNormBackward(this->kDt, gx.get(), gw.get(), gr.get(), gdy.get(), nullptr,
+                                  rows, dim, gdx.get(), gdw.get());
+      this->gpu_->RmsNormBackward(this->kDt, gx.get(), gw.get(), gr.get(), gdy.get(), nullptr,
+                                  rows, dim, gdx2.get(), nullptr);
       std::vector<T> dx(rows * dim);
-      this->cpu_->RmsNormBackward(this->kDt, x.data(), w.data(), r.data(), dy.data(), rows, dim,
-                                  dx.data(), dw.data());
+      this->cpu_->RmsNormBackward(this->kDt, x.data(), w.data(), r.data(), dy.data(), nullptr,
+                                  rows, dim, dx.data(), dw.data());
       ExpectClose(gdx.ToHost(), dx, Tol<T>::kReduction, "RmsNormBackward dx" + what);
       ExpectClose(gdw.ToHost(), dw, Tol<T>::kReduction, "RmsNormBackward dw" + what);
       ExpectBitwiseEqual(gdx2.ToHost(), gdx.ToHost(), "RmsNormBackward without dw" + what);
+
+      // The residual add fused in: against the CPU's fused ops (sum_out is one correctly
+      // rounded add on both), bit for bit against this backend's Axpy + unfused ops
+      // (kernels/backend.h), and in place (sum_out = x, dx = residual_grad).
+      const std::vector<T> res = Uniform<T>(this->rng_, rows * dim);
+      const std::vector<T> dres = Uniform<T>(this->rng_, rows * dim);
+      std::vector<T> fdw = Uniform<T>(this->rng_, dim);  // accumulated into
+      GpuArray<T> gres(this->gpu_, res), gdres(this->gpu_, dres);
+      GpuArray<T> gs(this->gpu_, rows * dim), gfy(this->gpu_, rows * dim), gfr(this->gpu_, rows);
+      this->gpu_->RmsNormForward(this->kDt, gx.get(), gres.get(), gw.get(), eps, rows, dim,
+                                 gs.get(), gfy.get(), gfr.get());
+      std::vector<T> s(rows * dim), fy(rows * dim), fr(rows);
+      this->cpu_->RmsNormForward(this->kDt, x.data(), res.data(), w.data(), eps, rows, dim,
+                                 s.data(), fy.data(), fr.data());
+      const std::vector<T> got_s = gs.ToHost(), got_fy = gfy.ToHost(), got_fr = gfr.ToHost();
+      ExpectBitwiseEqual(got_s, s, "fused RmsNormForward sum_out" + what);
+      ExpectClose(got_fy, fy, Tol<T>::kReduction, "fused RmsNormForward y" + what);
+      ExpectClose(got_fr, fr, Tol<T>::kReduction, "fused RmsNormForward inv_rms" + what);
+      GpuArray<T> gu(this->gpu_, x), guy(this->gpu_, rows * dim), gur(this->gpu_, rows);
+      this->gpu_->Axpy(this->kDt, 1.0, gres.get(), gu.get(), rows * dim);
+      this->gpu_->RmsNormForward(this->kDt, gu.get(), nullptr, gw.get(), eps, rows, dim,
+                                 nullptr, guy.get(), gur.get());
+      ExpectBitwiseEqual(gu.ToHost(), got_s, "fused vs unfused sum" + what);
+      ExpectBitwiseEqual(guy.ToHost(), got_fy, "fused vs unfused y" + what);
+      ExpectBitwiseEqual(gur.ToHost(), got_fr, "fused vs unfused inv_rms" + what);
+      GpuArray<T> gxi(this->gpu_, x), gyi(this->gpu_, rows * dim), gri(this->gpu_, rows);
+      this->gpu_->RmsNormForward(this->kDt, gxi.get(), gres.get(), gw.get(), eps, rows, dim,
+                                 gxi.get(), gyi.get(), gri.get());
+      ExpectBitwiseEqual(gxi.ToHost(), got_s, "fused sum_out = x" + what);
+      ExpectBitwiseEqual(gyi.ToHost(), got_fy, "fused y, sum_out = x" + what);
+      ExpectBitwiseEqual(gri.ToHost(), got_fr, "fused inv_rms, sum_out = x" + what);
+
+      GpuArray<T> gfdx(this->gpu_, rows * dim), gfdw(this->gpu_, fdw);
+      this->gpu_->RmsNormBackward(this->kDt, gs.get(), gw.get(), gfr.get(), gdy.get(),
+                                  gdres.get(), rows, dim, gfdx.get(), gfdw.get());
+      std::vector<T> fdx(rows * dim);
+      this->cpu_->RmsNormBackward(this->kDt, s.data(), w.data(), fr.data(), dy.data(),
+                                  dres.data(), rows, dim, fdx.data(), fdw.data());
+      const std::vector<T> got_fdx = gfdx.ToHost();
+      ExpectClose(got_fdx, fdx, Tol<T>::kReduction, "fused RmsNormBackward dx" + what);
+      ExpectClose(gfdw.ToHost(), fdw, Tol<T>::kReduction, "fused RmsNormBackward dw" + what);
+      GpuArray<T> gudx(this->gpu_, rows * dim);
+      this->gpu_->RmsNormBackward(this->kDt, gs.get(), gw.get(), gfr.get(), gdy.get(), nullptr,
+                                  rows, dim, gudx.get(), nullptr);
+      this->gpu_->Axpy(this->kDt, 1.0, gdres.get(), gudx.get(), rows * dim);
+      ExpectBitwiseEqual(gudx.ToHost(), got_fdx, "fused vs unfused dx" + what);
+      GpuArray<T> gdxi(this->gpu_, dres);
+      this->gpu_->RmsNormBackward(this->kDt, gs.get(), gw.get(), gfr.get(), gdy.get(),
+                                  gdxi.get(), rows, dim, gdxi.get(), nullptr);
+      ExpectBitwiseEqual(gdxi.ToHost(), got_fdx, "fused dx = residual_grad" + what);
     }
   }
 }
@@ -1192,27 +1247,82 @@ TEST_F(CudaBf16Test, RmsNorm) {
 
       GpuArray<Bf16> gx(gpu_, x), gw(gpu_, w), gdy(gpu_, dy), gy(gpu_, rows * dim);
       GpuArray<float> gr(gpu_, rows);
-      gpu_->RmsNormForward(kDt, gx.get(), gw.get(), eps, rows, dim, gy.get(), gr.get());
+      gpu_->RmsNormForward(kDt, gx.get(), nullptr, gw.get(), eps, rows, dim, nullptr, gy.get(),
+                           gr.get());
       std::vector<Bf16> y(rows * dim);
       std::vector<float> r(rows);
-      cpu_->RmsNormForward(kDt, x.data(), w.data(), eps, rows, dim, y.data(), r.data());
+      cpu_->RmsNormForward(kDt, x.data(), nullptr, w.data(), eps, rows, dim, nullptr, y.data(),
+                           r.data());
       ExpectClose(gy.ToHost(), y, Tol<Bf16>::kReduction, "bf16 RmsNormForward y" + what);
       ExpectClose(gr.ToHost(), r, Tol<float>::kReduction, "bf16 RmsNormForward inv_rms" + what);
 
       // Backward from the CPU's inv_rms on both sides.
       GpuArray<float> gr_cpu(gpu_, r);
       GpuArray<Bf16> gdx(gpu_, rows * dim), gdx2(gpu_, rows * dim), gdw(gpu_, dw);
-      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), rows, dim,
-                            gdx.get(), gdw.get());
-      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), rows, dim,
-                            gdx2.get(), nullptr);
+      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), nullptr, rows,
+                            dim, gdx.get(), gdw.get());
+      gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), nullptr, rows,
+                            dim, gdx2.get(), nullptr);
       std::vector<Bf16> dx(rows * dim);
-      cpu_->RmsNormBackward(kDt, x.data(), w.data(), r.data(), dy.data(), rows, dim, dx.data(),
-                            dw.data());
+      cpu_->RmsNormBackward(kDt, x.data(), w.data(), r.data(), dy.data(), nullptr, rows, dim,
+                            dx.data(), dw.data());
       const std::vector<Bf16> got_dx = gdx.ToHost();
       ExpectClose(got_dx, dx, Tol<Bf16>::kReduction, "bf16 RmsNormBackward dx" + what);
       ExpectClose(gdw.ToHost(), dw, Tol<Bf16>::kReduction, "bf16 RmsNormBackward dw" + what);
       ExpectBitwiseEqual(gdx2.ToHost(), got_dx, "bf16 RmsNormBackward without dw" + what);
+
+      // The residual add fused in: the bf16 sum_out is the same f32 add rounded once on
+      // both backends (bit-identical), and bit for bit this backend's Axpy + unfused
+      // forward; the backward (one rounding, not the unfused pair's two) against the CPU's,
+      // from the CPU's sum and inv_rms; sum_out = x and dx = residual_grad in place.
+      const std::vector<Bf16> res = Uniform<Bf16>(rng_, rows * dim);
+      const std::vector<Bf16> dres = Uniform<Bf16>(rng_, rows * dim);
+      std::vector<Bf16> fdw = Uniform<Bf16>(rng_, dim);  // accumulated into
+      GpuArray<Bf16> gres(gpu_, res), gdres(gpu_, dres), gs(gpu_, rows * dim),
+          gfy(gpu_, rows * dim);
+      GpuArray<float> gfr(gpu_, rows);
+      gpu_->RmsNormForward(kDt, gx.get(), gres.get(), gw.get(), eps, rows, dim, gs.get(),
+                           gfy.get(), gfr.get());
+      std::vector<Bf16> s(rows * dim), fy(rows * dim);
+      std::vector<float> fr(rows);
+      cpu_->RmsNormForward(kDt, x.data(), res.data(), w.data(), eps, rows, dim, s.data(),
+                           fy.data(), fr.data());
+      const std::vector<Bf16> got_s = gs.ToHost(), got_fy = gfy.ToHost();
+      const std::vector<float> got_fr = gfr.ToHost();
+      ExpectBitwiseEqual(got_s, s, "bf16 fused RmsNormForward sum_out" + what);
+      ExpectClose(got_fy, fy, Tol<Bf16>::kReduction, "bf16 fused RmsNormForward y" + what);
+      ExpectClose(got_fr, fr, Tol<float>::kReduction, "bf16 fused RmsNormForward inv_rms" + what);
+      GpuArray<Bf16> gu(gpu_, x), guy(gpu_, rows * dim);
+      GpuArray<float> gur(gpu_, rows);
+      gpu_->Axpy(kDt, 1.0, gres.get(), gu.get(), rows * dim);
+      gpu_->RmsNormForward(kDt, gu.get(), nullptr, gw.get(), eps, rows, dim, nullptr, guy.get(),
+                           gur.get());
+      ExpectBitwiseEqual(gu.ToHost(), got_s, "bf16 fused vs unfused sum" + what);
+      ExpectBitwiseEqual(guy.ToHost(), got_fy, "bf16 fused vs unfused y" + what);
+      ExpectBitwiseEqual(gur.ToHost(), got_fr, "bf16 fused vs unfused inv_rms" + what);
+      GpuArray<Bf16> gxi(gpu_, x), gyi(gpu_, rows * dim);
+      GpuArray<float> gri(gpu_, rows);
+      gpu_->RmsNormForward(kDt, gxi.get(), gres.get(), gw.get(), eps, rows, dim, gxi.get(),
+                           gyi.get(), gri.get());
+      ExpectBitwiseEqual(gxi.ToHost(), got_s, "bf16 fused sum_out = x" + what);
+      ExpectBitwiseEqual(gyi.ToHost(), got_fy, "bf16 fused y, sum_out = x" + what);
+      ExpectBitwiseEqual(gri.ToHost(), got_fr, "bf16 fused inv_rms, sum_out = x" + what);
+
+      GpuArray<Bf16> gs_cpu(gpu_, s), gfdx(gpu_, rows * dim), gfdw(gpu_, fdw);
+      GpuArray<float> gfr_cpu(gpu_, fr);
+      gpu_->RmsNormBackward(kDt, gs_cpu.get(), gw.get(), gfr_cpu.get(), gdy.get(), gdres.get(),
+                            rows, dim, gfdx.get(), gfdw.get());
+      std::vector<Bf16> fdx(rows * dim);
+      cpu_->RmsNormBackward(kDt, s.data(), w.data(), fr.data(), dy.data(), dres.data(), rows,
+                            dim, fdx.data(), fdw.data());
+      const std::vector<Bf16> got_fdx = gfdx.ToHost();
+      ExpectClose(got_fdx, fdx, Tol<Bf16>::kReduction, "bf16 fused RmsNormBackward dx" + what);
+      ExpectClose(gfdw.ToHost(), fdw, Tol<Bf16>::kReduction,
+                  "bf16 fused RmsNormBackward dw" + what);
+      GpuArray<Bf16> gdxi(gpu_, dres);
+      gpu_->RmsNormBackward(kDt, gs_cpu.get(), gw.get(), gfr_cpu.get(), gdy.get(), gdxi.get(),
+                            rows, dim, gdxi.get(), nullptr);
+      ExpectBitwiseEqual(gdxi.ToHost(), got_fdx, "bf16 fused dx = residual_grad" + what);
     }
   }
 }

@@ -12,7 +12,9 @@
 //      order one, f32 error <= 64 * 2^-24 ~ 4e-6 of the largest output). A missed
 //      write-back, a wrong operand size or a statistic read as bf16 is off by O(1).
 // Also: ops write only what they own (CopyRows and GemmTo leave the gaps of strided
-// matrices untouched), and GemmTo with an f32 C accumulates in f32 without rounding.
+// matrices untouched), GemmTo with an f32 C accumulates in f32 without rounding, and
+// RmsNormForward with a residual, whose norm reads the bf16-rounded sum (so its y is not
+// the f32 run's y rounded), is bit for bit Axpy followed by the op without a residual.
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -255,10 +257,28 @@ TEST(Bf16Ops, EmbeddingRmsNormRope) {
     std::vector<S> xs = As<S>(x), ws = As<S>(w), y(rows * h), dys = As<S>(dy), dx(rows * h),
                    dws = As<S>(dw0);
     std::vector<A> r(rows), r_in = As<A>(inv_rms);
-    Be()->RmsNormForward(DtOf<S>(), xs.data(), ws.data(), 1e-6, rows, h, y.data(), r.data());
-    Be()->RmsNormBackward(DtOf<S>(), xs.data(), ws.data(), r_in.data(), dys.data(), rows, h,
-                          dx.data(), dws.data());
+    Be()->RmsNormForward(DtOf<S>(), xs.data(), nullptr, ws.data(), 1e-6, rows, h, nullptr,
+                         y.data(), r.data());
+    Be()->RmsNormBackward(DtOf<S>(), xs.data(), ws.data(), r_in.data(), dys.data(), nullptr,
+                          rows, h, dx.data(), dws.data());
     return Outputs{{D(y), D(dx), D(dws)}, {D(r)}};
+  });
+  // With the skip path's gradient added before the one rounding of dx (dx in place of it
+  // the second time).
+  std::mt19937 rng_skip(7);  // its own stream: the inputs of the checks below stay as they were
+  const std::vector<double> dskip = Bf16Values(rng_skip, rows * h);
+  CheckOp("RmsNormBackward with residual_grad", [&](auto tag) {
+    using S = decltype(tag);
+    using A = AccOf<S>;
+    std::vector<S> xs = As<S>(x), ws = As<S>(w), dys = As<S>(dy), ds = As<S>(dskip),
+                   dx = As<S>(Nans(rows * h)), dx_in_place = As<S>(dskip), dws = As<S>(dw0);
+    std::vector<A> r_in = As<A>(inv_rms);
+    Be()->RmsNormBackward(DtOf<S>(), xs.data(), ws.data(), r_in.data(), dys.data(), ds.data(),
+                          rows, h, dx.data(), dws.data());
+    Be()->RmsNormBackward(DtOf<S>(), xs.data(), ws.data(), r_in.data(), dys.data(),
+                          dx_in_place.data(), rows, h, dx_in_place.data(), nullptr);
+    EXPECT_EQ(D(dx_in_place), D(dx)) << "dx in place of residual_grad";
+    return Outputs{{D(dx), D(dws)}, {}};
   });
   const int64_t tokens = 4, heads = 3, head_dim = 8, half = head_dim / 2;
   const std::vector<double> q = Bf16Values(rng, tokens * heads * head_dim);
@@ -281,6 +301,41 @@ TEST(Bf16Ops, EmbeddingRmsNormRope) {
                       positions.data(), inverse);
       return Outputs{{D(xs)}, {}};
     });
+  }
+}
+
+// RmsNormForward with a residual in bf16: s = x + residual is rounded to bf16 once and
+// the norm reads that stored s, so sum_out, y and inv_rms are bit for bit Axpy then the
+// op without a residual (checked against the f64 and f32 runs in EmbeddingRmsNormRope).
+// And s itself is within half a bf16 ulp (2^-8 relative) of the exact sum.
+TEST(Bf16Ops, RmsNormForwardWithResidualIsAxpyThenNorm) {
+  std::mt19937 rng(6);
+  const int64_t rows = 5, h = 48, n = rows * h;
+  const std::vector<double> x = Bf16Values(rng, n, -2, 2), res = Bf16Values(rng, n),
+                            w = Bf16Values(rng, h, 0.5, 1.5);
+  const std::vector<Bf16> xs = As<Bf16>(x), rs = As<Bf16>(res), ws = As<Bf16>(w);
+  std::vector<Bf16> s_ref = xs, y_ref(n);
+  std::vector<float> r_ref(rows);
+  Be()->Axpy(DType::kBF16, 1.0, rs.data(), s_ref.data(), n);
+  Be()->RmsNormForward(DType::kBF16, s_ref.data(), nullptr, ws.data(), 1e-6, rows, h, nullptr,
+                       y_ref.data(), r_ref.data());
+  for (bool in_place : {false, true}) {
+    SCOPED_TRACE(in_place ? "sum_out = x" : "sum_out apart");
+    std::vector<Bf16> x_copy = xs, s(n), y(n);
+    std::vector<float> r(rows);
+    Bf16* sum_out = in_place ? x_copy.data() : s.data();
+    Be()->RmsNormForward(DType::kBF16, x_copy.data(), rs.data(), ws.data(), 1e-6, rows, h,
+                         sum_out, y.data(), r.data());
+    const std::vector<Bf16> got_s(sum_out, sum_out + n);
+    EXPECT_EQ(D(got_s), D(s_ref)) << "sum_out";
+    EXPECT_EQ(D(y), D(y_ref)) << "y";
+    EXPECT_EQ(r, r_ref) << "inv_rms";
+    std::vector<double> exact(n), bound(n);
+    for (int64_t i = 0; i < n; ++i) {
+      exact[i] = x[i] + res[i];
+      bound[i] = 0x1p-8 * std::abs(exact[i]);  // half an ulp: u = 2^-8 relative
+    }
+    ExpectWithin(D(got_s), exact, bound, "sum_out against the exact sum");
   }
 }
 
