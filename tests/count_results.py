@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Counts test cases from a `bazel test` run: reads the summary lines of its output
-(stdin) and each listed target's test.xml under bazel-testlogs. A target that failed
+(stdin) and each listed target's test.xml under bazel-testlogs (a sharded test's, one per
+shard). A target that failed
 to build, timed out or has no XML counts as one failed case. Prints
 "<passed> <failed> <skipped>".
 """
+import glob
 import os
 import re
 import sys
@@ -15,14 +17,19 @@ for line in sys.stdin:
     if not m:
         continue
     target, status = m.groups()
-    xml_path = os.path.join("bazel-testlogs", target[2:].replace(":", "/"), "test.xml")
+    target_dir = os.path.join("bazel-testlogs", target[2:].replace(":", "/"))
+    xml_paths = [os.path.join(target_dir, "test.xml")]
+    if not os.path.exists(xml_paths[0]):  # a sharded test: one XML per shard
+        xml_paths = sorted(glob.glob(os.path.join(target_dir, "shard_*_of_*", "test.xml")))
     cases = []
-    if status in ("PASSED", "FAILED", "FLAKY") and os.path.exists(xml_path):
-        try:
-            cases = ET.parse(xml_path).getroot().iter("testcase")
-            cases = list(cases)
-        except ET.ParseError:
-            cases = []
+    if status in ("PASSED", "FAILED", "FLAKY"):
+        for xml_path in xml_paths:
+            if not os.path.exists(xml_path):
+                continue
+            try:
+                cases += list(ET.parse(xml_path).getroot().iter("testcase"))
+            except ET.ParseError:
+                pass
     if not cases:
         if status == "PASSED":
             passed += 1

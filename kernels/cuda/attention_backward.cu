@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                         Accum<T> scale) {
   using A = Accum<T>;
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  PMOL_DYNAMIC_SHARED(shared_raw);
   const int ld = head_dim + 1;
   A* s_k = reinterpret_cast<A*>(shared_raw);
   A* s_v = s_k + kTile * ld;
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                       Accum<T> scale) {
   using A = Accum<T>;
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  PMOL_DYNAMIC_SHARED(shared_raw);
   const int ld = head_dim + 1;
   A* s_q = reinterpret_cast<A*>(shared_raw);
   A* s_do = s_q + kTile * ld;

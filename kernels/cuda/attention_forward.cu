@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                            int head_dim, Accum<T> scale) {
   using A = Accum<T>;
   constexpr int kPerLane = kMaxD / kRowLanesAttn;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  PMOL_DYNAMIC_SHARED(shared_raw);
   const int ld = head_dim + 1;
   A* s_q = reinterpret_cast<A*>(shared_raw);
   A* s_k = s_q + kTile * ld;

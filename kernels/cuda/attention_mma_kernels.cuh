@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kMmaThreads)
                               int64_t q_heads, int64_t kv_heads, float scale_log2) {
   constexpr int kLd = kMmaTileLd<kD>;
   constexpr int kScoreTiles = kMmaTile / 8;  // C tiles of a warp's 16 x 64 scores
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  PMOL_DYNAMIC_SHARED(shared_raw);
   uint16_t* s_q = reinterpret_cast<uint16_t*>(shared_raw);
   uint16_t* s_k = s_q + kMmaTile * kLd;
   uint16_t* s_vt = s_k + kMmaTile * kLd;
@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(kMmaThreads)
                            float scale, float scale_log2) {
   constexpr int kLd = kMmaTileLd<kD>;
   constexpr int kScoreTiles = kMmaTile / 8;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  PMOL_DYNAMIC_SHARED(shared_raw);
   uint16_t* s_k = reinterpret_cast<uint16_t*>(shared_raw);
   uint16_t* s_v = s_k + kMmaTile * kLd;
   uint16_t* s_q = s_v + kMmaTile * kLd;
@@ -308,7 +308,7 @@ __global__ void __launch_bounds__(kMmaThreads)
                          float scale_log2) {
   constexpr int kLd = kMmaTileLd<kD>;
   constexpr int kScoreTiles = kMmaTile / 8;
-  extern __shared__ __align__(16) unsigned char shared_raw[];
+  PMOL_DYNAMIC_SHARED(shared_raw);
   uint16_t* s_q = reinterpret_cast<uint16_t*>(shared_raw);
   uint16_t* s_do = s_q + kMmaTile * kLd;
   uint16_t* s_k = s_do + kMmaTile * kLd;

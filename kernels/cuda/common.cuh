@@ -10,6 +10,13 @@
 #include <cstdio>
 #include <cstdlib>
 
+// The block's dynamic shared memory (16-byte aligned), named `name` and indexed as an
+// unsigned char array. The CPU emulation of the kernels (tests/cuda/simt_emulation)
+// defines it first.
+#ifndef PMOL_DYNAMIC_SHARED
+#define PMOL_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 namespace pmol::cuda {
 
 // A failed launch is a bug (bad configuration) or a broken device: abort loudly.

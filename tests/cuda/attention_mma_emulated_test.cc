@@ -32,9 +32,10 @@
 #include "kernels/dtype.h"
 
 namespace pmol::cuda {
-// The kernels' dynamic shared memory (simt_emulation.h); the sm_90 opt-in limit per block.
+// The buffer behind the kernels' dynamic shared memory (simt_emulation.h); the sm_90
+// opt-in limit per block.
 constexpr size_t kSharedCapacity = 227 * 1024;
-alignas(16) unsigned char shared_raw[kSharedCapacity];
+alignas(16) unsigned char shared_buffer[kSharedCapacity];
 }  // namespace pmol::cuda
 
 #include "kernels/cuda/attention_mma_kernels.cuh"
@@ -189,7 +190,7 @@ void CheckCase(const Case& c, std::mt19937& rng) {
   const float scale_log2 = static_cast<float>(scale * 1.4426950408889634);
   const unsigned tiles = static_cast<unsigned>((c.seq + kMmaTile - 1) / kMmaTile);
   const auto launch = [&](dim3 grid, size_t shared_bytes, auto kernel) {
-    ASSERT_TRUE(simt::Launch(grid, kMmaThreads, cuda::shared_raw, cuda::kSharedCapacity,
+    ASSERT_TRUE(simt::Launch(grid, kMmaThreads, cuda::shared_buffer, cuda::kSharedCapacity,
                              shared_bytes, kernel))
         << what << ": shared memory " << shared_bytes << " bytes";
   };

@@ -1,34 +1,47 @@
-// A CPU emulation of the CUDA features pmol's tensor-core attention kernels use
-// (kernels/cuda/attention_mma_kernels.cuh), so that their very source runs, and is
-// checked, on machines without a GPU. A kernel body runs once per thread of a block on
-// real OS threads (one block at a time), with
-//   threadIdx, blockIdx: thread-local; gridDim, blockDim: set per launch;
+// A CPU emulation of the CUDA features pmol's kernels use, so that their very source runs,
+// and is checked, on machines without a GPU: the tensor-core attention
+// (kernels/cuda/attention_mma_kernels.cuh, included by its test) and every scalar kernel
+// of kernels/cuda/*.cu (compiled here after emulate_launches.py has rewritten their
+// `kernel<<<grid, block, shared, stream>>>(args)` launches into simt::LaunchKernel calls).
+// A kernel body runs once per thread of a block, each CUDA thread a fiber (ucontext) with its
+// own stack, all on the calling OS thread: a fiber runs until it reaches a barrier, then
+// the next one runs; a barrier releases its fibers once all its threads have arrived.
+// Blocks run one after another. With
+//   threadIdx, blockIdx: the running fiber's; gridDim, blockDim: set per launch (1-3
+//     dimensions);
+//   __shared__ variables: function statics, i.e. one instance that the block's threads
+//     share (blocks run one after another); dynamic shared memory (PMOL_DYNAMIC_SHARED):
+//     a buffer of the launch's size, filled with 0xff bytes (bf16 and f32 NaN) before each
+//     block, so a read before a write shows;
 //   __syncthreads / __syncthreads_and: a barrier of the block's threads (the _and variant
-//     ANDs the predicates between two barriers);
-//   __shfl_xor_sync: lanes exchange through a per-warp buffer between warp barriers;
+//     ANDs the predicates between two barriers); a barrier that can never fill (a
+//     __syncthreads some threads skip) aborts with a message instead of hanging;
+//   __shfl_xor_sync, __syncwarp: lanes exchange through a per-warp buffer between warp
+//     barriers (warp w: threads 32w .. 32w + 31 in x-fastest order);
 //   EmulatedMma16816: the warp's 32 lanes deposit their fragments, each lane rebuilds the
 //     16x16 A and 16x8 B by the fragment layouts of the PTX ISA (mma.m16n8k16, .bf16:
 //     lane = 4g + t holds A rows g, g+8, columns 2t, 2t+1, 2t+8, 2t+9; B column g, rows
 //     2t, 2t+1, 2t+8, 2t+9; C rows g, g+8, columns 2t, 2t+1) and computes its C
 //     elements in f32;
-//   __floats2bfloat162_rn: nearest-even rounding, as the hardware's.
-// Shared memory is the buffer the including test defines as pmol::cuda::shared_raw (the
-// kernels' `extern __shared__ unsigned char shared_raw[]` then names it); each launch
-// fills the bytes it asked for with 0xff (bf16 NaN), so a read before a write shows.
-// The test defines PMOL_CUDA_SIMT_EMULATION before including the kernels. The emulation
-// checks the kernels' logic (indexing, masks, the online softmax, tile loads, barriers,
-// fragment bookkeeping) against the layouts as documented; that the hardware follows them
+//   __floats2bfloat162_rn: nearest-even rounding, as the hardware's;
+//   device math (exp, log, sqrt, max, ...): the host's, so results may differ from a GPU's
+//     in the last bit, never more.
+// "Device" pointers are host pointers and a stream is ignored (launches run at once).
+// The emulation checks the kernels' logic (indexing, masks, reductions, barriers, fragment
+// bookkeeping) against the programming model as documented; that the hardware follows it
 // is for the GPU tests to confirm.
 #ifndef PMOL_TESTS_CUDA_SIMT_EMULATION_SIMT_EMULATION_H_
 #define PMOL_TESTS_CUDA_SIMT_EMULATION_SIMT_EMULATION_H_
 
-#include <atomic>
-#include <barrier>
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
 #define __global__
@@ -36,13 +49,11 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__
+#define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
+#define PMOL_DYNAMIC_SHARED(name) unsigned char* const name = ::simt::DynamicShared()
 
-typedef struct EmulatedStream* cudaStream_t;
-enum cudaError_t { cudaSuccess = 0 };
-inline cudaError_t cudaPeekAtLastError() { return cudaSuccess; }
-inline const char* cudaGetErrorString(cudaError_t) { return "no error"; }
+#include "runtime_api_emulation.h"
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -67,20 +78,51 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
   return {EmulatedRoundToBf16(lo), EmulatedRoundToBf16(hi)};
 }
 
-inline thread_local dim3 threadIdx;
-inline thread_local dim3 blockIdx;
+using std::max;
+using std::min;
+
+// Rounded operations that must not be contracted into an FMA (as nvcc's intrinsics).
+inline float __fadd_rn(float a, float b) {
+  volatile float r = a + b;
+  return r;
+}
+inline double __dadd_rn(double a, double b) {
+  volatile double r = a + b;
+  return r;
+}
+
+inline dim3 threadIdx;
+inline dim3 blockIdx;
 inline dim3 gridDim;
 inline dim3 blockDim;
 
 namespace simt {
 
 constexpr int kMaxWarps = 32;
+constexpr int kMaxThreads = 32 * kMaxWarps;
+constexpr size_t kFiberStack = 256 * 1024;
+
+struct Barrier {
+  int size = 0, arrived = 0;
+  uint64_t generation = 0;
+};
 
 struct Block {
-  std::unique_ptr<std::barrier<>> all;
-  std::unique_ptr<std::barrier<>> warp[kMaxWarps];
-  std::atomic<int> and_result{1};
-  float shuffle[kMaxWarps][32];
+  // The fibers of the running block and the scheduler they return to.
+  ucontext_t scheduler;
+  ucontext_t fibers[kMaxThreads];
+  std::unique_ptr<char[]> stacks[kMaxThreads];
+  const Barrier* waiting_on[kMaxThreads];
+  uint64_t waiting_generation[kMaxThreads];
+  bool done[kMaxThreads];
+  int current = 0, running = 0;
+  void (*invoke)(void*) = nullptr;
+  void* kernel = nullptr;
+  // What the threads share.
+  Barrier all;
+  Barrier warp[kMaxWarps];
+  int and_result = 1;
+  unsigned char shuffle[kMaxWarps][32][8];
   uint32_t a[kMaxWarps][32][4];
   uint32_t b[kMaxWarps][32][2];
 };
@@ -88,8 +130,76 @@ inline Block& CurrentBlock() {
   static Block block;
   return block;
 }
-inline int Warp() { return static_cast<int>(threadIdx.x) / 32; }
-inline int Lane() { return static_cast<int>(threadIdx.x) % 32; }
+inline int linear_thread = 0;  // the running fiber: x fastest, then y, then z
+inline int Warp() { return linear_thread / 32; }
+inline int Lane() { return linear_thread % 32; }
+
+// The running thread arrives at `barrier`; the last to arrive releases the others and goes
+// on, the others wait (their fibers yield to the scheduler until the barrier moves on).
+inline void Arrive(Barrier& barrier) {
+  Block& b = CurrentBlock();
+  const uint64_t generation = barrier.generation;
+  if (++barrier.arrived == barrier.size) {
+    barrier.arrived = 0;
+    ++barrier.generation;
+    return;
+  }
+  const int me = b.current;
+  b.waiting_on[me] = &barrier;
+  b.waiting_generation[me] = generation;
+  swapcontext(&b.fibers[me], &b.scheduler);
+}
+
+inline void FiberMain() {
+  Block& b = CurrentBlock();
+  b.invoke(b.kernel);
+  b.done[b.current] = true;
+  --b.running;
+}  // returns to the scheduler through uc_link
+
+// Runs the block's `threads` fibers to completion.
+inline void RunBlock(int threads, dim3 block) {
+  Block& b = CurrentBlock();
+  for (int i = 0; i < threads; ++i) {
+    if (!b.stacks[i]) b.stacks[i].reset(new char[kFiberStack]);
+    getcontext(&b.fibers[i]);
+    b.fibers[i].uc_stack.ss_sp = b.stacks[i].get();
+    b.fibers[i].uc_stack.ss_size = kFiberStack;
+    b.fibers[i].uc_link = &b.scheduler;
+    makecontext(&b.fibers[i], FiberMain, 0);
+    b.waiting_on[i] = nullptr;
+    b.done[i] = false;
+  }
+  b.running = threads;
+  while (b.running > 0) {
+    bool progressed = false;
+    for (int i = 0; i < threads; ++i) {
+      if (b.done[i]) continue;
+      if (b.waiting_on[i] != nullptr && b.waiting_on[i]->generation == b.waiting_generation[i]) {
+        continue;  // its barrier has not filled yet
+      }
+      b.waiting_on[i] = nullptr;
+      b.current = i;
+      linear_thread = i;
+      threadIdx = dim3(static_cast<unsigned>(i) % block.x, static_cast<unsigned>(i) / block.x % block.y,
+                       static_cast<unsigned>(i) / (block.x * block.y));
+      swapcontext(&b.scheduler, &b.fibers[i]);
+      progressed = true;
+    }
+    if (!progressed) {
+      std::fprintf(stderr, "simt emulation: block (%u, %u, %u) deadlocks: %d threads wait at "
+                   "barriers the others never reach (a divergent __syncthreads?)\n",
+                   blockIdx.x, blockIdx.y, blockIdx.z, b.running);
+      std::abort();
+    }
+  }
+}
+
+inline unsigned char*& DynamicSharedSlot() {
+  static unsigned char* buffer = nullptr;
+  return buffer;
+}
+inline unsigned char* DynamicShared() { return DynamicSharedSlot(); }
 
 inline float Bf16Value(uint16_t bits) {
   const uint32_t u = static_cast<uint32_t>(bits) << 16;
@@ -98,43 +208,64 @@ inline float Bf16Value(uint16_t bits) {
   return f;
 }
 
-// Runs kernel() for every thread of every block of `grid` (blocks one after another).
-// shared/shared_bytes: the buffer behind the kernels' dynamic shared memory and the bytes
-// this launch asked for (which must fit).
+// Runs kernel() for every thread of every block of `grid` (blocks one after another),
+// `block` threads per block (x fastest). shared/shared_bytes: the buffer behind the
+// kernels' dynamic shared memory and the bytes this launch asked for (which must fit).
 template <typename Kernel>
-bool Launch(dim3 grid, int threads, unsigned char* shared, size_t shared_capacity,
+bool Launch(dim3 grid, dim3 block, unsigned char* shared, size_t shared_capacity,
             size_t shared_bytes, Kernel kernel) {
-  if (shared_bytes > shared_capacity || threads % 32 != 0 || threads > 32 * kMaxWarps) {
-    return false;
-  }
+  const int threads = static_cast<int>(block.x * block.y * block.z);
+  if (shared_bytes > shared_capacity || threads < 1 || threads > 32 * kMaxWarps) return false;
   gridDim = grid;
-  blockDim = dim3(static_cast<unsigned>(threads));
-  Block& block = CurrentBlock();
+  blockDim = block;
+  DynamicSharedSlot() = shared;
+  Block& b = CurrentBlock();
+  b.invoke = [](void* k) { (*static_cast<Kernel*>(k))(); };
+  b.kernel = &kernel;
+  const int warps = (threads + 31) / 32;
   for (unsigned z = 0; z < grid.z; ++z) {
     for (unsigned y = 0; y < grid.y; ++y) {
       for (unsigned x = 0; x < grid.x; ++x) {
-        std::memset(shared, 0xff, shared_bytes);
-        block.all = std::make_unique<std::barrier<>>(threads);
-        for (int w = 0; w < threads / 32; ++w) block.warp[w] = std::make_unique<std::barrier<>>(32);
-        std::vector<std::thread> pool;
-        pool.reserve(threads);
-        for (int i = 0; i < threads; ++i) {
-          pool.emplace_back([&, i] {
-            threadIdx = dim3(static_cast<unsigned>(i));
-            blockIdx = dim3(x, y, z);
-            kernel();
-          });
-        }
-        for (std::thread& t : pool) t.join();
+        if (shared_bytes > 0) std::memset(shared, 0xff, shared_bytes);
+        b.all = Barrier{threads, 0, 0};
+        for (int w = 0; w < warps; ++w) b.warp[w] = Barrier{std::min(32, threads - 32 * w), 0, 0};
+        blockIdx = dim3(x, y, z);
+        RunBlock(threads, block);
       }
     }
   }
   return true;
 }
 
+// The form emulate_launches.py writes for `kernel<<<grid, block, shared, stream>>>(args)`:
+// LaunchKernel({grid, block, shared, stream}, [&] { kernel(args); }). Aborts on a launch
+// the hardware would refuse (more than 1024 threads, over 227 KiB of shared memory).
+struct LaunchConfig {
+  dim3 grid;
+  dim3 block;
+  size_t shared = 0;
+  cudaStream_t stream = nullptr;
+};
+
+template <typename Kernel>
+void LaunchKernel(const LaunchConfig& config, Kernel kernel) {
+  constexpr size_t kSharedCapacity = 227 * 1024;
+  std::vector<std::max_align_t> buffer(config.shared / sizeof(std::max_align_t) + 1);
+  if (!Launch(config.grid, config.block, reinterpret_cast<unsigned char*>(buffer.data()),
+              kSharedCapacity, config.shared, kernel)) {
+    std::fprintf(stderr, "simt emulation: a launch of %u threads per block and %zu bytes of "
+                 "shared memory would fail on the GPU\n",
+                 config.block.x * config.block.y * config.block.z, config.shared);
+    std::abort();
+  }
+}
+
 }  // namespace simt
 
-inline void __syncthreads() { simt::CurrentBlock().all->arrive_and_wait(); }
+inline void __syncthreads() { simt::Arrive(simt::CurrentBlock().all); }
+inline void __syncwarp(unsigned /*mask: every lane*/ = 0xffffffffu) {
+  simt::Arrive(simt::CurrentBlock().warp[simt::Warp()]);
+}
 
 inline int __syncthreads_and(int predicate) {
   simt::Block& block = simt::CurrentBlock();
@@ -143,17 +274,20 @@ inline int __syncthreads_and(int predicate) {
   __syncthreads();
   if (!predicate) block.and_result = 0;
   __syncthreads();
-  return block.and_result.load();
+  return block.and_result;
 }
 
-inline float __shfl_xor_sync(unsigned /*mask: every lane*/, float v, int lane_mask) {
+template <typename T>
+inline T __shfl_xor_sync(unsigned /*mask: every lane*/, T v, int lane_mask) {
+  static_assert(sizeof(T) <= 8);
   simt::Block& block = simt::CurrentBlock();
   const int w = simt::Warp();
   const int l = simt::Lane();
-  block.shuffle[w][l] = v;
-  block.warp[w]->arrive_and_wait();
-  const float other = block.shuffle[w][l ^ lane_mask];
-  block.warp[w]->arrive_and_wait();
+  std::memcpy(block.shuffle[w][l], &v, sizeof(T));
+  simt::Arrive(block.warp[w]);
+  T other;
+  std::memcpy(&other, block.shuffle[w][l ^ lane_mask], sizeof(T));
+  simt::Arrive(block.warp[w]);
   return other;
 }
 
@@ -164,7 +298,7 @@ inline void EmulatedMma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
   for (int i = 0; i < 4; ++i) block.a[w][l][i] = a[i];
   block.b[w][l][0] = b0;
   block.b[w][l][1] = b1;
-  block.warp[w]->arrive_and_wait();
+  simt::Arrive(block.warp[w]);
   float A[16][16];
   float B[16][8];
   const auto lo = [](uint32_t r) { return simt::Bf16Value(static_cast<uint16_t>(r & 0xffffu)); };
@@ -196,7 +330,7 @@ inline void EmulatedMma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
     for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
     c[e] += sum;
   }
-  block.warp[w]->arrive_and_wait();  // the fragments are read before the next product
+  simt::Arrive(block.warp[w]);  // the fragments are read before the next product
 }
 
 #endif  // PMOL_TESTS_CUDA_SIMT_EMULATION_SIMT_EMULATION_H_

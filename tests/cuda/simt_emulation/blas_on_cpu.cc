@@ -1,0 +1,26 @@
+// cuBLAS is not emulated: the emulated CUDA backend's GEMMs (kernels/cuda/gemm.h's Blas)
+// run on the CPU backend's GemmTo. The emulated backend test therefore skips its GEMM
+// comparisons, which would compare the CPU with itself.
+#include <memory>
+#include <string>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/gemm.h"
+
+namespace pmol::cuda {
+
+std::unique_ptr<Blas> Blas::Create(cudaStream_t /*stream*/, std::string* /*error*/) {
+  return std::unique_ptr<Blas>(new Blas(nullptr));
+}
+
+Blas::~Blas() = default;
+
+void Blas::RowMajorGemm(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                        int64_t k, double alpha, const void* a, int64_t lda, const void* b,
+                        int64_t ldb, double beta, void* c, int64_t ldc) {
+  if (m <= 0 || n <= 0 || k <= 0) return;
+  GetBackend(DeviceType::kCpu).value()->GemmTo(dt, c_dt, trans_a, trans_b, m, n, k, alpha, a,
+                                               lda, b, ldb, beta, c, ldc);
+}
+
+}  // namespace pmol::cuda
