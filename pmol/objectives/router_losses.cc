@@ -17,7 +17,6 @@ std::vector<int32_t> ExpertGroups(const ExpertLayout& layout) {
   return out;
 }
 
-const double* F64At(const Tensor& t, int64_t offset) { return t.data_as<double>() + offset; }
 double* F64At(Tensor& t, int64_t offset) { return t.data_as<double>() + offset; }
 
 }  // namespace

@@ -275,7 +275,7 @@ absl::StatusOr<StepMetrics> PreferenceStep::Compute(
   PMOL_RETURN_IF_ERROR(CheckBatch(batch, P));
   const ObjectiveKind kind = options_.kind;
   const StepRows rows = MakeStepRows(batch, kind != ObjectiveKind::kSft, options_.share_prompt);
-  const int64_t B = batch.num_pairs, T = rows.seq, N = rows.count * T;
+  const int64_t B = batch.num_pairs;
   Backend* be = model_->backend();
   const DType dt = model_->dtype();
 
