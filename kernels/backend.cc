@@ -1,6 +1,7 @@
 // GetBackend: one backend object per device for the life of the process. The CUDA
-// backend exists only in builds made with --config=cuda; asking for it elsewhere, or on
-// a machine without a usable GPU, is a clear error rather than a crash.
+// backend exists only in builds that link it (--config=cuda; it registers itself,
+// backend_factories.h); asking for it elsewhere, or on a machine without a usable GPU, is
+// a clear error rather than a crash.
 #include "kernels/backend.h"
 
 #include <memory>
@@ -8,10 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/backend_factories.h"
 #include "kernels/cpu/cpu_backend.h"
-#ifdef PMOL_WITH_CUDA
-#include "kernels/cuda/cuda_backend.h"
-#endif
 
 namespace pmol {
 
@@ -31,19 +30,19 @@ absl::StatusOr<Backend*> GetBackend(DeviceType device, int threads) {
     if (threads > 0) cpu->SetThreads(threads);
     return cpu.get();
   }
-#ifdef PMOL_WITH_CUDA
+  const BackendFactory create_cuda = CudaBackendFactory();
+  if (create_cuda == nullptr) {
+    return absl::FailedPreconditionError(
+        "device 'cuda' requested, but this pmol was built without CUDA support; rebuild with "
+        "`bazel build --config=cuda //launch:pmol`");
+  }
   static std::unique_ptr<Backend> cuda;
   if (cuda == nullptr) {
-    absl::StatusOr<std::unique_ptr<Backend>> created = CreateCudaBackend();
+    absl::StatusOr<std::unique_ptr<Backend>> created = create_cuda();
     if (!created.ok()) return created.status();
     cuda = std::move(created).value();
   }
   return cuda.get();
-#else
-  return absl::FailedPreconditionError(
-      "device 'cuda' requested, but this pmol was built without CUDA support; rebuild with "
-      "`bazel build --config=cuda //launch:pmol`");
-#endif
 }
 
 }  // namespace pmol

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
+#include "kernels/backend_factories.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/dtype.h"
@@ -629,6 +630,11 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend() {
   return std::unique_ptr<Backend>(
       std::make_unique<CudaBackend>(std::move(name), stream, pool, std::move(blas)));
 }
+
+namespace {
+// GetBackend(kCuda) makes this backend when this file is linked in (backend_factories.h).
+[[maybe_unused]] const bool kRegistered = RegisterCudaBackendFactory(&CreateCudaBackend);
+}  // namespace
 
 void* CudaBackendStream(Backend* backend) {
   auto* cuda = dynamic_cast<CudaBackend*>(backend);
