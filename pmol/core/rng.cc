@@ -3,14 +3,14 @@
 
 #include <cmath>
 
+#include "kernels/random_bits.h"
+
 namespace pmol {
 namespace {
 
 uint64_t SplitMix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+  x += kSplitMix64Gamma;
+  return SplitMix64Mix(x);
 }
 
 uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

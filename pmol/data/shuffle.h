@@ -8,16 +8,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/random_bits.h"
+
 namespace pmol::data {
 
 class SplitMix64 {
  public:
   explicit SplitMix64(uint64_t seed) : state_(seed) {}
   uint64_t Next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    state_ += kSplitMix64Gamma;
+    return SplitMix64Mix(state_);
   }
   // Uniform in [0, bound), bound > 0.
   uint64_t Below(uint64_t bound) {
