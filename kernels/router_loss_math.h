@@ -33,12 +33,18 @@ PMOL_HOST_DEVICE inline double RouterMassFloored(double mass) {
   return mass < kRouterMassFloor ? kRouterMassFloor : mass;
 }
 
-// Returns ce; writes dg [slots] when dg is not null.
+// Returns ce; writes dg [slots] when dg is not null. A negative label (a position the loss
+// does not count): ce 0 and dg 0.
 template <typename T>
 PMOL_HOST_DEVICE inline double RouterGroupLossOfRow(const T* g, int32_t label,
                                                     const int32_t* expert_group, int64_t slots,
                                                     int64_t experts, int64_t groups, double eps,
                                                     double scale, T* dg) {
+  if (label < 0) {
+    if (dg != nullptr)
+      for (int64_t s = 0; s < slots; ++s) dg[s] = T(0);
+    return 0.0;
+  }
   double empty = 0;
   for (int64_t s = experts; s < slots; ++s) empty += static_cast<double>(g[s]);
   const double denom = RouterMassFloored(1.0 - empty);

@@ -13,12 +13,6 @@ void RouterGroupLoss(const T* probs, const int32_t* labels, const int32_t* exper
   ParallelFor(rows, 4 * slots, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       T* dg = dprobs != nullptr ? dprobs + r * slots : nullptr;
-      if (labels[r] < 0) {
-        ce[r] = T(0);
-        if (dg != nullptr)
-          for (int64_t s = 0; s < slots; ++s) dg[s] = T(0);
-        continue;
-      }
       ce[r] = static_cast<T>(RouterGroupLossOfRow(probs + r * slots, labels[r], expert_group,
                                                   slots, experts, groups, label_smoothing,
                                                   grad_scale, dg));

@@ -19,12 +19,6 @@ __global__ void RouterGroupLossKernel(const T* probs, const int32_t* labels,
   for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < rows;
        r += stride) {
     T* dg = dprobs != nullptr ? dprobs + r * slots : nullptr;
-    if (labels[r] < 0) {
-      ce[r] = T(0);
-      if (dg != nullptr)
-        for (int64_t s = 0; s < slots; ++s) dg[s] = T(0);
-      continue;
-    }
     ce[r] = static_cast<T>(RouterGroupLossOfRow(probs + r * slots, labels[r], expert_group, slots,
                                                 experts, groups, eps, scale, dg));
   }

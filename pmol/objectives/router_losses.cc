@@ -52,8 +52,9 @@ RouterLossBatch::RouterLossBatch(const ExpertLayout& layout, const std::vector<i
                                    {static_cast<int64_t>(expert_group.size())}, DType::kI32,
                                    backend);
   weights_ = Tensor::FromHost(w.data(), {rows_, columns}, DType::kF64, backend);
-  ce_ = Tensor::Zeros({modules_, rows_}, DType::kF64, backend);
-  dmass_ = Tensor::Zeros({modules_, slots_}, DType::kF64, backend);
+  // Every row of ce_ and dmass_ is written (AddModule, Finish) before it is read.
+  ce_ = Tensor::Empty({modules_, rows_}, DType::kF64, backend);
+  dmass_ = Tensor::Empty({modules_, slots_}, DType::kF64, backend);
   results_ = Tensor::Zeros({modules_ * (columns * slots_ + columns + 1)}, DType::kF64, backend);
 }
 
@@ -65,6 +66,7 @@ void RouterLossBatch::AddModule(int64_t j, const Tensor& g, double label_smoothi
     PMOL_CHECK(dg->dtype() == DType::kF64 && dg->backend() == backend_ &&
                dg->numel() == g.numel());
   }
+  ++added_;
   if (rows_ == 0) return;
   const int64_t columns = preferences_ + 1;
   // C_j = W^T g: [P + 1, S].
@@ -80,7 +82,8 @@ void RouterLossBatch::AddModule(int64_t j, const Tensor& g, double label_smoothi
 }
 
 void RouterLossBatch::Finish(double balance_grad_scale, const std::vector<Tensor*>& dgs) {
-  PMOL_CHECK(!finished_ && (dgs.empty() || static_cast<int64_t>(dgs.size()) == modules_));
+  PMOL_CHECK(!finished_ && added_ == modules_ &&
+             (dgs.empty() || static_cast<int64_t>(dgs.size()) == modules_));
   finished_ = true;
   if (modules_ == 0) return;
   const int64_t columns = preferences_ + 1;

@@ -80,7 +80,7 @@ class RouterLossBatch {
   void AddModule(int64_t j, const Tensor& g, double label_smoothing, double group_grad_scale,
                  Tensor* dg);
 
-  // After every module's AddModule: each module's L_bal, and dgs[j] += balance_grad_scale *
+  // After one AddModule per module: each module's L_bal, and dgs[j] += balance_grad_scale *
   // dL_bal/dg for every j whose dgs[j] is not null (dgs empty: no gradient).
   void Finish(double balance_grad_scale, const std::vector<Tensor*>& dgs);
 
@@ -89,7 +89,7 @@ class RouterLossBatch {
 
  private:
   ExpertLayout layout_;
-  int64_t rows_, modules_, preferences_, slots_, labelled_ = 0;
+  int64_t rows_, modules_, preferences_, slots_, labelled_ = 0, added_ = 0;
   std::vector<int64_t> positions_;
   Backend* backend_;
   Tensor labels_;        // i32 [N]
