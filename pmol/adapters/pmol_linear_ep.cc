@@ -174,8 +174,13 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
                 Counts(cache.received_rows, out_width), dt);
   send = Tensor();
 
-  // This rank's experts: parameter gradients, and [dX | dG] for the senders.
-  const int64_t ret_width = d_in + local_count;
+  // This rank's experts: parameter gradients, and [dX | dG] for the senders. dG travels
+  // in AccumDType(dt), as the one-process router backward reads it (so a bf16 run does
+  // not round the router's gradient once more): its bytes fill `accum_slots` elements of
+  // dt per expert (2 in bf16).
+  const DType accum_dt = AccumDType(dt);
+  const int64_t accum_slots = static_cast<int64_t>(DTypeSize(accum_dt) / es);
+  const int64_t ret_width = d_in + local_count * accum_slots;
   Tensor ret = Buffer(m * ret_width, dt, be);
   if (m > 0) {
     Tensor hs = Tensor::Empty(cache.h.shape(), dt, be);
@@ -185,20 +190,19 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
     hs = Tensor();
     Tensor dh = Tensor::Empty({m, local_count * r}, dt, be);
     AdapterGemm(dout, false, p.lora_B, false, 0.0, dh);  // dhs = dY B_q
-    // dgates comes out in AccumDType(dt) and travels in dt (bf16 rounds it once).
-    Tensor dgates = Tensor::Empty({m, local_count}, AccumDType(dt), be);
+    Tensor dgates = Tensor::Empty({m, local_count}, accum_dt, be);
     be->ColumnBlockDots(dt, dh.data(), cache.h.data(), m, local_count, r, spec.scaling, dgates.data());
-    if (dgates.dtype() != dt) dgates = dgates.ConvertTo(dt);
     be->ScaleColumnBlocks(dt, dh.data(), cache.recv_gates.data(), m, local_count, r, spec.scaling, dh.data());
     AdapterGemm(dh, true, cache.recv_x, false, 1.0, grads->lora_A);  // dA_q += dh^T X
     Tensor dxr = Tensor::Empty({m, d_in}, dt, be);
     AdapterGemm(dh, false, p.lora_A, false, 0.0, dxr);  // dX = dh A_q
     be->CopyRows(dt, dxr.data(), d_in, nullptr, ret.data(), ret_width, nullptr, m, d_in, false);
-    be->CopyRows(dt, dgates.data(), local_count, nullptr, Bytes(ret) + d_in * es, ret_width, nullptr, m, local_count,
-                 false);
+    be->CopyRows(dt, dgates.data(), local_count * accum_slots, nullptr, Bytes(ret) + d_in * es, ret_width, nullptr,
+                 m, local_count * accum_slots, false);
   }
   std::vector<int64_t> back_width(ranks);
-  for (int q = 0; q < ranks; ++q) back_width[q] = d_in + static_cast<int64_t>(group.experts_of_rank[q].size());
+  for (int q = 0; q < ranks; ++q)
+    back_width[q] = d_in + static_cast<int64_t>(group.experts_of_rank[q].size()) * accum_slots;
   const std::vector<int64_t> back_counts = Counts(sent, back_width);
   Tensor back = Buffer(Sum(back_counts), dt, be);
   comm.AllToAll(ret.data(), Counts(cache.received_rows, std::vector<int64_t>(ranks, ret_width)), back.data(),
@@ -208,8 +212,8 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
   // dx through the dropout mask, and dL/dgates for the router.
   Tensor dxe = Tensor::Zeros({n, d_in}, dt, be);
   int64_t gate_elements = 0;
-  for (int q = 0; q < ranks; ++q) gate_elements += sent[q] * (back_width[q] - d_in);
-  Tensor dgate_values = Buffer(gate_elements, dt, be);
+  for (int q = 0; q < ranks; ++q) gate_elements += sent[q] * static_cast<int64_t>(group.experts_of_rank[q].size());
+  Tensor dgate_values = Buffer(gate_elements, accum_dt, be);
   {
     const char* src = Bytes(back);
     char* gate_dst = Bytes(dgate_values);

@@ -10,7 +10,8 @@
 //   backward  dy rows go out the same way; rank q computes
 //               dB_q += dY^T hs,  dhs = dY B_q,  dG = alpha/r sum_j dhs h (per expert),
 //               dh = dhs * G * alpha/r,  dA_q += dh^T X,  dX = dh A_q
-//             and returns [dX row | dG row]; rank s adds dX into dx (through the dropout
+//             and returns [dX row | dG row] (dG in AccumDType: f32 in a bf16 run, as the
+//             one-process router reads it); rank s adds dX into dx (through the dropout
 //             mask) and runs the router's backward on the gathered dL/dgates.
 // The result equals PmolLinearForward / Backward on the whole expert set, up to the order
 // of floating-point sums. A rank's expert gradients hold the contributions of every
