@@ -149,11 +149,11 @@ class Backend {
   virtual void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) = 0;
   // x *= alpha
   virtual void Scale(DType dt, double alpha, void* x, int64_t n) = 0;
-  // Dropout's keep mask: keep[i] = (u_i < p ? 0 : scale) for i < n, dt f32, f64 or bf16
-  // (scale rounded once to dt), u_i = UniformAt(key, i) of random_bits.h: the same mask
-  // on every backend for a given key.
-  virtual void DropoutKeep(DType dt, uint64_t key, double p, double scale, int64_t n,
-                           void* keep) = 0;
+  // Dropout's keep mask: keep[i] = (u_i < p ? 0 : 1) for i < n, dt f32, f64 or bf16,
+  // u_i = UniformAt(key, i) of random_bits.h: the same mask on every backend for a given
+  // key. (The 1 / (1 - p) scale is the caller's, applied in its f32/f64 math: in bf16 it
+  // would be rounded.)
+  virtual void DropoutKeep(DType dt, uint64_t key, double p, int64_t n, void* keep) = 0;
   // y[r, c] += bias[c]
   virtual void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
   // dbias[c] += sum_r dy[r, c]

@@ -213,15 +213,14 @@ void CpuBackend::Scale(DType dt, double alpha, void* x, int64_t n) {
     cpu::Scale<T>(static_cast<T>(alpha), P<T>(x), n);
   });
 }
-void CpuBackend::DropoutKeep(DType dt, uint64_t key, double p, double scale, int64_t n,
-                             void* keep) {
+void CpuBackend::DropoutKeep(DType dt, uint64_t key, double p, int64_t n, void* keep) {
   switch (dt) {
     case DType::kF32:
-      return cpu::DropoutKeep<float>(key, p, static_cast<float>(scale), n, P<float>(keep));
+      return cpu::DropoutKeep<float>(key, p, 1.0f, n, P<float>(keep));
     case DType::kF64:
-      return cpu::DropoutKeep<double>(key, p, scale, n, P<double>(keep));
+      return cpu::DropoutKeep<double>(key, p, 1.0, n, P<double>(keep));
     case DType::kBF16:
-      return cpu::DropoutKeep<uint16_t>(key, p, F64ToBf16(scale), n, P<uint16_t>(keep));
+      return cpu::DropoutKeep<uint16_t>(key, p, F64ToBf16(1.0), n, P<uint16_t>(keep));
     default:
       std::fprintf(stderr, "pmol: the CPU backend's DropoutKeep takes F32, F64 or BF16, not %s\n",
                    DTypeName(dt));

@@ -47,8 +47,7 @@ class CpuBackend : public Backend {
   void Fill(DType dt, void* x, double value, int64_t n) override;
   void Axpy(DType dt, double alpha, const void* x, void* y, int64_t n) override;
   void Scale(DType dt, double alpha, void* x, int64_t n) override;
-  void DropoutKeep(DType dt, uint64_t key, double p, double scale, int64_t n,
-                   void* keep) override;
+  void DropoutKeep(DType dt, uint64_t key, double p, int64_t n, void* keep) override;
   void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) override;
   void SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) override;
   void ScaleColumnBlocks(DType dt, const void* x, const void* s, int64_t rows, int64_t blocks,

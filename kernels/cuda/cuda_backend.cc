@@ -217,17 +217,15 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void DropoutKeep(DType dt, uint64_t key, double p, double scale, int64_t n,
-                   void* keep) override {
+  void DropoutKeep(DType dt, uint64_t key, double p, int64_t n, void* keep) override {
     switch (dt) {
       case DType::kF32:
-        return cuda::LaunchDropoutKeep<float>(key, p, static_cast<float>(scale), n,
-                                              Out<float>(keep), stream_);
+        return cuda::LaunchDropoutKeep<float>(key, p, 1.0f, n, Out<float>(keep), stream_);
       case DType::kF64:
-        return cuda::LaunchDropoutKeep<double>(key, p, scale, n, Out<double>(keep), stream_);
+        return cuda::LaunchDropoutKeep<double>(key, p, 1.0, n, Out<double>(keep), stream_);
       case DType::kBF16:
-        return cuda::LaunchDropoutKeep<uint16_t>(key, p, F64ToBf16(scale), n,
-                                                 Out<uint16_t>(keep), stream_);
+        return cuda::LaunchDropoutKeep<uint16_t>(key, p, F64ToBf16(1.0), n, Out<uint16_t>(keep),
+                                                 stream_);
       default:
         UnsupportedType("DropoutKeep", dt, "F32, F64 or BF16");
     }

@@ -1,7 +1,7 @@
 // Dropout's keep mask on the GPU (backend.h DropoutKeep): keep[i] = (u_i < p ? 0 : kept),
 // u_i = UniformAt(key, i) of kernels/random_bits.h, one element per thread of a
 // grid-stride loop: the mask the CPU backend makes for the same key, bit for bit. T is the
-// storage type (uint16_t: bf16 bits, `kept` rounded by the caller).
+// storage type (uint16_t: bf16 bits; `kept` is the one of T).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/random_bits.h"

@@ -63,6 +63,7 @@ PmolAdapters::PmolAdapters(const AdapterOptions& options, const LlamaConfig& mod
       am.spec.temperature = options.temperature;
       am.spec.top_k = options.top_k;
       am.spec.capacity_factor = options.capacity_factor;
+      am.spec.dropout_scale = options.dropout > 0 ? 1.0 / (1.0 - options.dropout) : 1.0;
       am.params.lora_A = Tensor::Zeros({er, d_in}, dtype, backend);
       am.params.lora_B = Tensor::Zeros({d_out, er}, dtype, backend);
       am.grads.lora_A = Tensor::Zeros({er, d_in}, AccumDType(dtype), backend);
@@ -263,9 +264,9 @@ Tensor PmolAdapters::DropoutKeep(const AdaptedModule& am, int64_t rows) const {
   if (!training_ || options_.dropout <= 0.0) return Tensor();
   Rng rng = Rng::ForStream(dropout_seed_ ^ (0x9E3779B97F4A7C15ull * (dropout_step_ + 1)),
                            am.name + ".dropout");
-  const double p = options_.dropout;
+  // A 0/1 mask; the linear applies spec.dropout_scale = 1 / (1 - p) in its own math.
   Tensor keep = Tensor::Empty({rows, am.spec.d_in}, dtype_, backend_);
-  backend_->DropoutKeep(dtype_, rng.NextU64(), p, 1.0 / (1.0 - p), keep.numel(), keep.data());
+  backend_->DropoutKeep(dtype_, rng.NextU64(), options_.dropout, keep.numel(), keep.data());
   return keep;
 }
 

@@ -35,12 +35,13 @@ Tensor ScaledExperts(const PmolLinearSpec& spec, const PmolLinearCache& cache) {
 
 }  // namespace
 
-const Tensor& PmolDropoutInput(const Tensor& x, const Tensor& keep, PmolLinearCache* cache) {
+const Tensor& PmolDropoutInput(const PmolLinearSpec& spec, const Tensor& x, const Tensor& keep,
+                               PmolLinearCache* cache) {
   if (!keep.defined()) return x;
   cache->keep = keep;
   cache->x_drop = Tensor::Empty(x.shape(), x.dtype(), x.backend());
-  x.backend()->ScaleColumnBlocks(x.dtype(), x.data(), keep.data(), x.dim(0), x.dim(1), 1, 1.0,
-                                 cache->x_drop.data());
+  x.backend()->ScaleColumnBlocks(x.dtype(), x.data(), keep.data(), x.dim(0), x.dim(1), 1,
+                                 spec.dropout_scale, cache->x_drop.data());
   return cache->x_drop;
 }
 
@@ -146,7 +147,7 @@ void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
   const int64_t n = x.dim(0), er = spec.layout.num_experts() * spec.layout.rank;
   PMOL_CHECK(x.dim(1) == spec.d_in && y.dim(1) == spec.d_out);
   cache->Clear();
-  const Tensor& xe = PmolDropoutInput(x, keep, cache);
+  const Tensor& xe = PmolDropoutInput(spec, x, keep, cache);
   cache->h = Tensor::Empty({n, er}, x.dtype(), x.backend());
   AdapterGemm(xe, false, p.lora_A, true, 0.0, cache->h);
   if (spec.has_router) PmolDeviceRouterForward(spec, p, x, cache);
@@ -186,7 +187,8 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   if (cache.keep.defined()) {
     Tensor dxe = Tensor::Empty(x.shape(), dt, be);
     AdapterGemm(dh, false, p.lora_A, false, 0.0, dxe);
-    be->ScaleColumnBlocks(dt, dxe.data(), cache.keep.data(), n, spec.d_in, 1, 1.0, dxe.data());
+    be->ScaleColumnBlocks(dt, dxe.data(), cache.keep.data(), n, spec.d_in, 1, spec.dropout_scale,
+                          dxe.data());
     be->Axpy(dt, 1.0, dxe.data(), dx.data(), dx.numel());
   } else {
     AdapterGemm(dh, false, p.lora_A, false, 1.0, dx);     // dx += dh A

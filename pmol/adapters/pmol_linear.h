@@ -1,13 +1,13 @@
 // One PMoL-adapted linear module with parallel (stacked) expert computation. For input
 // x [N, d_in] and the frozen output y0:
-//   x_d = dropout(x)                      (keep mask / (1 - p); experts only, not router)
+//   x_d = dropout(x) = x * keep / (1 - p) (keep mask 0/1; experts only, not router)
 //   h   = x_d A^T                         A = A_all [E*r, d_in]: ONE GEMM for all experts
 //   gk  = Router(x W_r^T)                 router.h; LoRA: no router, gk = 1
 //   hs[n, e*r+j] = h[n, e*r+j] * gk[n, e] * alpha/r
 //   y   = y0 + hs B^T                     B = B_all [d_out, E*r]: ONE GEMM for all experts
 // Backward mirrors it with the same two stacked GEMMs per direction:
 //   dhs = dy B;  dB += dy^T hs;  dgk[n,e] = alpha/r sum_j dhs[n,e*r+j] h[n,e*r+j]
-//   dh  = dhs scaled by gk alpha/r;  dA += dh^T x_d;  dx += (dh A) * keep/(1-p)
+//   dh  = dhs scaled by gk alpha/r;  dA += dh^T x_d;  dx += (dh A) * keep / (1 - p)
 //   dz  = RouterBackward(dgk, dprobs_aux);  dW_r += dz^T x;  dx += dz W_r
 // dprobs_aux is the auxiliary losses' gradient on the dense router probabilities.
 // The router runs on the device and never waits for the host: probs =
@@ -42,6 +42,9 @@ struct PmolLinearSpec {
   double temperature = 1.0;
   int32_t top_k = 0;
   double capacity_factor = 0.0;  // top-k only; 0: dropless (router.h)
+  // 1 / (1 - p) for dropout p: the kernels apply it in their f32/f64 math together with
+  // the 0/1 keep mask (so a bf16 run does not round it to bf16).
+  double dropout_scale = 1.0;
 };
 
 struct PmolLinearParams {
@@ -52,8 +55,8 @@ struct PmolLinearParams {
 
 // What the backward reads, kept from the forward.
 struct PmolLinearCache {
-  Tensor keep;           // [N, d_in] dropout scale (0 or 1/(1-p)); undefined: no dropout
-  Tensor x_drop;         // x * keep; undefined: no dropout
+  Tensor keep;           // [N, d_in] dropout keep mask (0 or 1); undefined: no dropout
+  Tensor x_drop;         // x * keep * dropout_scale; undefined: no dropout
   Tensor h;              // [N, E*r]
   Tensor gates;          // [N, E] on the device (undefined without a router)
   bool router_on_device = false;  // device routing: `router` below is not filled
@@ -72,7 +75,8 @@ struct PmolLinearCache {
 // host route or the device one (which this copies to the host).
 int64_t PmolDroppedCount(const PmolLinearCache& cache);
 
-// y += adapter(x). `keep` (may be undefined) is the dropout scale for x.
+// y += adapter(x). `keep` (may be undefined) is the dropout mask for x (times
+// spec.dropout_scale).
 void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& params,
                        const Tensor& x, const Tensor& keep, Tensor& y, PmolLinearCache* cache);
 
@@ -85,7 +89,8 @@ void AdapterGemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta
 // (router.h), whose route the all-to-all needs: the forward fills the cache's router,
 // gates and probs; the backward from dL/dgates [N, E] (host, f64) and dprobs_aux:
 // dW_r += dz^T x, dx += dz W_r.
-const Tensor& PmolDropoutInput(const Tensor& x, const Tensor& keep, PmolLinearCache* cache);
+const Tensor& PmolDropoutInput(const PmolLinearSpec& spec, const Tensor& x, const Tensor& keep,
+                               PmolLinearCache* cache);
 void PmolRouterForward(const PmolLinearSpec& spec, const PmolLinearParams& params, const Tensor& x,
                        PmolLinearCache* cache);
 void PmolRouterBackward(const PmolLinearSpec& spec, const PmolLinearParams& params, const Tensor& x,

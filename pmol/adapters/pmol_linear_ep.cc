@@ -70,7 +70,7 @@ void PmolLinearForwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup& 
   const int64_t local_count = static_cast<int64_t>(local.size());
   PMOL_CHECK(p.lora_A.dim(0) == local_count * r && p.lora_B.dim(1) == local_count * r);
   cache->Clear();
-  const Tensor& xe = PmolDropoutInput(x, keep, cache);
+  const Tensor& xe = PmolDropoutInput(spec, x, keep, cache);
   PmolRouterForward(spec, p, x, cache);
   const RouterState& route = cache->router;
 
@@ -228,7 +228,8 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
     }
   }
   if (cache.keep.defined()) {
-    be->ScaleColumnBlocks(dt, dxe.data(), cache.keep.data(), n, d_in, 1, 1.0, dxe.data());
+    be->ScaleColumnBlocks(dt, dxe.data(), cache.keep.data(), n, d_in, 1, spec.dropout_scale,
+                          dxe.data());
   }
   be->Axpy(dt, 1.0, dxe.data(), dx.data(), dx.numel());
   std::vector<double> dgates(n * experts, 0.0);

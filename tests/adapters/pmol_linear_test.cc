@@ -75,7 +75,8 @@ Fixture Make(const Case& c, uint32_t seed) {
   if (c.dropout) {
     std::vector<double> keep(n * s.spec.d_in);
     std::bernoulli_distribution drop(0.3);
-    for (double& k : keep) k = drop(rng) ? 0.0 : 1.0 / 0.7;
+    for (double& k : keep) k = drop(rng) ? 0.0 : 1.0;
+    s.spec.dropout_scale = 1.0 / 0.7;
     s.keep = Tensor::FromHost(keep.data(), {n, s.spec.d_in}, DType::kF64, Cpu());
   }
   return s;
@@ -155,6 +156,7 @@ TEST_P(PmolLinearTest, StackedForwardEqualsPerExpertLoop) {
   const std::vector<double> x = s.x.ToDoubles(), a = s.params.lora_A.ToDoubles(),
                             b = s.params.lora_B.ToDoubles();
   std::vector<double> keep = s.keep.defined() ? s.keep.ToDoubles() : std::vector<double>(n * din, 1.0);
+  for (double& k : keep) k *= s.spec.dropout_scale;  // x_d = x * keep / (1 - p)
   std::vector<double> w = c.router ? s.params.router.ToDoubles() : std::vector<double>();
   // Capacity: at most ceil(c n k / S) rows per expert, first come first served.
   const int64_t capacity =

@@ -706,9 +706,9 @@ TYPED_TEST(CudaOps, DropoutKeep) {
   const int64_t n = 1000003;
   for (double p : {0.05, 0.5}) {
     GpuArray<T> gkeep(this->gpu_, n);
-    this->gpu_->DropoutKeep(this->kDt, 0x9E3779B97F4A7C15ull, p, 1.0 / (1.0 - p), n, gkeep.get());
+    this->gpu_->DropoutKeep(this->kDt, 0x9E3779B97F4A7C15ull, p, n, gkeep.get());
     std::vector<T> keep(n);
-    this->cpu_->DropoutKeep(this->kDt, 0x9E3779B97F4A7C15ull, p, 1.0 / (1.0 - p), n, keep.data());
+    this->cpu_->DropoutKeep(this->kDt, 0x9E3779B97F4A7C15ull, p, n, keep.data());
     ExpectBitwiseEqual(gkeep.ToHost(), keep, "DropoutKeep p=" + std::to_string(p));
   }
 }

@@ -87,7 +87,8 @@ void CheckAgainstOneProcess(const Case& c, int group_size, const std::vector<std
   if (c.dropout) {
     std::vector<double> k(rows * spec.d_in);
     std::mt19937_64 gen(400 + world.rank());
-    for (double& v : k) v = gen() % 4 == 0 ? 0.0 : 1.0 / 0.75;
+    for (double& v : k) v = gen() % 4 == 0 ? 0.0 : 1.0;
+    spec.dropout_scale = 1.0 / 0.75;
     keep = Tensor::FromHost(k.data(), {rows, spec.d_in}, DType::kF64, Cpu());
   }
   const Tensor aux = c.aux ? Random({rows, slots}, 500 + world.rank()) : Tensor();

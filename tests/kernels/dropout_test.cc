@@ -2,7 +2,7 @@
 //  - every element against SplitMix64 written here from its published definition (Steele,
 //    Lea & Flood 2014: state += 0x9E3779B97F4A7C15, then the two xor-shift-multiplies),
 //    run as a sequential generator, so element i is its (i+1)-th output: bit for bit in
-//    f32, f64 and bf16 (scale rounded once to the type), and nothing written past n;
+//    f32, f64 and bf16 (a 0/1 mask), and nothing written past n;
 //  - the statistics of the mask for p = 0.05, 0.1 and 0.5 over 10^6 elements: the dropped
 //    fraction within 5 binomial standard deviations of p (sqrt(p(1-p)/n) <= 5e-4; a wrong
 //    comparison such as u <= 1 - p shows at once), and neighbouring elements independent:
@@ -37,11 +37,11 @@ class SplitMix64 {
   uint64_t state_;
 };
 
-// The mask the definition gives: 0 where the uniform (53 high bits) is below p, else scale.
-std::vector<double> ReferenceMask(uint64_t key, double p, double scale, int64_t n) {
+// The mask the definition gives: 0 where the uniform (53 high bits) is below p, else 1.
+std::vector<double> ReferenceMask(uint64_t key, double p, int64_t n) {
   SplitMix64 gen(key);
   std::vector<double> keep(n);
-  for (double& k : keep) k = static_cast<double>(gen.Next() >> 11) * 0x1p-53 < p ? 0.0 : scale;
+  for (double& k : keep) k = static_cast<double>(gen.Next() >> 11) * 0x1p-53 < p ? 0.0 : 1.0;
   return keep;
 }
 
@@ -49,7 +49,7 @@ template <typename T>
 std::vector<T> RunDropout(Backend* be, DType dt, uint64_t key, double p, int64_t n) {
   std::vector<T> keep(n + 1);
   std::memset(keep.data(), 0x7f, keep.size() * sizeof(T));  // a sentinel past the end too
-  be->DropoutKeep(dt, key, p, 1.0 / (1.0 - p), n, keep.data());
+  be->DropoutKeep(dt, key, p, n, keep.data());
   return keep;
 }
 
@@ -58,8 +58,7 @@ TEST(DropoutTest, MatchesSplitMix64BitForBit) {
   for (double p : {0.05, 0.3}) {
     for (uint64_t key : {uint64_t{0}, uint64_t{0x0123456789ABCDEFull}, ~uint64_t{0}}) {
       const std::string what = "p=" + std::to_string(p) + " key=" + std::to_string(key);
-      const double scale = 1.0 / (1.0 - p);
-      const std::vector<double> want = ReferenceMask(key, p, scale, n);
+      const std::vector<double> want = ReferenceMask(key, p, n);
       const std::vector<double> f64 = RunDropout<double>(Cpu(1), DType::kF64, key, p, n);
       const std::vector<float> f32 = RunDropout<float>(Cpu(1), DType::kF32, key, p, n);
       const std::vector<uint16_t> bf16 = RunDropout<uint16_t>(Cpu(1), DType::kBF16, key, p, n);
@@ -67,7 +66,7 @@ TEST(DropoutTest, MatchesSplitMix64BitForBit) {
       for (int64_t i = 0; i < n; ++i) {
         mismatches += f64[i] != want[i];
         mismatches += f32[i] != static_cast<float>(want[i]);
-        mismatches += bf16[i] != (want[i] == 0 ? uint16_t{0} : F64ToBf16(scale));
+        mismatches += bf16[i] != (want[i] == 0 ? uint16_t{0} : uint16_t{0x3F80});  // bf16 1.0
       }
       EXPECT_EQ(mismatches, 0) << what;
       uint64_t tail64;
