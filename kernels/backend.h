@@ -52,7 +52,9 @@
 // or because they are reductions:
 //   RmsNorm inv_rms; Rope cos/sin; Attention lse; LogSoftmaxGather logp and lse;
 //   ColumnBlockDots out; GemmTo's C when the caller asks for c_dt = AccumDType(dt) (a
-//   parameter gradient accumulated in f32 from bf16 activations, or f32 logits).
+//   parameter gradient accumulated in f32 from bf16 activations, or f32 logits); the
+//   parameter gradients SumRows dbias, RmsNormBackward dw, and EmbeddingBackward's
+//   dtable when the caller asks for table_dt = AccumDType(dt).
 // RmsNormForward with a residual rounds s = x + residual to bf16 when it stores it, and
 // normalizes that stored s (the value the backward reads), not the f32 sum.
 // One exception to "the same f32 math": CUDA attention with head_dim 32, 64 or 128 runs
@@ -156,7 +158,7 @@ class Backend {
   virtual void DropoutKeep(DType dt, uint64_t key, double p, int64_t n, void* keep) = 0;
   // y[r, c] += bias[c]
   virtual void AddBias(DType dt, void* y, const void* bias, int64_t rows, int64_t cols) = 0;
-  // dbias[c] += sum_r dy[r, c]
+  // dbias[c] += sum_r dy[r, c]; dbias is of AccumDType(dt) (a parameter gradient).
   virtual void SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) = 0;
   // Per-row column blocks of [rows, blocks*width] (block b: expert b's rank slice):
   //   ScaleColumnBlocks: out[n, b*w+j] = alpha * s[n, b] * x[n, b*w+j]  (out may be x;
@@ -194,9 +196,11 @@ class Backend {
   // out[i, :] = table[ids[i], :]; ids must be in range (checked by the caller).
   virtual void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n,
                                 int64_t dim, void* out) = 0;
-  // dtable[ids[i], :] += dout[i, :]
-  virtual void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n,
-                                 int64_t dim, void* dtable) = 0;
+  // dtable[ids[i], :] += dout[i, :]; dout of dt, dtable of table_dt: dt (an activation
+  // gradient) or AccumDType(dt) (the embedding's weight gradient); the additions are in
+  // AccumDType(dt), and a bf16 dtable element is rounded once.
+  virtual void EmbeddingBackward(DType dt, DType table_dt, const void* dout, const int32_t* ids,
+                                 int64_t n, int64_t dim, void* dtable) = 0;
 
   // RMSNorm of the rows of s [rows, dim]: y = s * r * w, inv_rms [rows] = r (inv_rms may
   // be null when no backward follows). Without a residual (null), s = x and sum_out is
@@ -212,7 +216,8 @@ class Backend {
   // rounded once to dt; dx may be residual_grad. For f32 and f64 that is the same two
   // roundings as the unfused Backward + Axpy (the norm's gradient is rounded to dt either
   // way); for bf16 it is one rounding where the unfused pair rounds twice, so the result
-  // may differ from the unfused one by a bf16 ulp. dw (nullable) is accumulated into.
+  // may differ from the unfused one by a bf16 ulp. dw (nullable, of AccumDType(dt): a
+  // parameter gradient) is accumulated into.
   virtual void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,
                                const void* dy, const void* residual_grad, int64_t rows,
                                int64_t dim, void* dx, void* dw) = 0;

@@ -2,7 +2,7 @@
 // instantiation of the kernels in this folder. Mixed precision (dt = bf16) runs the f32
 // kernels on f32 working copies (widened_operands.h); embedding lookups and CopyRows work
 // on the bf16 storage directly (Bf16 of kernels/dtype.h), and EmbeddingBackward widens
-// only the rows it adds to. RmsNormForward with a residual in bf16 forms the bf16 sum
+// only the rows it adds to (or adds widened rows into an f32 weight gradient). RmsNormForward with a residual in bf16 forms the bf16 sum
 // first (Axpy), since the norm reads the rounded sum, then normalizes it as above.
 #include "kernels/cpu/cpu_backend.h"
 
@@ -241,11 +241,9 @@ void CpuBackend::AddBias(DType dt, void* y, const void* bias, int64_t rows, int6
   });
 }
 void CpuBackend::SumRows(DType dt, const void* dy, int64_t rows, int64_t cols, void* dbias) {
-  if (dt == DType::kBF16) {
+  if (dt == DType::kBF16) {  // dbias is f32 (AccumDType)
     cpu::WidenedOperands wide(this);
-    float* db32 = wide.InOut(dbias, cols);
-    SumRows(DType::kF32, wide.In(dy, rows * cols), rows, cols, db32);
-    wide.WriteBack();
+    SumRows(DType::kF32, wide.In(dy, rows * cols), rows, cols, dbias);
     return;
   }
   Dispatch(dt, [&](auto t) {
@@ -339,8 +337,14 @@ void CpuBackend::EmbeddingForward(DType dt, const void* table, const int32_t* id
     cpu::EmbeddingForward<T>(P<T>(table), ids, n, dim, P<T>(out));
   });
 }
-void CpuBackend::EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n,
-                                   int64_t dim, void* dtable) {
+void CpuBackend::EmbeddingBackward(DType dt, DType table_dt, const void* dout, const int32_t* ids,
+                                   int64_t n, int64_t dim, void* dtable) {
+  PMOL_CHECK(table_dt == dt || table_dt == AccumDType(dt));
+  if (dt == DType::kBF16 && table_dt == DType::kF32) {  // the f32 weight gradient
+    cpu::WidenedOperands wide(this);
+    cpu::EmbeddingBackward<float>(wide.In(dout, n * dim), ids, n, dim, P<float>(dtable));
+    return;
+  }
   if (dt == DType::kBF16) {  // the rows named, summed in f32 and rounded once
     std::vector<int32_t> rows, packed_ids(n);
     std::unordered_map<int32_t, int32_t> packed_row;
@@ -393,9 +397,8 @@ void CpuBackend::RmsNormBackward(DType dt, const void* x, const void* w, const v
     const float* w32 = wide.In(w, dim);
     const float* dy32 = wide.In(dy, rows * dim);
     const float* rg32 = wide.In(residual_grad, rows * dim);
-    float* dw32 = wide.InOut(dw, dim);
     RmsNormBackward(DType::kF32, x32, w32, inv_rms, dy32, rg32, rows, dim,
-                    wide.Out(dx, rows * dim), dw32);
+                    wide.Out(dx, rows * dim), dw);  // dw is f32 (AccumDType)
     wide.WriteBack();
     return;
   }

@@ -63,8 +63,8 @@ class CpuBackend : public Backend {
               void* c, int64_t ldc) override;
   void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n, int64_t dim,
                         void* out) override;
-  void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n, int64_t dim,
-                         void* dtable) override;
+  void EmbeddingBackward(DType dt, DType table_dt, const void* dout, const int32_t* ids, int64_t n,
+                         int64_t dim, void* dtable) override;
   void RmsNormForward(DType dt, const void* x, const void* residual, const void* w, double eps,
                       int64_t rows, int64_t dim, void* sum_out, void* y, void* inv_rms) override;
   void RmsNormBackward(DType dt, const void* x, const void* w, const void* inv_rms,

@@ -5,8 +5,9 @@
 // lanes in lane order) into partial[chunk, c]. Stage 2: out[c] += sum over chunks in
 // chunk order. The chunking depends only on (rows, cols), never on the device, so the
 // result is bit-for-bit reproducible. With one chunk, stage 1 adds straight into out.
-// out is of storage type T (float, double, Bf16); value() and every sum, partial and
-// scratch element are of Accum<T>, and out[c] is written once (rounded once for Bf16).
+// T is the storage type of the operands (float, double, Bf16); out, value() and every
+// sum, partial and scratch element are of Accum<T> (out is a parameter gradient: f32 for
+// Bf16 operands).
 // The scratch holds ColumnReduceScratchBytes(sizeof(Accum<T>), rows, cols) bytes.
 #ifndef PMOL_KERNELS_CUDA_COLUMN_REDUCE_CUH_
 #define PMOL_KERNELS_CUDA_COLUMN_REDUCE_CUH_
@@ -40,7 +41,7 @@ inline size_t ColumnReduceScratchBytes(size_t accum_size, int64_t rows, int64_t 
 
 template <typename T, typename Value>
 __global__ void ColumnPartialKernel(Value value, int64_t rows, int64_t cols, int64_t chunk_rows,
-                                    Accum<T>* partial, T* out) {
+                                    Accum<T>* partial, Accum<T>* out) {
   using A = Accum<T>;
   __shared__ A sums[kRowLanes][kColTile + 1];
   const int64_t c = blockIdx.x * int64_t{kColTile} + threadIdx.x;
@@ -59,25 +60,25 @@ __global__ void ColumnPartialKernel(Value value, int64_t rows, int64_t cols, int
     if (partial != nullptr) {
       partial[blockIdx.y * cols + c] = total;
     } else {
-      out[c] = static_cast<A>(out[c]) + total;
+      out[c] += total;
     }
   }
 }
 
 template <typename T>
 __global__ void ColumnFinishKernel(const Accum<T>* partial, int64_t chunks, int64_t cols,
-                                   T* out) {
+                                   Accum<T>* out) {
   using A = Accum<T>;
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (c >= cols) return;
   A total = A(0);
   for (int64_t k = 0; k < chunks; ++k) total += partial[k * cols + c];
-  out[c] = static_cast<A>(out[c]) + total;
+  out[c] += total;
 }
 
 // `scratch` holds at least ColumnReduceScratchBytes(sizeof(Accum<T>), rows, cols) bytes.
 template <typename T, typename Value>
-void LaunchColumnReduce(Value value, int64_t rows, int64_t cols, T* out, void* scratch,
+void LaunchColumnReduce(Value value, int64_t rows, int64_t cols, Accum<T>* out, void* scratch,
                         cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   const int64_t chunks = ColumnReduceChunks(rows, cols);

@@ -1,6 +1,6 @@
 // SumRows: dbias[c] += sum_r dy[r, c], the bias gradient. Deterministic two-stage column
-// reduction (column_reduce.cuh): no atomics, same bits on every run. Bf16 storage: the
-// sums are in f32 and dbias[c] is rounded once.
+// reduction (column_reduce.cuh): no atomics, same bits on every run. Bf16 dy: the sums
+// and dbias are f32 (a parameter gradient, AccumDType).
 #include "kernels/cuda/column_reduce.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
@@ -22,7 +22,7 @@ size_t SumRowsScratchBytes(size_t accum_size, int64_t rows, int64_t cols) {
 }
 
 template <typename T>
-void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, T* dbias, void* scratch,
+void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, Accum<T>* dbias, void* scratch,
                    cudaStream_t stream) {
   LaunchColumnReduce<T>(RowValue<T>{dy, cols}, rows, cols, dbias, scratch, stream);
 }
@@ -30,6 +30,6 @@ void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, T* dbias, void* scra
 template void LaunchSumRows<float>(const float*, int64_t, int64_t, float*, void*, cudaStream_t);
 template void LaunchSumRows<double>(const double*, int64_t, int64_t, double*, void*,
                                     cudaStream_t);
-template void LaunchSumRows<Bf16>(const Bf16*, int64_t, int64_t, Bf16*, void*, cudaStream_t);
+template void LaunchSumRows<Bf16>(const Bf16*, int64_t, int64_t, float*, void*, cudaStream_t);
 
 }  // namespace pmol::cuda

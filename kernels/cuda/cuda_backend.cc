@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "kernels/backend_factories.h"
+#include "kernels/check.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/dtype.h"
@@ -242,7 +243,8 @@ class CudaBackend final : public Backend {
     ForStorageType(dt, "SumRows", [&](auto tag) {
       using T = decltype(tag);
       void* scratch = Scratch(cuda::SumRowsScratchBytes(sizeof(cuda::Accum<T>), rows, cols));
-      cuda::LaunchSumRows<T>(In<T>(dy), rows, cols, Out<T>(dbias), scratch, stream_);
+      cuda::LaunchSumRows<T>(In<T>(dy), rows, cols, Out<cuda::Accum<T>>(dbias), scratch,
+                             stream_);  // dbias is of AccumDType(dt)
     });
   }
 
@@ -328,13 +330,20 @@ class CudaBackend final : public Backend {
     });
   }
 
-  void EmbeddingBackward(DType dt, const void* dout, const int32_t* ids, int64_t n, int64_t dim,
-                         void* dtable) override {
+  void EmbeddingBackward(DType dt, DType table_dt, const void* dout, const int32_t* ids,
+                         int64_t n, int64_t dim, void* dtable) override {
+    PMOL_CHECK(table_dt == dt || table_dt == AccumDType(dt));
     ForStorageType(dt, "EmbeddingBackward", [&](auto tag) {
       using T = decltype(tag);
       void* scratch = Scratch(cuda::EmbeddingBackwardScratchBytes(n));
-      cuda::LaunchEmbeddingBackward<T>(In<T>(dout), ids, n, dim, Out<T>(dtable), scratch,
-                                       stream_);
+      if (table_dt == dt) {
+        cuda::LaunchEmbeddingBackward<T, T>(In<T>(dout), ids, n, dim, Out<T>(dtable), scratch,
+                                            stream_);
+      } else {  // bf16 into the f32 weight gradient
+        cuda::LaunchEmbeddingBackward<T, cuda::Accum<T>>(In<T>(dout), ids, n, dim,
+                                                         Out<cuda::Accum<T>>(dtable), scratch,
+                                                         stream_);
+      }
     });
   }
 
@@ -359,8 +368,8 @@ class CudaBackend final : public Backend {
                           ? nullptr
                           : Scratch(cuda::RmsNormBackwardScratchBytes(sizeof(A), rows, dim));
       cuda::LaunchRmsNormBackward<T>(In<T>(x), In<T>(w), In<A>(inv_rms), In<T>(dy),
-                                     In<T>(residual_grad), rows, dim, Out<T>(dx), Out<T>(dw),
-                                     scratch, stream_);
+                                     In<T>(residual_grad), rows, dim, Out<T>(dx),
+                                     Out<A>(dw), scratch, stream_);  // dw of AccumDType(dt)
     });
   }
 

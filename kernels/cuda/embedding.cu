@@ -5,8 +5,9 @@
 // radix sort (CUB), and one block per run of equal ids sums its rows in position order
 // and adds the sum once into dtable. No atomics, so the bits do not depend on
 // scheduling. (A very frequent id is summed by one block; fine at the sizes of a batch.)
-// Bf16 storage: the forward copies the bits; the backward sums a run in f32 and rounds
-// dtable[v, c] once when it adds the sum.
+// Bf16 storage: the forward copies the bits; the backward sums a run in f32 and adds the
+// sum into dtable once: a bf16 dtable (an activation gradient) is rounded once, an f32 one
+// (the weight gradient) is not rounded at all.
 #include <cub/device/device_radix_sort.cuh>
 
 #include "kernels/cuda/common.cuh"
@@ -39,17 +40,17 @@ __global__ void IotaKernel(int32_t* values, int64_t n) {
 }
 
 // Block p handles sorted position p if it starts a run of equal ids.
-template <typename T>
+template <typename T, typename Table>
 __global__ void EmbeddingSegmentSumKernel(const T* dout, const int32_t* sorted_ids,
                                           const int32_t* sorted_pos, int64_t n, int64_t dim,
-                                          T* dtable) {
+                                          Table* dtable) {
   const int64_t p = blockIdx.x;
   const int32_t id = sorted_ids[p];
   if (p > 0 && sorted_ids[p - 1] == id) return;
   int64_t end = p + 1;
   while (end < n && sorted_ids[end] == id) ++end;
   using A = Accum<T>;
-  T* dst = dtable + static_cast<int64_t>(id) * dim;
+  Table* dst = dtable + static_cast<int64_t>(id) * dim;
   for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
     A acc = A(0);
     for (int64_t q = p; q < end; ++q) {
@@ -84,9 +85,9 @@ size_t EmbeddingBackwardScratchBytes(int64_t n) {
   return 3 * ints + AlignUp(SortTempBytes(n));
 }
 
-template <typename T>
+template <typename T, typename Table>
 void LaunchEmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64_t dim,
-                             T* dtable, void* scratch, cudaStream_t stream) {
+                             Table* dtable, void* scratch, cudaStream_t stream) {
   if (n <= 0 || dim <= 0) return;
   PMOL_CUDA_REQUIRE(n <= 0x7fffffff, "EmbeddingBackward: too many ids");
   PMOL_CUDA_REQUIRE(scratch != nullptr, "EmbeddingBackward needs scratch");
@@ -106,19 +107,21 @@ void LaunchEmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64
   PMOL_CUDA_REQUIRE(err == cudaSuccess, cudaGetErrorString(err));
   int threads = RowThreads(dim);
   if (threads > kThreads) threads = kThreads;
-  EmbeddingSegmentSumKernel<T><<<static_cast<unsigned>(n), threads, 0, stream>>>(
+  EmbeddingSegmentSumKernel<T, Table><<<static_cast<unsigned>(n), threads, 0, stream>>>(
       dout, sorted_ids, sorted_pos, n, dim, dtable);
   PMOL_CUDA_CHECK_LAUNCH("EmbeddingSegmentSumKernel");
 }
 
-#define PMOL_INSTANTIATE(T)                                                                \
-  template void LaunchEmbeddingForward<T>(const T*, const int32_t*, int64_t, int64_t, T*,  \
-                                          cudaStream_t);                                   \
-  template void LaunchEmbeddingBackward<T>(const T*, const int32_t*, int64_t, int64_t, T*, \
-                                           void*, cudaStream_t);
+#define PMOL_INSTANTIATE(T)                                                                   \
+  template void LaunchEmbeddingForward<T>(const T*, const int32_t*, int64_t, int64_t, T*,     \
+                                          cudaStream_t);                                      \
+  template void LaunchEmbeddingBackward<T, T>(const T*, const int32_t*, int64_t, int64_t, T*, \
+                                              void*, cudaStream_t);
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)
 PMOL_INSTANTIATE(Bf16)
 #undef PMOL_INSTANTIATE
+template void LaunchEmbeddingBackward<Bf16, float>(const Bf16*, const int32_t*, int64_t, int64_t,
+                                                   float*, void*, cudaStream_t);
 
 }  // namespace pmol::cuda

@@ -50,10 +50,10 @@ template <typename T>
 void LaunchAddBias(T* y, const T* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 
 // column_sum.cu: dbias[c] += sum_r dy[r, c] (deterministic, no atomics; float, double,
-// Bf16).
+// Bf16 dy; dbias of Accum<T>).
 size_t SumRowsScratchBytes(size_t accum_size, int64_t rows, int64_t cols);
 template <typename T>
-void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, T* dbias, void* scratch,
+void LaunchSumRows(const T* dy, int64_t rows, int64_t cols, Accum<T>* dbias, void* scratch,
                    cudaStream_t stream);
 
 // column_blocks.cu: per-row column-block scaling and dots (kernels/backend.h), row copies
@@ -88,8 +88,8 @@ void LaunchRmsNormForward(const T* x, const T* residual, const T* w, double eps,
 size_t RmsNormBackwardScratchBytes(size_t accum_size, int64_t rows, int64_t dim);
 template <typename T>
 void LaunchRmsNormBackward(const T* x, const T* w, const Accum<T>* inv_rms, const T* dy,
-                           const T* residual_grad, int64_t rows, int64_t dim, T* dx, T* dw,
-                           void* scratch, cudaStream_t stream);
+                           const T* residual_grad, int64_t rows, int64_t dim, T* dx,
+                           Accum<T>* dw, void* scratch, cudaStream_t stream);
 
 // rope.cu (float, double, Bf16)
 template <typename T>
@@ -102,9 +102,10 @@ template <typename T>
 void LaunchEmbeddingForward(const T* table, const int32_t* ids, int64_t n, int64_t dim, T* out,
                             cudaStream_t stream);
 size_t EmbeddingBackwardScratchBytes(int64_t n);
-template <typename T>
+// dtable of Table: T (an activation gradient) or Accum<T> (the weight gradient).
+template <typename T, typename Table>
 void LaunchEmbeddingBackward(const T* dout, const int32_t* ids, int64_t n, int64_t dim,
-                             T* dtable, void* scratch, cudaStream_t stream);
+                             Table* dtable, void* scratch, cudaStream_t stream);
 
 // log_softmax.cu (float, double, Bf16)
 template <typename T>

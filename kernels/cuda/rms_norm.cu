@@ -10,8 +10,9 @@
 //             of the unfused kernel then Axpy), then rounded once to T.
 // Row sums are block tree reductions in Accum<T> (fixed order). dw uses the deterministic
 // two-stage column reduction of column_reduce.cuh: no atomics, reproducible bits.
-// Bf16 storage (x, residual, w, sum_out, y, dy, residual_grad, dx, dw): the math is in
-// f32, inv_rms is f32, and each bf16 output (sum_out, y, dx, dw) is rounded once.
+// Bf16 storage (x, residual, w, sum_out, y, dy, residual_grad, dx): the math is in f32,
+// inv_rms and dw (a parameter gradient) are f32, and each bf16 output (sum_out, y, dx)
+// is rounded once.
 #include "kernels/cuda/column_reduce.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
@@ -120,8 +121,8 @@ size_t RmsNormBackwardScratchBytes(size_t accum_size, int64_t rows, int64_t dim)
 
 template <typename T>
 void LaunchRmsNormBackward(const T* x, const T* w, const Accum<T>* inv_rms, const T* dy,
-                           const T* residual_grad, int64_t rows, int64_t dim, T* dx, T* dw,
-                           void* scratch, cudaStream_t stream) {
+                           const T* residual_grad, int64_t rows, int64_t dim, T* dx,
+                           Accum<T>* dw, void* scratch, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
   PMOL_CUDA_REQUIRE(rows <= 0x7fffffff, "RmsNorm: too many rows for one grid");
   RmsNormBackwardKernel<T><<<static_cast<unsigned>(rows), Threads(dim), 0, stream>>>(
@@ -137,7 +138,7 @@ void LaunchRmsNormBackward(const T* x, const T* w, const Accum<T>* inv_rms, cons
   template void LaunchRmsNormForward<T>(const T*, const T*, const T*, double, int64_t,      \
                                         int64_t, T*, T*, Accum<T>*, cudaStream_t);          \
   template void LaunchRmsNormBackward<T>(const T*, const T*, const Accum<T>*, const T*,     \
-                                         const T*, int64_t, int64_t, T*, T*, void*,         \
+                                         const T*, int64_t, int64_t, T*, Accum<T>*, void*,  \
                                          cudaStream_t);
 PMOL_INSTANTIATE(float)
 PMOL_INSTANTIATE(double)

@@ -82,7 +82,7 @@ Tensor HeadLogProbsBackward(const HeadLogProbs& forward, const Tensor& hidden,
   }
   if (acc != dt) dselected = dselected.ConvertTo(dt);
   Tensor dhidden = Tensor::Zeros({n, h}, dt, be);
-  be->EmbeddingBackward(dt, dselected.data(), positions.data_as<int32_t>(), m, h,
+  be->EmbeddingBackward(dt, dt, dselected.data(), positions.data_as<int32_t>(), m, h,
                         dhidden.data());
   return dhidden;
 }

@@ -22,8 +22,9 @@ void LinearBackward(const Tensor& x, const Tensor& dy, const LinearWeights& w, T
   be->Gemm(dt, false, false, n, in, out, 1.0, dy.data(), out, w.weight.data(), in,
            accumulate ? 1.0 : 0.0, dx.data(), in);
   if (grads == nullptr) return;
-  be->Gemm(dt, true, false, out, in, n, 1.0, dy.data(), out, x.data(), in, 1.0,
-           grads->weight.data(), in);
+  // The weight gradient is of dt or AccumDType(dt) (f32 master gradients of bf16 weights).
+  be->GemmTo(dt, grads->weight.dtype(), true, false, out, in, n, 1.0, dy.data(), out, x.data(), in,
+             1.0, grads->weight.data(), in);
   if (w.bias.defined()) be->SumRows(dt, dy.data(), n, out, grads->bias.data());
 }
 

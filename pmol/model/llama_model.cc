@@ -132,8 +132,8 @@ Tensor LlamaModel::Backward(ForwardState& s, const Tensor& dlogits, LlamaWeights
                  df.data(), h);
   if (grads != nullptr) {
     Tensor& dhead = config_.tie_word_embeddings ? grads->embed : grads->lm_head;
-    backend_->Gemm(dtype_, true, false, v, h, n, 1.0, dlogits.data(), v, s.final_out.data(), h,
-                   1.0, dhead.data(), h);
+    backend_->GemmTo(dtype_, dhead.dtype(), true, false, v, h, n, 1.0, dlogits.data(), v,
+                     s.final_out.data(), h, 1.0, dhead.data(), h);
   }
   return BackwardFromHidden(s, df, grads, on_final);
 }
@@ -143,9 +143,9 @@ Tensor LlamaModel::HeadAt(const Tensor& hidden, const Tensor& positions) const {
   PMOL_CHECK(positions.dtype() == DType::kI32 && hidden.dim(-1) == h && hidden.dtype() == dtype_);
   Tensor selected = Tensor::Empty({m, h}, dtype_, backend_);
   backend_->EmbeddingForward(dtype_, hidden.data(), positions.data_as<int32_t>(), m, h, selected.data());
-  Tensor logits = Tensor::Empty({m, v}, dtype_, backend_);
-  backend_->Gemm(dtype_, false, true, m, v, h, 1.0, selected.data(), h, Head().data(), h, 0.0,
-                 logits.data(), v);
+  Tensor logits = Tensor::Empty({m, v}, AccumDType(dtype_), backend_);
+  backend_->GemmTo(dtype_, AccumDType(dtype_), false, true, m, v, h, 1.0, selected.data(), h,
+                   Head().data(), h, 0.0, logits.data(), v);
   return logits;
 }
 
@@ -153,19 +153,21 @@ Tensor LlamaModel::HeadAtBackward(const Tensor& hidden, const Tensor& positions,
                                   LlamaWeights* grads) const {
   const int64_t m = positions.numel(), n = hidden.numel() / config_.hidden_size;
   const int64_t h = config_.hidden_size, v = config_.vocab_size;
-  PMOL_CHECK(dlogits.numel() == m * v && dlogits.dtype() == dtype_);
+  PMOL_CHECK(dlogits.numel() == m * v && dlogits.dtype() == AccumDType(dtype_));
+  const Tensor d = dtype_ == dlogits.dtype() ? dlogits : dlogits.ConvertTo(dtype_);
   Tensor dselected = Tensor::Empty({m, h}, dtype_, backend_);
-  backend_->Gemm(dtype_, false, false, m, h, v, 1.0, dlogits.data(), v, Head().data(), h, 0.0,
+  backend_->Gemm(dtype_, false, false, m, h, v, 1.0, d.data(), v, Head().data(), h, 0.0,
                  dselected.data(), h);
   if (grads != nullptr) {
     Tensor selected = Tensor::Empty({m, h}, dtype_, backend_);
     backend_->EmbeddingForward(dtype_, hidden.data(), positions.data_as<int32_t>(), m, h, selected.data());
     Tensor& dhead = config_.tie_word_embeddings ? grads->embed : grads->lm_head;
-    backend_->Gemm(dtype_, true, false, v, h, m, 1.0, dlogits.data(), v, selected.data(), h, 1.0,
-                   dhead.data(), h);
+    backend_->GemmTo(dtype_, dhead.dtype(), true, false, v, h, m, 1.0, d.data(), v,
+                     selected.data(), h, 1.0, dhead.data(), h);
   }
   Tensor dhidden = Tensor::Zeros({n, h}, dtype_, backend_);
-  backend_->EmbeddingBackward(dtype_, dselected.data(), positions.data_as<int32_t>(), m, h, dhidden.data());
+  backend_->EmbeddingBackward(dtype_, dtype_, dselected.data(), positions.data_as<int32_t>(), m, h,
+                              dhidden.data());
   return dhidden;
 }
 
@@ -188,8 +190,8 @@ Tensor LlamaModel::BackwardFromHidden(ForwardState& s, const Tensor& df, LlamaWe
     if (on_final) on_final(l);
   }
   if (grads != nullptr) {
-    backend_->EmbeddingBackward(dtype_, dx.data(), s.ids.data_as<int32_t>(), n, h,
-                                grads->embed.data());
+    backend_->EmbeddingBackward(dtype_, grads->embed.dtype(), dx.data(), s.ids.data_as<int32_t>(), n,
+                                h, grads->embed.data());
   }
   if (on_final) on_final(-1);
   return dx;

@@ -81,7 +81,8 @@ class LlamaModel {
                                        const TokenLayout* layout = nullptr);
 
   // dlogits [batch, seq, vocab]. Returns the gradient at the embedding output [N, H];
-  // adds weight gradients into `grads` (shaped by ZerosLikeWeights) when not null.
+  // adds weight gradients into `grads` (shaped by ZerosLikeWeights; of the model's dtype or
+  // its AccumDType: f32 gradients of a bf16 model) when not null.
   // `on_final` (may be empty) hears about gradients as they become final.
   Tensor Backward(ForwardState& state, const Tensor& dlogits, LlamaWeights* grads,
                   const GradientsFinal& on_final = {});
@@ -94,11 +95,12 @@ class LlamaModel {
   // for hidden [N, H] from ForwardHidden and `positions` an i32 [M] tensor of row indices
   // on this model's backend (a row may be selected more than once: a shared prompt's last
   // token predicts the first token of each reply). Objectives that score response tokens need no
-  // logits at prompt and padding positions, so their vocabulary GEMM is skipped.
+  // logits at prompt and padding positions, so their vocabulary GEMM is skipped. The logits
+  // are of AccumDType (f32 for a bf16 model: the loss is computed in f32).
   Tensor HeadAt(const Tensor& hidden, const Tensor& positions) const;
   // Its backward: the gradient at the hidden states [N, H] (zero at unselected rows) from
-  // dlogits [M, vocab], and the head's weight gradient into `grads` (lm_head, or embed when
-  // tied) when not null.
+  // dlogits [M, vocab] (AccumDType; a bf16 model rounds them to bf16 for its GEMMs), and
+  // the head's weight gradient into `grads` (lm_head, or embed when tied) when not null.
   Tensor HeadAtBackward(const Tensor& hidden, const Tensor& positions, const Tensor& dlogits,
                         LlamaWeights* grads) const;
 

@@ -17,10 +17,10 @@ namespace {
 constexpr char kValueHeadName[] = "score.weight";
 
 // f32 and f64 compute as they are; bf16 is mixed precision (kernels/backend.h): bf16
-// weights and activations, f32 statistics, adapter gradients and optimizer state (AdamW
-// keeps f32 master copies of the bf16 adapter weights).
-absl::StatusOr<DType> ComputeDType(const config::ModelConfig& m,
-                                   config::AdapterConfig::Kind adapter_kind) {
+// weights and activations, f32 statistics, f32 gradients of whatever is trained (the
+// adapters, or every weight under full fine-tuning) and f32 optimizer state (AdamW keeps
+// f32 master copies of the bf16 weights it trains).
+absl::StatusOr<DType> ComputeDType(const config::ModelConfig& m) {
   DType dt;
   if (!ParseDTypeName(absl::AsciiStrToUpper(m.dtype()), &dt) || dt == DType::kI32)
     return absl::InvalidArgumentError(absl::StrCat("model.dtype: unknown dtype '", m.dtype(), "'"));
@@ -28,12 +28,6 @@ absl::StatusOr<DType> ComputeDType(const config::ModelConfig& m,
     return absl::InvalidArgumentError(absl::StrCat(
         "model.dtype: '", m.dtype(), "': f16 compute is not supported (it needs loss scaling); ",
         "use bf16 for mixed precision, or f32; an f16 checkpoint is read and converted on load"));
-  }
-  if (dt == DType::kBF16 && adapter_kind == config::AdapterConfig::FULL) {
-    return absl::InvalidArgumentError(
-        "model.dtype: 'bf16' with adapter.kind FULL: mixed precision trains adapters (LoRA, "
-        "PMoL) with f32 master weights and f32 gradients; full fine-tuning would need f32 "
-        "gradients for every base weight, which is not implemented: use model.dtype 'f32'");
   }
   return dt;
 }
@@ -84,7 +78,7 @@ absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::
   if (mc.path().empty()) return absl::InvalidArgumentError("model.path: required (a HF model folder)");
   PMOL_ASSIGN_OR_RETURN(DeviceType device, ParseDevice(mc.device()));
   PMOL_ASSIGN_OR_RETURN(run->backend, GetBackend(device, mc.threads()));
-  PMOL_ASSIGN_OR_RETURN(run->dtype, ComputeDType(mc, config.adapter().kind()));
+  PMOL_ASSIGN_OR_RETURN(run->dtype, ComputeDType(mc));
   PMOL_ASSIGN_OR_RETURN(LlamaModel model, LlamaModel::Load(mc.path(), run->backend, run->dtype));
   run->model = std::make_unique<LlamaModel>(std::move(model));
   run->model->set_recompute_activations(mc.recompute_activations());
@@ -123,7 +117,8 @@ absl::StatusOr<std::unique_ptr<RunComponents>> BuildRunComponents(const config::
     run->model = std::make_unique<LlamaModel>(lc, CloneWeights(lc, run->model->weights()), run->backend,
                                               run->dtype);
     run->model->set_recompute_activations(mc.recompute_activations());
-    run->full_grads = std::make_unique<LlamaWeights>(ZerosLikeWeights(lc, run->backend, run->dtype));
+    run->full_grads =
+        std::make_unique<LlamaWeights>(ZerosLikeWeights(lc, run->backend, AccumDType(run->dtype)));
     if (objective.kind() == config::ObjectiveConfig::DPO && !objective.precompute_reference()) {
       // The one case with a second copy: full fine-tuning moves the base itself.
       run->reference = std::make_unique<LlamaModel>(lc, CloneWeights(lc, run->model->weights()),

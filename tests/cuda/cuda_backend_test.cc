@@ -459,9 +459,12 @@ TYPED_TEST(CudaOps, Embedding) {
     GpuArray<T> gdout(this->gpu_, dout);
     GpuArray<T> gdtable(this->gpu_, dtable);
     GpuArray<T> gdtable2(this->gpu_, dtable);
-    this->gpu_->EmbeddingBackward(this->kDt, gdout.get(), gids.data(), n, dim, gdtable.get());
-    this->gpu_->EmbeddingBackward(this->kDt, gdout.get(), gids.data(), n, dim, gdtable2.get());
-    this->cpu_->EmbeddingBackward(this->kDt, dout.data(), ids.data(), n, dim, dtable.data());
+    this->gpu_->EmbeddingBackward(this->kDt, this->kDt, gdout.get(), gids.data(), n, dim,
+                                  gdtable.get());
+    this->gpu_->EmbeddingBackward(this->kDt, this->kDt, gdout.get(), gids.data(), n, dim,
+                                  gdtable2.get());
+    this->cpu_->EmbeddingBackward(this->kDt, this->kDt, dout.data(), ids.data(), n, dim,
+                                  dtable.data());
     const std::vector<T> got = gdtable.ToHost();
     ExpectClose(got, dtable, Tol<T>::kReduction, "EmbeddingBackward n=" + std::to_string(n));
     ExpectBitwiseEqual(gdtable2.ToHost(), got, "EmbeddingBackward run-to-run");
@@ -1182,11 +1185,12 @@ TEST_F(CudaBf16Test, SumRowsSmallAndMultiChunk) {
   for (int64_t rows : {1, 37, 1001}) {
     for (int64_t cols : {24, 61, 300}) {
       const std::vector<Bf16> dy = Uniform<Bf16>(rng_, rows * cols);
-      std::vector<Bf16> dbias = Uniform<Bf16>(rng_, cols);  // accumulated into
-      GpuArray<Bf16> gdy(gpu_, dy), gdbias(gpu_, dbias);
+      std::vector<float> dbias = Uniform<float>(rng_, cols);  // f32 (AccumDType), added to
+      GpuArray<Bf16> gdy(gpu_, dy);
+      GpuArray<float> gdbias(gpu_, dbias);
       gpu_->SumRows(kDt, gdy.get(), rows, cols, gdbias.get());
       cpu_->SumRows(kDt, dy.data(), rows, cols, dbias.data());
-      ExpectClose(gdbias.ToHost(), dbias, Tol<Bf16>::kReduction,
+      ExpectClose(gdbias.ToHost(), dbias, Tol<float>::kReduction,
                   "bf16 SumRows rows=" + std::to_string(rows) + " cols=" + std::to_string(cols));
     }
   }
@@ -1254,16 +1258,29 @@ TEST_F(CudaBf16Test, Embedding) {
     const std::vector<Bf16> dout = Uniform<Bf16>(rng_, n * dim);
     const std::vector<Bf16> dtable0 = Uniform<Bf16>(rng_, vocab * dim);  // accumulated into
     GpuArray<Bf16> gdout(gpu_, dout), gdtable(gpu_, dtable0), gdtable2(gpu_, dtable0);
-    gpu_->EmbeddingBackward(kDt, gdout.get(), gids.data(), n, dim, gdtable.get());
-    gpu_->EmbeddingBackward(kDt, gdout.get(), gids.data(), n, dim, gdtable2.get());
+    gpu_->EmbeddingBackward(kDt, kDt, gdout.get(), gids.data(), n, dim, gdtable.get());
+    gpu_->EmbeddingBackward(kDt, kDt, gdout.get(), gids.data(), n, dim, gdtable2.get());
     const std::vector<Bf16> got = gdtable.ToHost();
     ExpectBitwiseEqual(gdtable2.ToHost(), got, "bf16 EmbeddingBackward run-to-run" + what);
     std::vector<Bf16> dtable = dtable0;
-    cpu_->EmbeddingBackward(kDt, dout.data(), ids->data(), n, dim, dtable.data());
+    cpu_->EmbeddingBackward(kDt, kDt, dout.data(), ids->data(), n, dim, dtable.data());
     if (repeats) {
       ExpectClose(got, dtable, Tol<Bf16>::kReduction, "bf16 EmbeddingBackward" + what);
     } else {
       ExpectBitwiseEqual(got, dtable, "bf16 EmbeddingBackward" + what);
+    }
+    // Into an f32 table (the weight gradient of full fine-tuning): f32 sums, no rounding
+    // to bf16; with distinct ids each element is one f32 add on both backends.
+    const std::vector<float> ftable0 = Uniform<float>(rng_, vocab * dim);
+    GpuArray<float> gftable(gpu_, ftable0);
+    gpu_->EmbeddingBackward(kDt, DType::kF32, gdout.get(), gids.data(), n, dim, gftable.get());
+    std::vector<float> ftable = ftable0;
+    cpu_->EmbeddingBackward(kDt, DType::kF32, dout.data(), ids->data(), n, dim, ftable.data());
+    if (repeats) {
+      ExpectClose(gftable.ToHost(), ftable, Tol<float>::kReduction,
+                  "bf16 EmbeddingBackward into f32" + what);
+    } else {
+      ExpectBitwiseEqual(gftable.ToHost(), ftable, "bf16 EmbeddingBackward into f32" + what);
     }
   }
 }
@@ -1276,7 +1293,7 @@ TEST_F(CudaBf16Test, RmsNorm) {
       const std::vector<Bf16> x = Uniform<Bf16>(rng_, rows * dim, -2.0, 2.0);
       const std::vector<Bf16> w = Uniform<Bf16>(rng_, dim, 0.5, 1.5);
       const std::vector<Bf16> dy = Uniform<Bf16>(rng_, rows * dim);
-      std::vector<Bf16> dw = Uniform<Bf16>(rng_, dim);  // accumulated into
+      std::vector<float> dw = Uniform<float>(rng_, dim);  // f32 (AccumDType), added to
 
       GpuArray<Bf16> gx(gpu_, x), gw(gpu_, w), gdy(gpu_, dy), gy(gpu_, rows * dim);
       GpuArray<float> gr(gpu_, rows);
@@ -1291,7 +1308,8 @@ TEST_F(CudaBf16Test, RmsNorm) {
 
       // Backward from the CPU's inv_rms on both sides.
       GpuArray<float> gr_cpu(gpu_, r);
-      GpuArray<Bf16> gdx(gpu_, rows * dim), gdx2(gpu_, rows * dim), gdw(gpu_, dw);
+      GpuArray<Bf16> gdx(gpu_, rows * dim), gdx2(gpu_, rows * dim);
+      GpuArray<float> gdw(gpu_, dw);
       gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), nullptr, rows,
                             dim, gdx.get(), gdw.get());
       gpu_->RmsNormBackward(kDt, gx.get(), gw.get(), gr_cpu.get(), gdy.get(), nullptr, rows,
@@ -1301,7 +1319,7 @@ TEST_F(CudaBf16Test, RmsNorm) {
                             dx.data(), dw.data());
       const std::vector<Bf16> got_dx = gdx.ToHost();
       ExpectClose(got_dx, dx, Tol<Bf16>::kReduction, "bf16 RmsNormBackward dx" + what);
-      ExpectClose(gdw.ToHost(), dw, Tol<Bf16>::kReduction, "bf16 RmsNormBackward dw" + what);
+      ExpectClose(gdw.ToHost(), dw, Tol<float>::kReduction, "bf16 RmsNormBackward dw" + what);
       ExpectBitwiseEqual(gdx2.ToHost(), got_dx, "bf16 RmsNormBackward without dw" + what);
 
       // The residual add fused in: the bf16 sum_out is the same f32 add rounded once on
@@ -1310,7 +1328,7 @@ TEST_F(CudaBf16Test, RmsNorm) {
       // from the CPU's sum and inv_rms; sum_out = x and dx = residual_grad in place.
       const std::vector<Bf16> res = Uniform<Bf16>(rng_, rows * dim);
       const std::vector<Bf16> dres = Uniform<Bf16>(rng_, rows * dim);
-      std::vector<Bf16> fdw = Uniform<Bf16>(rng_, dim);  // accumulated into
+      std::vector<float> fdw = Uniform<float>(rng_, dim);  // f32 (AccumDType), added to
       GpuArray<Bf16> gres(gpu_, res), gdres(gpu_, dres), gs(gpu_, rows * dim),
           gfy(gpu_, rows * dim);
       GpuArray<float> gfr(gpu_, rows);
@@ -1341,7 +1359,8 @@ TEST_F(CudaBf16Test, RmsNorm) {
       ExpectBitwiseEqual(gyi.ToHost(), got_fy, "bf16 fused y, sum_out = x" + what);
       ExpectBitwiseEqual(gri.ToHost(), got_fr, "bf16 fused inv_rms, sum_out = x" + what);
 
-      GpuArray<Bf16> gs_cpu(gpu_, s), gfdx(gpu_, rows * dim), gfdw(gpu_, fdw);
+      GpuArray<Bf16> gs_cpu(gpu_, s), gfdx(gpu_, rows * dim);
+      GpuArray<float> gfdw(gpu_, fdw);
       GpuArray<float> gfr_cpu(gpu_, fr);
       gpu_->RmsNormBackward(kDt, gs_cpu.get(), gw.get(), gfr_cpu.get(), gdy.get(), gdres.get(),
                             rows, dim, gfdx.get(), gfdw.get());
@@ -1350,7 +1369,7 @@ TEST_F(CudaBf16Test, RmsNorm) {
                             dim, fdx.data(), fdw.data());
       const std::vector<Bf16> got_fdx = gfdx.ToHost();
       ExpectClose(got_fdx, fdx, Tol<Bf16>::kReduction, "bf16 fused RmsNormBackward dx" + what);
-      ExpectClose(gfdw.ToHost(), fdw, Tol<Bf16>::kReduction,
+      ExpectClose(gfdw.ToHost(), fdw, Tol<float>::kReduction,
                   "bf16 fused RmsNormBackward dw" + what);
       GpuArray<Bf16> gdxi(gpu_, dres);
       gpu_->RmsNormBackward(kDt, gs_cpu.get(), gw.get(), gfr_cpu.get(), gdy.get(), gdxi.get(),

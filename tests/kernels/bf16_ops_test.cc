@@ -1,7 +1,8 @@
 // Mixed precision on the CPU backend (kernels/backend.h, dt = bf16): every op that takes
 // bf16 is run three times on the same inputs, which are exact bf16 values: with dt = bf16,
-// with dt = f32 and with dt = f64 (side statistics in AccumDType(dt): f32, f32, f64; a
-// statistic that is an input is an exact f32 value in all three runs). Two checks:
+// with dt = f32 and with dt = f64 (side statistics and parameter gradients in
+// AccumDType(dt): f32, f32, f64; a statistic that is an input is an exact f32 value in
+// all three runs). Two checks:
 //   1. The contract, bit for bit: each bf16 output is the f32 run's output rounded once to
 //      bf16 (nearest even), and each f32 statistic equals the f32 run's. This is what the
 //      CUDA backend is compared against (tests/cuda/cuda_backend_test.cc).
@@ -141,9 +142,10 @@ TEST(Bf16Ops, ElementWise) {
   });
   CheckOp("SumRows", [&](auto tag) {
     using S = decltype(tag);
-    std::vector<S> dy = As<S>(x), db = As<S>(bias);
+    std::vector<S> dy = As<S>(x);
+    std::vector<AccOf<S>> db = As<AccOf<S>>(bias);  // a parameter gradient: AccumDType
     Be()->SumRows(DtOf<S>(), dy.data(), rows, cols, db.data());
-    return Outputs{{D(db)}, {}};
+    return Outputs{{}, {D(db)}};
   });
   const std::vector<double> gate = Bf16Values(rng, n, -4, 4), dout = Bf16Values(rng, n);
   CheckOp("SwiGlu", [&](auto tag) {
@@ -238,9 +240,12 @@ TEST(Bf16Ops, EmbeddingRmsNormRope) {
   CheckOp("Embedding", [&](auto tag) {
     using S = decltype(tag);
     std::vector<S> t = As<S>(table), out(n * dim), d = As<S>(dout), dt = As<S>(table);
+    std::vector<AccOf<S>> dt_acc = As<AccOf<S>>(table);  // the weight gradient's table
     Be()->EmbeddingForward(DtOf<S>(), t.data(), ids.data(), n, dim, out.data());
-    Be()->EmbeddingBackward(DtOf<S>(), d.data(), ids.data(), n, dim, dt.data());
-    return Outputs{{D(out), D(dt)}, {}};
+    Be()->EmbeddingBackward(DtOf<S>(), DtOf<S>(), d.data(), ids.data(), n, dim, dt.data());
+    Be()->EmbeddingBackward(DtOf<S>(), DtOf<AccOf<S>>(), d.data(), ids.data(), n, dim,
+                            dt_acc.data());
+    return Outputs{{D(out), D(dt)}, {D(dt_acc)}};
   });
   const int64_t rows = 5, h = 48;
   const std::vector<double> x = Bf16Values(rng, rows * h, -2, 2), w = Bf16Values(rng, h, 0.5, 1.5),
@@ -254,14 +259,13 @@ TEST(Bf16Ops, EmbeddingRmsNormRope) {
   CheckOp("RmsNorm", [&](auto tag) {
     using S = decltype(tag);
     using A = AccOf<S>;
-    std::vector<S> xs = As<S>(x), ws = As<S>(w), y(rows * h), dys = As<S>(dy), dx(rows * h),
-                   dws = As<S>(dw0);
-    std::vector<A> r(rows), r_in = As<A>(inv_rms);
+    std::vector<S> xs = As<S>(x), ws = As<S>(w), y(rows * h), dys = As<S>(dy), dx(rows * h);
+    std::vector<A> r(rows), r_in = As<A>(inv_rms), dws = As<A>(dw0);  // dw: AccumDType
     Be()->RmsNormForward(DtOf<S>(), xs.data(), nullptr, ws.data(), 1e-6, rows, h, nullptr,
                          y.data(), r.data());
     Be()->RmsNormBackward(DtOf<S>(), xs.data(), ws.data(), r_in.data(), dys.data(), nullptr,
                           rows, h, dx.data(), dws.data());
-    return Outputs{{D(y), D(dx), D(dws)}, {D(r)}};
+    return Outputs{{D(y), D(dx)}, {D(r), D(dws)}};
   });
   // With the skip path's gradient added before the one rounding of dx (dx in place of it
   // the second time).
@@ -271,14 +275,14 @@ TEST(Bf16Ops, EmbeddingRmsNormRope) {
     using S = decltype(tag);
     using A = AccOf<S>;
     std::vector<S> xs = As<S>(x), ws = As<S>(w), dys = As<S>(dy), ds = As<S>(dskip),
-                   dx = As<S>(Nans(rows * h)), dx_in_place = As<S>(dskip), dws = As<S>(dw0);
-    std::vector<A> r_in = As<A>(inv_rms);
+                   dx = As<S>(Nans(rows * h)), dx_in_place = As<S>(dskip);
+    std::vector<A> r_in = As<A>(inv_rms), dws = As<A>(dw0);
     Be()->RmsNormBackward(DtOf<S>(), xs.data(), ws.data(), r_in.data(), dys.data(), ds.data(),
                           rows, h, dx.data(), dws.data());
     Be()->RmsNormBackward(DtOf<S>(), xs.data(), ws.data(), r_in.data(), dys.data(),
                           dx_in_place.data(), rows, h, dx_in_place.data(), nullptr);
     EXPECT_EQ(D(dx_in_place), D(dx)) << "dx in place of residual_grad";
-    return Outputs{{D(dx), D(dws)}, {}};
+    return Outputs{{D(dx)}, {D(dws)}};
   });
   const int64_t tokens = 4, heads = 3, head_dim = 8, half = head_dim / 2;
   const std::vector<double> q = Bf16Values(rng, tokens * heads * head_dim);

@@ -29,7 +29,7 @@ template <typename T>
 std::vector<double> ScatterAdd(const std::vector<double>& dout, const std::vector<int32_t>& ids,
                                int64_t dim, const std::vector<double>& dtable0, int threads = 2) {
   std::vector<T> d = Cast<T>(dout), dt = Cast<T>(dtable0);
-  Cpu(threads)->EmbeddingBackward(DTypeOf<T>(), d.data(), ids.data(), ids.size(), dim,
+  Cpu(threads)->EmbeddingBackward(DTypeOf<T>(), DTypeOf<T>(), d.data(), ids.data(), ids.size(), dim,
                                   dt.data());
   return ToDouble(dt);
 }
