@@ -222,7 +222,7 @@ std::map<int64_t, double> TrainMetric(const std::string& dir, const std::string&
   return losses;
 }
 
-// bf16 runs that differ only in rounding: every tensor of `dir`'s adapter is as close to
+// bf16 runs that differ only in rounding: every tensor of `dir`'s weights is as close to
 // `ref`'s as `ref`'s is to the f32 run `f32_ref` of the same model, within `factor`, in
 // the Frobenius norm: ||got - want|| <= factor ||want - f32||. The bound is bf16's own
 // rounding noise on this run, measured in the same test; it is not a bound on each
@@ -231,10 +231,9 @@ std::map<int64_t, double> TrainMetric(const std::string& dir, const std::string&
 // either sign, so single elements of two bf16 runs differ by up to lr x steps. A lost
 // expert, a wrong gate or a wrong share of the batch moves whole tensors and exceeds it.
 void ExpectWithinBf16Noise(const std::string& f32_ref, const std::string& ref, const std::string& dir,
-                           double factor) {
-  const std::string adapter = "/adapter/adapter_model.safetensors";
-  const Tensors f32 = ReadTensors(f32_ref + adapter), want = ReadTensors(ref + adapter),
-                got = ReadTensors(dir + adapter);
+                           double factor, const std::string& weights = "/adapter/adapter_model.safetensors") {
+  const Tensors f32 = ReadTensors(f32_ref + weights), want = ReadTensors(ref + weights),
+                got = ReadTensors(dir + weights);
   ASSERT_FALSE(want.empty());
   ASSERT_EQ(got.size(), want.size()) << dir;
   ASSERT_EQ(f32.size(), want.size()) << f32_ref;
@@ -503,6 +502,30 @@ TEST(TrainRanksTest, Bf16ExpertParallelismTrainsTheOneProcessBf16Model) {
   RunShape f32_shape = shape;
   f32_shape.dtype = "f32";
   ExpectWithinBf16Noise(OneProcess(f32_shape), ref, dir, 4.0);
+  ExpectSameLosses(ref, dir, 2e-2);
+}
+
+// bf16 full fine-tuning on 2 ranks with ZeRO 2 (the f32 masters, optimizer state and f32
+// gradients of every bf16 weight sharded) against the one-process bf16 run, with the
+// bounds of the expert-parallel bf16 test above. A shard whose update is lost or applied
+// twice moves its weights by about lr x steps, far above the bf16 noise of the merged
+// weights.
+TEST(TrainRanksTest, Bf16FullFineTuningWithZeroTrainsTheOneProcessBf16Model) {
+  RunShape shape;
+  shape.adapter = "adapter { kind: FULL }";
+  shape.max_steps = 6;
+  shape.dtype = "bf16";
+  const std::string ref = FreshDir("full_bf16_one_process");
+  ASSERT_TRUE(ExitedWith(RunRanks(1, WriteRunConfig(ref, shape)), 0));
+  RunShape f32_shape = shape;
+  f32_shape.dtype = "f32";
+  const std::string f32 = FreshDir("full_f32_one_process");
+  ASSERT_TRUE(ExitedWith(RunRanks(1, WriteRunConfig(f32, f32_shape)), 0));
+  const std::string dir = FreshDir("full_bf16_ranks2_zero2");
+  const CommandResult r = RunRanks(2, WriteRunConfig(dir, shape),
+                                   {"--set=parallel.zero_stage=2", "--set=parallel.bucket_mb=0.01"});
+  ASSERT_TRUE(ExitedWith(r, 0));
+  ExpectWithinBf16Noise(f32, ref, dir, 4.0, "/merged/model.safetensors");
   ExpectSameLosses(ref, dir, 2e-2);
 }
 

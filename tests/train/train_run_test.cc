@@ -237,6 +237,23 @@ std::string Bf16Config(const std::string& out) {
   return text;
 }
 
+// name -> dtype, from a safetensors file's JSON header (8-byte little-endian length,
+// then JSON).
+std::map<std::string, std::string> SafetensorsDTypes(const std::string& path) {
+  std::map<std::string, std::string> out;
+  const std::string bytes = ReadFile(path);
+  uint64_t n = 0;
+  EXPECT_GE(bytes.size(), 8u) << path;
+  if (bytes.size() < 8) return out;
+  std::memcpy(&n, bytes.data(), 8);
+  const nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n), nullptr, false);
+  EXPECT_FALSE(header.is_discarded()) << path;
+  if (header.is_discarded()) return out;
+  for (const auto& [name, entry] : header.items())
+    if (name != "__metadata__") out[name] = entry["dtype"].get<std::string>();
+  return out;
+}
+
 // bf16 mixed precision: the adapter is exported in bf16, the checkpoint keeps the f32
 // master copies beside the bf16 working copies, and a run stopped by SIGTERM and resumed
 // ends with the bytes of an uninterrupted bf16 run (the masters, not the rounded working
@@ -245,30 +262,15 @@ TEST(TrainRunTest, Bf16RunStoppedAndResumedEndsBitIdentical) {
   const std::string ref = FreshDir("bf16_reference");
   CommandResult r = RunPmol({"train", "--config=" + WriteConfig(ref, Bf16Config(ref))});
   ASSERT_TRUE(ExitedWith(r, 0));
-  // name -> dtype, from the file's JSON header (8-byte little-endian length, then JSON).
-  auto dtypes = [](const std::string& path) {
-    std::map<std::string, std::string> out;
-    const std::string bytes = ReadFile(path);
-    uint64_t n = 0;
-    EXPECT_GE(bytes.size(), 8u) << path;
-    if (bytes.size() < 8) return out;
-    std::memcpy(&n, bytes.data(), 8);
-    const nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n), nullptr, false);
-    EXPECT_FALSE(header.is_discarded()) << path;
-    if (header.is_discarded()) return out;
-    for (const auto& [name, entry] : header.items())
-      if (name != "__metadata__") out[name] = entry["dtype"].get<std::string>();
-    return out;
-  };
   int bf16_tensors = 0;
-  for (const auto& [name, dtype] : dtypes(ref + "/adapter/adapter_model.safetensors")) {
+  for (const auto& [name, dtype] : SafetensorsDTypes(ref + "/adapter/adapter_model.safetensors")) {
     EXPECT_EQ(dtype, "BF16") << name;
     ++bf16_tensors;
   }
   EXPECT_GT(bf16_tensors, 0);
   // The optimizer shard holds flat f32 state (exp_avg, exp_avg_sq) and the f32 masters.
   const std::map<std::string, std::string> state =
-      dtypes(ref + "/checkpoints/step-00000024/optimizer-shard-0.safetensors");
+      SafetensorsDTypes(ref + "/checkpoints/step-00000024/optimizer-shard-0.safetensors");
   EXPECT_EQ(state.count("master"), 1u) << "no f32 master copy of the bf16 parameters";
   for (const auto& [name, dtype] : state)
     if (name != "step") EXPECT_EQ(dtype, "F32") << name;
@@ -287,6 +289,61 @@ TEST(TrainRunTest, Bf16RunStoppedAndResumedEndsBitIdentical) {
   ASSERT_TRUE(ExitedWith(resumed, 0));
   EXPECT_NE(resumed.stdout_text.find("resumed from"), std::string::npos);
   ExpectSameFinalState(dir, ref);
+}
+
+// bf16 full fine-tuning (every weight trained in mixed precision, DPO against a live bf16
+// reference): the merged model is written in bf16, the checkpoint keeps every weight's
+// f32 master, a run resumed from its step-3 checkpoint ends with the bytes of the
+// uninterrupted run, and every step's loss and gradient norm follow the f32 run's within
+// 2e-2 relative (the bound of the adapters' bf16 runs, tests/dist/train_ranks_test.cc;
+// an update lost or applied twice moves them by more after a step).
+TEST(TrainRunTest, Bf16FullFineTuningResumesBitIdenticalAndFollowsF32) {
+  auto config = [](const std::string& dir, const std::string& dtype) {
+    std::string text = PmolConfig(dir, 6);
+    const size_t a = text.find("adapter {"), a_end = text.find("}\n", text.find("dropout", a)) + 2;
+    text.replace(a, a_end - a, "adapter { kind: FULL }\n");
+    const std::string model_end = " threads: 2 }";
+    text.replace(text.find(model_end), model_end.size(), " threads: 2 dtype: \"" + dtype + "\" }");
+    return WriteConfig(dir, text);
+  };
+  const std::string ref = FreshDir("full_bf16");
+  ASSERT_TRUE(ExitedWith(RunPmol({"train", "--config=" + config(ref, "bf16")}), 0));
+  const std::map<std::string, std::string> merged = SafetensorsDTypes(ref + "/merged/model.safetensors");
+  EXPECT_GT(merged.size(), 10u);
+  for (const auto& [name, dtype] : merged) EXPECT_EQ(dtype, "BF16") << name;
+  const std::map<std::string, std::string> state =
+      SafetensorsDTypes(ref + "/checkpoints/step-00000006/optimizer-shard-0.safetensors");
+  EXPECT_EQ(state.count("master"), 1u) << "no f32 master copy of the bf16 weights";
+  for (const auto& [name, dtype] : state)
+    if (name != "step") EXPECT_EQ(dtype, "F32") << name;
+
+  const std::string dir = FreshDir("full_bf16_resumed");
+  const std::string resumed_config = config(dir, "bf16");
+  ASSERT_TRUE(ExitedWith(RunPmol({"train", "--config=" + resumed_config}), 0));
+  fs::remove_all(dir + "/checkpoints/step-00000006");
+  fs::remove_all(dir + "/merged");
+  const CommandResult resumed = RunPmol({"train", "--config=" + resumed_config});
+  ASSERT_TRUE(ExitedWith(resumed, 0));
+  EXPECT_NE(resumed.stdout_text.find("resumed from"), std::string::npos) << resumed.Describe();
+  EXPECT_TRUE(Bytes(ref + "/merged/model.safetensors") == Bytes(dir + "/merged/model.safetensors"))
+      << "the resumed bf16 full fine-tuning ends with other weights";
+
+  const std::string f32 = FreshDir("full_f32");
+  ASSERT_TRUE(ExitedWith(RunPmol({"train", "--config=" + config(f32, "f32")}), 0));
+  for (const char* key : {"loss/total", "grad_norm"}) {
+    std::map<int64_t, double> want, got;
+    for (auto [path, out] : {std::pair{f32, &want}, std::pair{ref, &got}}) {
+      std::ifstream in(path + "/metrics.jsonl");
+      std::string line;
+      while (std::getline(in, line)) {
+        const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+        if (!j.is_discarded() && j.value("split", "") == "train") (*out)[j["step"].get<int64_t>()] = j.at(key).get<double>();
+      }
+    }
+    ASSERT_EQ(want.size(), 6u) << key;
+    ASSERT_EQ(got.size(), want.size()) << key;
+    for (const auto& [step, w] : want) EXPECT_NEAR(got[step], w, 2e-2 * std::abs(w)) << key << " step " << step;
+  }
 }
 
 TEST(TrainRunTest, CorruptNewestCheckpointIsSkippedWithAWarning) {
