@@ -2,8 +2,9 @@
 // instantiation of the kernels in this folder. Mixed precision (dt = bf16) runs the f32
 // kernels on f32 working copies (widened_operands.h); embedding lookups and CopyRows work
 // on the bf16 storage directly (Bf16 of kernels/dtype.h), and EmbeddingBackward widens
-// only the rows it adds to (or adds widened rows into an f32 weight gradient). RmsNormForward with a residual in bf16 forms the bf16 sum
-// first (Axpy), since the norm reads the rounded sum, then normalizes it as above.
+// only the rows it adds to (or adds widened rows into an f32 weight gradient).
+// RmsNormForward with a residual in bf16 forms the bf16 sum first (Axpy), since the norm
+// reads the rounded sum, then normalizes it as above.
 #include "kernels/cpu/cpu_backend.h"
 
 #include <algorithm>

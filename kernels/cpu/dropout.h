@@ -1,4 +1,5 @@
-// Dropout's keep mask on the CPU (backend.h DropoutKeep): keep[i] = (u_i < p ? zero : kept), kept the one of T,
+// Dropout's keep mask on the CPU (backend.h DropoutKeep): keep[i] = (u_i < p ? 0 : kept),
+// kept the one of T,
 // with u_i = UniformAt(key, i) (kernels/random_bits.h), elements split over the kernels'
 // threads. Each element depends on (key, i) alone, so the mask does not depend on the
 // thread count and equals the GPU's. T is the storage type (uint16_t: bf16 bits).
