@@ -6,6 +6,7 @@
 // Synchronize() waits. The math of each operation:
 //
 //   Gemm:       C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C,  op = transpose or not
+//               GemmBias: C[m,n] = op(A) op(B) + bias[n] (broadcast over the rows)
 //   RmsNorm:    y = x * r * w,  r = 1/sqrt(mean(x^2) + eps) per row (r saved for backward)
 //               dx = r*(w*dy) - x * r^3 * mean(x*w*dy);  dw += sum_rows dy*x*r
 //               with the residual add fused in (a decoder block's x2 = x + o, h2 = norm(x2)):
@@ -192,6 +193,12 @@ class Backend {
   virtual void GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n,
                       int64_t k, double alpha, const void* a, int64_t lda, const void* b,
                       int64_t ldb, double beta, void* c, int64_t ldc) = 0;
+  // A linear layer's forward with its bias: C[m,n] = op(A) op(B) + bias, bias[n] added to
+  // every row, all of dt, C packed (row stride n). The bias is added to the AccumDType(dt)
+  // products before C is written (bf16: once rounded, not rounded again by an AddBias).
+  virtual void GemmBias(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                        const void* a, int64_t lda, const void* b, int64_t ldb,
+                        const void* bias, void* c) = 0;
 
   // out[i, :] = table[ids[i], :]; ids must be in range (checked by the caller).
   virtual void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n,

@@ -327,6 +327,22 @@ void CpuBackend::GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_
                  static_cast<T>(beta), P<T>(c), ldc);
   });
 }
+void CpuBackend::GemmBias(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                          const void* a, int64_t lda, const void* b, int64_t ldb,
+                          const void* bias, void* c) {
+  if (dt == DType::kBF16) {  // the f32 GEMM and bias add, then one rounding
+    cpu::WidenedOperands wide(this);
+    const float* a32 = wide.In(a, trans_a ? k : m, trans_a ? m : k, lda);
+    const float* b32 = wide.In(b, trans_b ? n : k, trans_b ? k : n, ldb);
+    float* c32 = wide.Out(c, m * n);
+    cpu::Gemm<float>(trans_a, trans_b, m, n, k, 1.0f, a32, lda, b32, ldb, 0.0f, c32, n);
+    AddBias(DType::kF32, c32, wide.In(bias, n), m, n);
+    wide.WriteBack();
+    return;
+  }
+  Gemm(dt, trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, n);
+  AddBias(dt, c, bias, m, n);
+}
 void CpuBackend::EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n,
                                   int64_t dim, void* out) {
   if (dt == DType::kBF16) {

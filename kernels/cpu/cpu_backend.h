@@ -61,6 +61,9 @@ class CpuBackend : public Backend {
   void GemmTo(DType dt, DType c_dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               double alpha, const void* a, int64_t lda, const void* b, int64_t ldb, double beta,
               void* c, int64_t ldc) override;
+  void GemmBias(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                const void* a, int64_t lda, const void* b, int64_t ldb, const void* bias,
+                void* c) override;
   void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n, int64_t dim,
                         void* out) override;
   void EmbeddingBackward(DType dt, DType table_dt, const void* dout, const int32_t* ids, int64_t n,

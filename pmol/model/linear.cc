@@ -8,9 +8,13 @@ Tensor LinearForward(const Tensor& x, const LinearWeights& w) {
   PMOL_CHECK(w.weight.dim(1) == in);
   Backend* be = x.backend();
   Tensor y = Tensor::Empty({n, out}, x.dtype(), be);
-  be->Gemm(x.dtype(), false, true, n, out, in, 1.0, x.data(), in, w.weight.data(), in, 0.0,
-           y.data(), out);
-  if (w.bias.defined()) be->AddBias(x.dtype(), y.data(), w.bias.data(), n, out);
+  if (w.bias.defined()) {
+    be->GemmBias(x.dtype(), false, true, n, out, in, x.data(), in, w.weight.data(), in,
+                 w.bias.data(), y.data());
+  } else {
+    be->Gemm(x.dtype(), false, true, n, out, in, 1.0, x.data(), in, w.weight.data(), in, 0.0,
+             y.data(), out);
+  }
   return y;
 }
 

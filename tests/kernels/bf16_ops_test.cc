@@ -225,6 +225,31 @@ TEST(Bf16Ops, GemmToBf16AndF32) {
   }
 }
 
+// GemmBias adds the bias to the f32 products and rounds once: the f32 run's output
+// rounded. Gemm then AddBias in bf16 rounds twice and fails this (the bias is of the
+// products' size, so the first rounding's error often survives the second).
+TEST(Bf16Ops, GemmBiasRoundsOnce) {
+  std::mt19937 rng(5);
+  const int64_t m = 13, n = 24, k = 64, ld_pad = 3;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      const int64_t lda = (ta ? m : k) + ld_pad, ldb = (tb ? k : n) + ld_pad;
+      const std::vector<double> a = Bf16Values(rng, (ta ? k : m) * lda),
+                                b = Bf16Values(rng, (tb ? n : k) * ldb),
+                                bias = Bf16Values(rng, n, -4.0, 4.0);
+      CheckOp(std::string("GemmBias ta=") + (ta ? "1" : "0") + " tb=" + (tb ? "1" : "0"),
+              [&](auto tag) {
+                using S = decltype(tag);
+                std::vector<S> as = As<S>(a), bs = As<S>(b), biases = As<S>(bias),
+                               cs = As<S>(Nans(m * n));
+                Be()->GemmBias(DtOf<S>(), ta, tb, m, n, k, as.data(), lda, bs.data(), ldb,
+                               biases.data(), cs.data());
+                return Outputs{{D(cs)}, {}};
+              });
+    }
+  }
+}
+
 TEST(Bf16Ops, GemmToRefusesOtherCTypes) {
   std::vector<uint16_t> a(4), b(4), c(4);
   EXPECT_DEATH(Be()->GemmTo(DType::kBF16, DType::kF64, false, false, 2, 2, 2, 1.0, a.data(), 2,

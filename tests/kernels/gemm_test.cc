@@ -1,5 +1,5 @@
-// Backend::Gemm against a naive triple loop accumulated in long double, for all four
-// transpose combinations, with leading dimensions larger than the minimum, non-trivial
+// Backend::Gemm (and GemmBias, the same plus a bias row) against a naive triple loop
+// accumulated in long double, for all four transpose combinations, with leading dimensions larger than the minimum, non-trivial
 // alpha/beta, and odd sizes. Padding columns of C (between n and ldc) must be untouched.
 //
 // Tolerances: a k-term dot product in any summation order (BLAS blocks and uses FMA)
@@ -127,6 +127,28 @@ TEST_P(GemmTransposeTest, BetaZeroIgnoresGarbageInC) {
   std::vector<double> expected, magnitude;
   Reference(g, &expected, &magnitude);
   ExpectWithin(RunGemm<double>(g), expected, Bound(magnitude, g.k, kF64Unit), "C");
+}
+
+TEST_P(GemmTransposeTest, BiasF64MatchesTripleLoopPlusBias) {
+  // GemmBias: C = op(A) op(B) + bias, C packed and uninitialised (NaN) on entry.
+  const auto [ta, tb] = GetParam();
+  std::mt19937 rng(31 + 2 * ta + tb);
+  GemmCase g = GemmCase::Make(rng, ta, tb, /*m=*/12, /*n=*/17, /*k=*/33, /*pad=*/4, 1.0, 0.0);
+  g.ldc = g.n;
+  g.c.assign(g.m * g.n, std::numeric_limits<double>::quiet_NaN());
+  const std::vector<double> bias = Uniform(rng, g.n, -3.0, 3.0);
+  std::vector<double> expected, magnitude;
+  Reference(g, &expected, &magnitude);
+  for (int64_t i = 0; i < g.m; ++i) {
+    for (int64_t j = 0; j < g.n; ++j) {
+      expected[i * g.n + j] += bias[j];
+      magnitude[i * g.n + j] += std::abs(bias[j]);
+    }
+  }
+  std::vector<double> c = g.c;
+  Cpu(2)->GemmBias(DType::kF64, ta, tb, g.m, g.n, g.k, g.a.data(), g.lda, g.b.data(), g.ldb,
+                   bias.data(), c.data());
+  ExpectWithin(c, expected, Bound(magnitude, g.k, kF64Unit), "C");
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTransposes, GemmTransposeTest,
