@@ -33,6 +33,9 @@ namespace {
 
 // Minimum compute capability of the kernels this build embeds (sm_90 + compute_90 PTX).
 constexpr int kMinMajor = 9;
+// The GEMMs' workspace (cuBLASLt's split-K and stream-K algorithms): 32 MiB, NVIDIA's
+// recommendation for Hopper.
+constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;
 
 // After creation, a failing CUDA call means a bug or a broken device: abort loudly.
 void CheckCuda(cudaError_t err, const char* what, const char* file, int line) {
@@ -86,9 +89,13 @@ T* Out(void* p) {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(std::string name, cudaStream_t stream, cudaMemPool_t pool,
+  CudaBackend(std::string name, cudaStream_t stream, cudaMemPool_t pool, void* gemm_workspace,
               std::unique_ptr<cuda::Blas> blas)
-      : name_(std::move(name)), stream_(stream), pool_(pool), blas_(std::move(blas)) {}
+      : name_(std::move(name)),
+        stream_(stream),
+        pool_(pool),
+        gemm_workspace_(gemm_workspace),
+        blas_(std::move(blas)) {}
 
   ~CudaBackend() override {
     // The process-wide backend is destroyed during static destruction, possibly after
@@ -103,6 +110,8 @@ class CudaBackend final : public Backend {
     if (scratch_ != nullptr) cudaFreeAsync(scratch_, stream_);
     cudaStreamSynchronize(stream_);
     blas_.reset();
+    cudaFreeAsync(gemm_workspace_, stream_);
+    cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
     cudaGetLastError();
   }
@@ -321,6 +330,25 @@ class CudaBackend final : public Backend {
     blas_->RowMajorGemm(dt, c_dt, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
                         ldc);
   }
+
+  // One cuBLASLt kernel with the bias epilogue; should cuBLASLt have none for these
+  // operands, the GEMM and then AddBias (bf16: rounded twice).
+  void GemmBias(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                const void* a, int64_t lda, const void* b, int64_t ldb, const void* bias,
+                void* c) override {
+    if (dt != DType::kF32 && dt != DType::kF64 && dt != DType::kBF16) {
+      UnsupportedType("GemmBias", dt, "F32, F64 or BF16");
+    }
+    if (m <= 0 || n <= 0) return;
+    if (k > 0 &&
+        blas_->RowMajorGemmBias(dt, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, n)) {
+      return;
+    }
+    GemmTo(dt, dt, trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, n);
+    AddBias(dt, c, bias, m, n);
+  }
+
+  cuda::GemmCounters gemm_counters() const { return blas_->counters(); }
 
   void EmbeddingForward(DType dt, const void* table, const int32_t* ids, int64_t n, int64_t dim,
                         void* out) override {
@@ -567,6 +595,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   cudaMemPool_t pool_;  // the device's default pool: every Allocate and the scratch buffer
   std::atomic<int64_t> peak_floor_{0};  // pool use at the last ResetPeakMemory()
+  void* gemm_workspace_;  // cuBLASLt's and cuBLAS's, kGemmWorkspaceBytes from the pool
   std::unique_ptr<cuda::Blas> blas_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
@@ -626,22 +655,39 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend() {
     cudaGetLastError();
     return NoGpu(absl::StrCat("cudaStreamCreate: ", cudaGetErrorString(err)));
   }
+  // The GEMMs' workspace, from the pool (so that it counts in the memory statistics).
+  void* gemm_workspace = nullptr;
+  err = cudaMallocFromPoolAsync(&gemm_workspace, kGemmWorkspaceBytes, pool, stream);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    cudaStreamDestroy(stream);
+    return NoGpu(absl::StrCat("allocating the GEMM workspace: ", cudaGetErrorString(err)));
+  }
   std::string blas_error;
-  std::unique_ptr<cuda::Blas> blas = cuda::Blas::Create(stream, &blas_error);
+  std::unique_ptr<cuda::Blas> blas =
+      cuda::Blas::Create(stream, gemm_workspace, kGemmWorkspaceBytes, &blas_error);
   if (blas == nullptr) {
+    cudaFreeAsync(gemm_workspace, stream);
+    cudaStreamSynchronize(stream);
     cudaStreamDestroy(stream);
     return NoGpu(blas_error);
   }
   std::string name = absl::StrCat("cuda:", device, " (", prop.name, ", sm_", prop.major,
                                   prop.minor, ")");
-  return std::unique_ptr<Backend>(
-      std::make_unique<CudaBackend>(std::move(name), stream, pool, std::move(blas)));
+  return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(
+      std::move(name), stream, pool, gemm_workspace, std::move(blas)));
 }
 
 namespace {
 // GetBackend(kCuda) makes this backend when this file is linked in (backend_factories.h).
 [[maybe_unused]] const bool kRegistered = RegisterCudaBackendFactory(&CreateCudaBackend);
 }  // namespace
+
+absl::StatusOr<cuda::GemmCounters> CudaBackendGemmCounters(Backend* backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(backend);
+  if (cuda == nullptr) return absl::InvalidArgumentError("not a CUDA backend");
+  return cuda->gemm_counters();
+}
 
 void* CudaBackendStream(Backend* backend) {
   auto* cuda = dynamic_cast<CudaBackend*>(backend);

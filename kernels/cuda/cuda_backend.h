@@ -10,12 +10,12 @@
 // Compute types: f32 (the CUDA compute type) and f64 (used by tests to compare in double;
 // attention then supports head_dim <= 128). dt = bf16 (mixed precision, kernels/backend.h)
 // for every op but RowSoftmax, RouterTopK(Backward), AdamWStep and SumSquares: bf16
-// storage, f32 math and side statistics, bf16 GEMMs through cublasGemmEx with f32
-// compute. Convert handles f32/f64/bf16/f16.
+// storage, f32 math and side statistics, bf16 GEMMs through cuBLASLt with f32
+// compute (gemm.h). Convert handles f32/f64/bf16/f16.
 // Determinism: every kernel, including the reductions (RmsNorm dw, SumRows, embedding
 // backward, attention dK/dV over the query heads of a group), sums in a fixed order
-// without atomics, so a run repeats bit-for-bit on the same GPU and shapes. cuBLAS GEMMs
-// are deterministic on one stream with its default settings.
+// without atomics, so a run repeats bit-for-bit on the same GPU and shapes. cuBLASLt GEMMs
+// are deterministic on one stream, and each shape keeps the algorithm its first call chose.
 #ifndef PMOL_KERNELS_CUDA_CUDA_BACKEND_H_
 #define PMOL_KERNELS_CUDA_CUDA_BACKEND_H_
 
@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/gemm_counters.h"
 
 namespace pmol {
 
@@ -34,6 +35,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend();
 // The stream (a cudaStream_t) on which a CUDA backend enqueues all its work, for code that
 // orders its own streams after it (dist/nccl_comm.h); null for any other backend.
 void* CudaBackendStream(Backend* backend);
+
+// What a CUDA backend's GEMMs did so far (kernels/cuda/gemm.h): tests check that they ran
+// through cuBLASLt; InvalidArgumentError for any other backend.
+absl::StatusOr<cuda::GemmCounters> CudaBackendGemmCounters(Backend* backend);
 
 }  // namespace pmol
 

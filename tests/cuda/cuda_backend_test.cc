@@ -12,7 +12,7 @@
 //
 // The same file also builds as cuda_backend_emulated_test (PMOL_CUDA_SIMT_EMULATION): the
 // backend and every kernel, their own source, run on the CPU under the SIMT emulation of
-// tests/cuda/simt_emulation, in every build. There the GEMM tests are skipped (cuBLAS is
+// tests/cuda/simt_emulation, in every build. There the GEMM tests are skipped (cuBLASLt is
 // not emulated: the emulated backend's GEMMs are the CPU backend's, so they would compare
 // the CPU with itself), and so are the tests of the stream-ordered pool's caching (the
 // emulated pool caches nothing).
@@ -272,6 +272,20 @@ void ExpectBitwiseEqual(const std::vector<T>& got, const std::vector<T>& want,
                     << " elements differ in their bits; first at " << first;
 }
 
+// The GEMM counters of a CUDA backend (kernels/cuda/gemm_counters.h).
+cuda::GemmCounters GemmCountersOf(Backend* gpu) {
+  absl::StatusOr<cuda::GemmCounters> counters = CudaBackendGemmCounters(gpu);
+  EXPECT_TRUE(counters.ok()) << counters.status();
+  return counters.value_or(cuda::GemmCounters());
+}
+
+std::string Describe(const cuda::GemmCounters& c) {
+  return "cuBLASLt " + std::to_string(c.lt_calls) + " (bias epilogue " +
+         std::to_string(c.lt_bias_calls) + "), cuBLAS fallbacks " +
+         std::to_string(c.cublas_fallbacks) + ", bias fallbacks " +
+         std::to_string(c.bias_fallbacks) + ", plans " + std::to_string(c.plans);
+}
+
 // ---------------------------------------------------------------------------------------
 // Typed fixture: every op in f32 and f64.
 
@@ -422,6 +436,41 @@ TYPED_TEST(CudaOps, Gemm) {
       }
     }
   }
+}
+
+// GemmBias (a linear layer with its bias: one cuBLASLt kernel with the bias epilogue,
+// or the GEMM then AddBias where cuBLASLt has none) against the CPU's GEMM then AddBias;
+// C starts as NaN (it is overwritten, never read).
+TYPED_TEST(CudaOps, GemmBias) {
+  PMOL_SKIP_IF_EMULATED("cuBLASLt");
+  using T = TypeParam;
+  const int64_t m = 37, n = 29, k = 45;
+  const cuda::GemmCounters before = GemmCountersOf(this->gpu_);
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      const std::string what = std::string("GemmBias ta=") + (ta ? "1" : "0") +
+                               " tb=" + (tb ? "1" : "0");
+      const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5;
+      const std::vector<T> a = Uniform<T>(this->rng_, (ta ? k : m) * lda);
+      const std::vector<T> b = Uniform<T>(this->rng_, (tb ? n : k) * ldb);
+      const std::vector<T> bias = Uniform<T>(this->rng_, n);
+      std::vector<T> c(m * n, std::numeric_limits<T>::quiet_NaN());
+      GpuArray<T> ga(this->gpu_, a), gb(this->gpu_, b), gbias(this->gpu_, bias),
+          gc(this->gpu_, c);
+      this->gpu_->GemmBias(this->kDt, ta, tb, m, n, k, ga.get(), lda, gb.get(), ldb,
+                           gbias.get(), gc.get());
+      this->cpu_->GemmBias(this->kDt, ta, tb, m, n, k, a.data(), lda, b.data(), ldb,
+                           bias.data(), c.data());
+      ExpectClose(gc.ToHost(), c, Tol<T>::kReduction, what);
+    }
+  }
+  const cuda::GemmCounters after = GemmCountersOf(this->gpu_);
+  std::cout << "[   INFO   ] " << DTypeName(this->kDt) << " GemmBias x4: "
+            << after.lt_bias_calls - before.lt_bias_calls << " with the bias epilogue, "
+            << after.bias_fallbacks - before.bias_fallbacks << " GEMM + AddBias\n";
+  EXPECT_EQ(after.lt_bias_calls - before.lt_bias_calls + after.bias_fallbacks -
+                before.bias_fallbacks,
+            4);
 }
 
 TYPED_TEST(CudaOps, GemmWithEmptyInnerDimensionScalesC) {
@@ -1626,6 +1675,76 @@ TEST_F(CudaBf16Test, GemmTo) {
       }
     }
   }
+}
+
+// The bf16 linear layer's forward: GemmBias through cuBLASLt's bias epilogue (the bias
+// added to the f32 products, one rounding), which on sm_90 must be the path taken, against
+// the CPU's GemmBias (also one rounding): two bf16 ulps, as GemmTo's bf16 C.
+TEST_F(CudaBf16Test, GemmBiasUsesTheBiasEpilogue) {
+  PMOL_SKIP_IF_EMULATED("cuBLASLt");
+  struct Size {
+    int64_t m, n, k;
+  };
+  const cuda::GemmCounters before = GemmCountersOf(gpu_);
+  int calls = 0;
+  for (const Size& size : {Size{37, 29, 45}, Size{64, 128, 896}, Size{33, 24, 1000}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        const int64_t m = size.m, n = size.n, k = size.k;
+        const std::string what = "bf16 GemmBias m=" + std::to_string(m) +
+                                 " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                                 " ta=" + (ta ? "1" : "0") + " tb=" + (tb ? "1" : "0");
+        const int64_t lda = (ta ? m : k) + 8, ldb = (tb ? k : n) + 8;
+        const std::vector<Bf16> a = Uniform<Bf16>(rng_, (ta ? k : m) * lda);
+        const std::vector<Bf16> b = Uniform<Bf16>(rng_, (tb ? n : k) * ldb);
+        const std::vector<Bf16> bias = Uniform<Bf16>(rng_, n);
+        std::vector<Bf16> c(m * n);
+        GpuArray<Bf16> ga(gpu_, a), gb(gpu_, b), gbias(gpu_, bias);
+        GpuArray<Bf16> gc(gpu_, m * n);
+        gpu_->GemmBias(kDt, ta, tb, m, n, k, ga.get(), lda, gb.get(), ldb, gbias.get(),
+                       gc.get());
+        cpu_->GemmBias(kDt, ta, tb, m, n, k, a.data(), lda, b.data(), ldb, bias.data(),
+                       c.data());
+        ExpectClose(gc.ToHost(), c, Tol<Bf16>::kReduction, what);
+        ++calls;
+      }
+    }
+  }
+  const cuda::GemmCounters after = GemmCountersOf(gpu_);
+  std::cout << "[   INFO   ] after the bf16 GemmBias calls: " << Describe(after) << "\n";
+  EXPECT_EQ(after.lt_bias_calls - before.lt_bias_calls, calls);
+  EXPECT_EQ(after.bias_fallbacks, before.bias_fallbacks);
+}
+
+// Operands that start at odd element offsets (column slices, as the stacked experts'
+// A and B blocks) and odd leading dimensions: each GEMM is planned for the alignment its
+// pointers have (cuBLASLt assumes 256 bytes unless told), so it still runs right.
+TEST_F(CudaBf16Test, GemmToAtUnalignedOffsets) {
+  PMOL_SKIP_IF_EMULATED("cuBLASLt");
+  const int64_t m = 45, n = 38, k = 91;
+  for (int64_t offset : {1, 3, 8}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        const std::string what = "bf16 GemmTo offset=" + std::to_string(offset) +
+                                 " ta=" + (ta ? "1" : "0") + " tb=" + (tb ? "1" : "0");
+        const int64_t lda = (ta ? m : k) + 2 * offset + 1, ldb = (tb ? k : n) + offset + 2,
+                      ldc = n + offset + 3;
+        const std::vector<Bf16> a = Uniform<Bf16>(rng_, (ta ? k : m) * lda + offset);
+        const std::vector<Bf16> b = Uniform<Bf16>(rng_, (tb ? n : k) * ldb + offset);
+        std::vector<Bf16> c = Uniform<Bf16>(rng_, m * ldc + offset);
+        GpuArray<Bf16> ga(gpu_, a), gb(gpu_, b), gc(gpu_, c);
+        const auto at = [offset](const GpuArray<Bf16>& x) {
+          return static_cast<Bf16*>(x.get()) + offset;
+        };
+        gpu_->Gemm(kDt, ta, tb, m, n, k, 0.7, at(ga), lda, at(gb), ldb, 0.3, at(gc), ldc);
+        cpu_->Gemm(kDt, ta, tb, m, n, k, 0.7, a.data() + offset, lda, b.data() + offset, ldb,
+                   0.3, c.data() + offset, ldc);
+        ExpectClose(gc.ToHost(), c, Tol<Bf16>::kReduction, what);  // the gaps untouched too
+      }
+    }
+  }
+  std::cout << "[   INFO   ] after the unaligned GEMMs: " << Describe(GemmCountersOf(gpu_))
+            << "\n";
 }
 
 TEST_F(CudaBf16Test, GemmToWithEmptyInnerDimensionScalesC) {
