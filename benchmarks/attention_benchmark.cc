@@ -1,7 +1,8 @@
 // benchmarks/attention_benchmark: pmol's causal grouped-query attention
 // (Backend::AttentionForward / AttentionBackward) against PyTorch's in the same run
-// (benchmarks/peers/torch_attention_peer.py: SDPA, on an H100 in bf16 its
-// FlashAttention-2 kernel), per dtype: milliseconds per forward and per forward +
+// (benchmarks/peers/torch_attention_peer.py: SDPA; on CUDA one row with PyTorch's own
+// choice of kernel and one per kernel forced by --sdpa_backends: cuDNN's fused attention
+// and FlashAttention-2), per dtype: milliseconds per forward and per forward +
 // backward, TFLOP/s, peak memory, and the ratios pmol / PyTorch. On CUDA, bf16 with
 // head_dim 32/64/128 runs pmol's tensor-core kernels (kernels/cuda/attention_mma*), f32
 // the scalar ones.
@@ -18,6 +19,7 @@
 // Usage (from the repository root): bazel-bin/benchmarks/attention_benchmark
 //   [--device=cuda] [--dtypes=bf16,f32] [--batch=4 --seq=1024 --q_heads=14 --kv_heads=2
 //   --head_dim=64] [--iters=20 --warmup=3] [--python=... --peer=...]
+//   [--sdpa_backends=default,cudnn,flash]
 // Defaults: a Qwen2.5-0.5B layer's attention (14 query heads, 2 kv heads, head_dim 64) on
 // 4 sequences of 1024 tokens. benchmarks/gpu_train_benchmark.sh runs it on a GPU.
 #include <algorithm>
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "benchmarks/peer_process.h"
 #include "gflags/gflags.h"
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
@@ -47,6 +50,9 @@ DEFINE_int32(warmup, 3, "untimed calls first");
 DEFINE_int32(threads, 0, "CPU backend threads (0: all cores)");
 DEFINE_string(python, "/usr/bin/python3", "the Python that has torch (empty: no peer)");
 DEFINE_string(peer, "benchmarks/peers/torch_attention_peer.py", "the PyTorch peer");
+DEFINE_string(sdpa_backends, "default,cudnn,flash",
+              "on cuda, the peer's SDPA kernels, one row each: default (PyTorch's choice), "
+              "cudnn (cuDNN's fused attention), flash, efficient");
 
 namespace pmol {
 namespace {
@@ -120,31 +126,21 @@ Row RunPmol(Backend* be, DType dt, std::vector<double>* out_values) {
   return row;
 }
 
-Row RunPeer(const std::string& dtype) {
+Row RunPeer(const std::string& dtype, const std::string& sdpa_backend) {
   Row row;
-  row.name = std::string("pytorch-") + dtype;
+  row.name = std::string("pytorch-") + dtype + (sdpa_backend == "default" ? "" : "-" + sdpa_backend);
   const std::string cmd =
       FLAGS_python + " " + FLAGS_peer + " --batch " + std::to_string(FLAGS_batch) + " --seq " +
       std::to_string(FLAGS_seq) + " --q_heads " + std::to_string(FLAGS_q_heads) +
       " --kv_heads " + std::to_string(FLAGS_kv_heads) + " --head_dim " +
       std::to_string(FLAGS_head_dim) + " --iters " + std::to_string(FLAGS_iters) +
       " --warmup " + std::to_string(FLAGS_warmup) + " --dtype " +
-      (dtype == "bf16" ? "bf16" : "float32") + " --device " + FLAGS_device;
-  std::string output;
-  if (FILE* pipe = popen(cmd.c_str(), "r")) {
-    char buffer[4096];
-    while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
-    const int status = pclose(pipe);
-    if (status != 0) {
-      row.what = "FAILED (exit status " + std::to_string(status) + "): " + output;
-      return row;
-    }
-  }
-  const size_t brace = output.rfind('{');
-  const nlohmann::json j = nlohmann::json::parse(
-      brace == std::string::npos ? std::string("null") : output.substr(brace), nullptr, false);
+      (dtype == "bf16" ? "bf16" : "float32") + " --device " + FLAGS_device +
+      " --sdpa_backend " + sdpa_backend;
+  std::string error;
+  const nlohmann::json j = bench::RunPeerJson(cmd, &error);
   if (!j.is_object()) {
-    row.what = "FAILED (no result line): " + output;
+    row.what = error;
     return row;
   }
   row.what = "PyTorch " + j.value("torch", std::string("?")) + ", " +
@@ -176,7 +172,9 @@ int Main() {
               (long long)FLAGS_kv_heads, (long long)FLAGS_head_dim, (*backend)->Name().c_str(),
               fwd_flop / 1e9, fwd_bwd_flop / 1e9, FLAGS_iters, FLAGS_warmup);
 
-  std::vector<std::pair<Row, Row>> rows;  // (pmol, peer) per dtype
+  std::vector<std::string> sdpa_backends = {"default"};
+  if (cuda) sdpa_backends = absl::StrSplit(FLAGS_sdpa_backends, ',', absl::SkipEmpty());
+  std::vector<std::pair<Row, std::vector<Row>>> rows;  // (pmol, peers) per dtype
   std::vector<double> f32_out;
   std::vector<std::pair<std::string, std::vector<double>>> outs;
   const std::vector<std::string> dtypes = absl::StrSplit(FLAGS_dtypes, ',', absl::SkipEmpty());
@@ -188,8 +186,14 @@ int Main() {
     std::vector<double> out;
     Row pm = RunPmol(*backend, dtype == "bf16" ? DType::kBF16 : DType::kF32, &out);
     outs.emplace_back(dtype, std::move(out));
-    Row peer = FLAGS_python.empty() ? Row{"pytorch-" + dtype, "not run"} : RunPeer(dtype);
-    rows.emplace_back(std::move(pm), std::move(peer));
+    std::vector<Row> peers;
+    for (const std::string& sdpa_backend : sdpa_backends) {
+      // FlashAttention has no f32 kernel: not asked.
+      if (dtype == "f32" && sdpa_backend == "flash") continue;
+      peers.push_back(FLAGS_python.empty() ? Row{"pytorch-" + dtype, "not run"}
+                                           : RunPeer(dtype, sdpa_backend));
+    }
+    rows.emplace_back(std::move(pm), std::move(peers));
   }
 
   std::printf("\n%-14s %11s %9s %13s %9s %10s  %s\n", "row", "forward ms", "TFLOP/s",
@@ -199,15 +203,18 @@ int Main() {
                 fwd_flop / (r.forward_ms * 1e9), r.forward_backward_ms,
                 fwd_bwd_flop / (r.forward_backward_ms * 1e9), r.peak_mib, r.what.c_str());
   };
-  for (const auto& [pm, peer] : rows) {
+  for (const auto& [pm, peers] : rows) {
     print(pm);
-    print(peer);
+    for (const Row& peer : peers) print(peer);
   }
   std::printf("\nratios (speed, > 1: pmol faster; memory, < 1: pmol leaner):\n");
-  for (const auto& [pm, peer] : rows) {
-    std::printf("  %s / %s: forward x%.2f, forward+backward x%.2f, peak memory x%.2f\n",
-                pm.name.c_str(), peer.name.c_str(), peer.forward_ms / pm.forward_ms,
-                peer.forward_backward_ms / pm.forward_backward_ms, pm.peak_mib / peer.peak_mib);
+  for (const auto& [pm, peers] : rows) {
+    for (const Row& peer : peers) {
+      std::printf("  %s / %s: forward x%.2f, forward+backward x%.2f, peak memory x%.2f\n",
+                  pm.name.c_str(), peer.name.c_str(), peer.forward_ms / pm.forward_ms,
+                  peer.forward_backward_ms / pm.forward_backward_ms,
+                  pm.peak_mib / peer.peak_mib);
+    }
   }
   // Sanity: every dtype's output against the f32 one (bf16: ~1e-2 of the largest entry).
   const auto f32 = std::find_if(outs.begin(), outs.end(), [](const auto& o) { return o.first == "f32"; });

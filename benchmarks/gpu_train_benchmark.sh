@@ -11,7 +11,9 @@
 #   bash benchmarks/gpu_train_benchmark.sh run [DIR] [train_benchmark flags...]
 #     (GPU machine, from the repository root) unpacks DIR/bench.tar.xz once, runs
 #     attention_benchmark --device=cuda (pmol's attention against SDPA alone, into
-#     DIR/attention_benchmark.log; ATTENTION=0 skips it), then runs
+#     DIR/attention_benchmark.log; ATTENTION=0 skips it) and gemm_benchmark --device=cuda (a
+#     decoder layer's GEMMs against PyTorch's, and the bias epilogue against Gemm + AddBias,
+#     into DIR/gemm_benchmark.log; GEMM=0 skips it), then runs
 #     train_benchmark --device=cuda (Qwen2.5-0.5B-shaped model, 4 pairs x 1024 tokens, 10
 #     timed steps after 3 warm-up steps; rows pmol f32 / bf16 mixed precision, PyTorch f32 /
 #     bf16 eager SDPA / bf16 torch.compile; see benchmarks/TRAIN_BENCHMARK.md). Extra flags override those
@@ -23,14 +25,15 @@ cd "$(dirname "$0")/.."
 
 pack() {
   local dir="${1:-gpu-train-benchmark}"
-  bazel build --config=cuda //benchmarks:train_benchmark //benchmarks:attention_benchmark
+  bazel build --config=cuda //benchmarks:train_benchmark //benchmarks:attention_benchmark \
+    //benchmarks:gemm_benchmark
   local stage
   stage="$(mktemp -d)/gpu-train-benchmark"
   bash tests/cuda/run_on_gpu.sh pack "$stage" bazel-bin/benchmarks/train_benchmark \
-    bazel-bin/benchmarks/attention_benchmark
+    bazel-bin/benchmarks/attention_benchmark bazel-bin/benchmarks/gemm_benchmark
   mkdir -p "$stage/benchmarks/peers" "$stage/benchmarks/configs"
   cp benchmarks/peers/torch_pmol_dpo_peer.py benchmarks/peers/torch_attention_peer.py \
-    "$stage/benchmarks/peers/"
+    benchmarks/peers/torch_gemm_peer.py "$stage/benchmarks/peers/"
   cp benchmarks/configs/*.json "$stage/benchmarks/configs/"
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -69,6 +72,13 @@ EOF
     bash tests/cuda/run_on_gpu.sh exec "$dir" "$dir/bin/attention_benchmark" --device=cuda \
       --python="$wrapper" --peer="$dir/benchmarks/peers/torch_attention_peer.py" 2>&1 |
       tee "$dir/attention_benchmark.log" || true
+  fi
+  # A decoder layer's GEMMs (cuBLASLt, the bias epilogue against Gemm + AddBias) against
+  # PyTorch's, unless GEMM=0.
+  if [[ "${GEMM:-1}" != 0 ]]; then
+    bash tests/cuda/run_on_gpu.sh exec "$dir" "$dir/bin/gemm_benchmark" --device=cuda \
+      --python="$wrapper" --peer="$dir/benchmarks/peers/torch_gemm_peer.py" 2>&1 |
+      tee "$dir/gemm_benchmark.log" || true
   fi
   bash tests/cuda/run_on_gpu.sh exec "$dir" "$dir/bin/train_benchmark" --device=cuda \
     --python="$wrapper" --peer="$dir/benchmarks/peers/torch_pmol_dpo_peer.py" \

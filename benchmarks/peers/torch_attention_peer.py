@@ -9,14 +9,21 @@ PyTorch (Debian's 1.13, no SDPA): the eager form softmax(q k^T * scale + causal 
 Layout [B, H, T, D], the one SDPA wants (pmol's is [B, T, H, D]; each side uses its own).
 Inputs uniform in [-2, 2) (q, k) and [-1, 1) (v, the output gradient), as pmol's.
 
+--sdpa_backend cudnn|flash|efficient forces one SDPA kernel (torch.nn.attention.sdpa_kernel):
+cuDNN's fused attention is how pmol's kernels are compared with cuDNN's. A kernel that
+cannot run these inputs (flash in f32, say) makes the peer fail, and its row says so.
+
 Usage: torch_attention_peer.py --batch B --seq T --q_heads HQ --kv_heads HKV --head_dim D
                                --dtype bf16|float32 --device cpu|cuda --iters N --warmup W
+                               [--sdpa_backend default|cudnn|flash|efficient]
 Prints one JSON line: {"torch", "device", "attention", "forward_ms", "forward_backward_ms",
 "peak_bytes"} (times per call, synchronised; peak_bytes of the forward + backward on cuda,
 0 on cpu).
 """
 import argparse
+import contextlib
 import json
+import sys
 import time
 
 import torch
@@ -29,7 +36,22 @@ def main():
         ap.add_argument("--" + name, type=int, required=True)
     ap.add_argument("--dtype", choices=("bf16", "float32"), required=True)
     ap.add_argument("--device", choices=("cpu", "cuda"), required=True)
+    ap.add_argument("--sdpa_backend", choices=("default", "cudnn", "flash", "efficient"),
+                    default="default")
     a = ap.parse_args()
+    # One SDPA implementation forced (torch.nn.attention.sdpa_kernel, PyTorch >= 2.3):
+    # cuDNN's fused attention, FlashAttention-2 or the memory-efficient kernel; "default"
+    # lets PyTorch choose.
+    backend_context = contextlib.nullcontext
+    if a.sdpa_backend != "default":
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+        except ImportError:
+            sys.exit(f"--sdpa_backend {a.sdpa_backend}: this PyTorch {torch.__version__} has "
+                     "no torch.nn.attention.sdpa_kernel")
+        chosen = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                  "efficient": SDPBackend.EFFICIENT_ATTENTION}[a.sdpa_backend]
+        backend_context = lambda: sdpa_kernel(chosen)
     device = torch.device(a.device)
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     if a.device == "cuda":
@@ -51,10 +73,11 @@ def main():
     gqa = False
     if sdpa and group > 1:
         try:
-            F.scaled_dot_product_attention(q[:, :, :2], k[:, :, :2], v[:, :, :2], is_causal=True,
-                                           enable_gqa=True)
+            with backend_context():
+                F.scaled_dot_product_attention(q[:, :, :2], k[:, :, :2], v[:, :, :2],
+                                               is_causal=True, enable_gqa=True)
             gqa = True
-        except TypeError:
+        except (TypeError, RuntimeError):  # no enable_gqa, or not in the forced kernel
             gqa = False
     if group > 1 and not gqa:  # repeated once, outside the timing, in favour of the peer
         k_in = k.detach().repeat_interleave(group, dim=1).requires_grad_()
@@ -89,12 +112,13 @@ def main():
         return (time.perf_counter() - start) / a.iters * 1e3
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), backend_context():
             attention()
 
     def forward_backward():
-        out = attention()
-        torch.autograd.backward(out, dout)
+        with backend_context():
+            out = attention()
+            torch.autograd.backward(out, dout)
         q.grad = k_in.grad = v_in.grad = None
 
     forward_ms = timed(forward)
@@ -102,7 +126,8 @@ def main():
         torch.cuda.reset_peak_memory_stats()
     forward_backward_ms = timed(forward_backward)
     peak = torch.cuda.max_memory_allocated() if a.device == "cuda" else 0
-    kind = ("sdpa" + (" (enable_gqa)" if gqa else "")) if sdpa else "eager"
+    kind = ("sdpa" + ("" if a.sdpa_backend == "default" else " " + a.sdpa_backend) +
+            (" (enable_gqa)" if gqa else "")) if sdpa else "eager"
     print(json.dumps({"torch": torch.__version__, "device": a.device, "attention": kind,
                       "forward_ms": forward_ms, "forward_backward_ms": forward_backward_ms,
                       "peak_bytes": peak}), flush=True)
