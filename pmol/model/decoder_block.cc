@@ -61,13 +61,13 @@ void BlockActivations::ReleaseAllButInput() {
 }
 
 Tensor DecoderBlockForward(const LlamaConfig& c, const LayerWeights& w, const BlockInput& in,
-                           BlockActivations* a) {
+                           BlockActivations* a, const Tensor* residual, Tensor* skip) {
   const Tensor& x = a->x;
   Backend* be = x.backend();
   const DType dt = x.dtype();
   const int64_t n = x.dim(0), h = x.dim(1);
 
-  a->h1 = RmsNorm(a->x, nullptr, w.input_norm, c.rms_norm_eps, &a->inv_rms1);
+  a->h1 = RmsNorm(a->x, residual, w.input_norm, c.rms_norm_eps, &a->inv_rms1);  // x += residual
   a->q = Linear(in, LinearModule::kQ, a->h1, w.q);
   a->k = Linear(in, LinearModule::kK, a->h1, w.k);
   a->v = Linear(in, LinearModule::kV, a->h1, w.v);
@@ -85,6 +85,10 @@ Tensor DecoderBlockForward(const LlamaConfig& c, const LayerWeights& w, const Bl
   a->act = Tensor::Empty(a->gate.shape(), dt, be);
   be->SwiGluForward(dt, a->gate.data(), a->up.data(), a->act.data(), a->gate.numel());
   Tensor y = Linear(in, LinearModule::kDown, a->act, w.down);
+  if (skip != nullptr) {
+    *skip = a->x2;  // y = m + x2, summed by the caller's next norm
+    return y;
+  }
   be->Axpy(dt, 1.0, a->x2.data(), y.data(), n * h);
   return y;
 }

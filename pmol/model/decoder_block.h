@@ -42,8 +42,19 @@ struct BlockActivations {
 };
 
 // Runs the block on acts->x and fills every activation; returns y.
+// The residual add that ends a block can be left to the next RMSNorm's pass (the fused
+// "add + norm", which reads both terms and writes the sum once, instead of an add that
+// reads two tensors and writes one before the norm reads it again):
+//   skip != null:     y is returned unsummed, as its two terms: the MLP's output m (the
+//                     return value) and *skip = x2, with y = m + *skip;
+//   residual != null: the block's input is acts->x + *residual (the previous block's two
+//                     terms), summed into acts->x by the input norm, so that acts->x holds
+//                     the block input afterwards, as without it.
+// The values are bit for bit those of the unfused add (kernels/backend.h: RmsNorm with a
+// residual stores the rounded sum and normalizes it).
 Tensor DecoderBlockForward(const LlamaConfig& config, const LayerWeights& w, const BlockInput& in,
-                           BlockActivations* acts);
+                           BlockActivations* acts, const Tensor* residual = nullptr,
+                           Tensor* skip = nullptr);
 
 // From dy (grad of y) returns dx; adds weight gradients into grads when not null.
 Tensor DecoderBlockBackward(const LlamaConfig& config, const LayerWeights& w, const BlockInput& in,

@@ -103,10 +103,16 @@ absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids
   Tensor x = Tensor::Empty({n, h}, dtype_, backend_);
   backend_->EmbeddingForward(dtype_, weights_.embed.data(), s.ids.data_as<int32_t>(), n, h, x.data());
   s.blocks.resize(config_.num_hidden_layers);
+  // Each block's output y = x + skip is summed by the next norm's pass (decoder_block.h);
+  // skip is undefined for the embeddings.
+  Tensor skip;
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     BlockActivations& acts = s.blocks[l];
     acts.x = x;
-    x = DecoderBlockForward(config_, weights_.layers[l], MakeBlockInput(s, l), &acts);
+    Tensor next_skip;
+    x = DecoderBlockForward(config_, weights_.layers[l], MakeBlockInput(s, l), &acts,
+                            skip.defined() ? &skip : nullptr, &next_skip);
+    skip = std::move(next_skip);
     if (state == nullptr) {
       acts = BlockActivations();
     } else if (recompute_) {
@@ -116,9 +122,10 @@ absl::StatusOr<Tensor> LlamaModel::ForwardHidden(const std::vector<int32_t>& ids
   s.final_in = x;
   s.final_inv_rms = Tensor::Empty({n}, AccumDType(dtype_), backend_);
   s.final_out = Tensor::Empty({n, h}, dtype_, backend_);
-  backend_->RmsNormForward(dtype_, x.data(), nullptr, weights_.final_norm.data(),
-                           config_.rms_norm_eps, n, h, nullptr, s.final_out.data(),
-                           s.final_inv_rms.data());
+  backend_->RmsNormForward(dtype_, x.data(), skip.defined() ? skip.data() : nullptr,
+                           weights_.final_norm.data(), config_.rms_norm_eps, n, h,
+                           skip.defined() ? x.data() : nullptr, s.final_out.data(),
+                           s.final_inv_rms.data());  // final_in = x += skip
   return s.final_out;
 }
 
@@ -183,7 +190,10 @@ Tensor LlamaModel::BackwardFromHidden(ForwardState& s, const Tensor& df, LlamaWe
   for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
     BlockActivations& acts = s.blocks[l];
     const BlockInput in = MakeBlockInput(s, l);
-    if (recompute_) DecoderBlockForward(config_, weights_.layers[l], in, &acts);
+    if (recompute_) {  // acts.x is the block input (summed in the forward); y is not needed
+      Tensor unused_skip;
+      DecoderBlockForward(config_, weights_.layers[l], in, &acts, nullptr, &unused_skip);
+    }
     dx = DecoderBlockBackward(config_, weights_.layers[l], in, acts, dx,
                               grads ? &grads->layers[l] : nullptr);
     acts = BlockActivations();  // free as we go

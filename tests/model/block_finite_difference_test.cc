@@ -116,6 +116,45 @@ TEST(BlockFiniteDifference, InputAndEveryWeight) {
   }
 }
 
+// The block-final residual add left to the next norm (decoder_block.h: skip and
+// residual) gives the unfused values bit for bit, in f32 and in bf16 (where the sum is
+// rounded once when stored, as Axpy rounds it): y = m + skip, and a block given
+// (x, residual) computes on and keeps x + residual. (The whole model runs fused; the test
+// below checks its gradients against finite differences.)
+TEST(BlockFusedResidual, MatchesTheUnfusedAddBitForBit) {
+  const LlamaConfig c = TestConfig();
+  const int64_t batch = 2, seq = 5, n = batch * seq;
+  std::vector<int32_t> pos(n);
+  for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(i % seq);
+  Tensor positions = Tensor::FromHost(pos.data(), {n}, DType::kI32, Cpu());
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(dt));
+    const LlamaWeights w = InitLlamaWeights(c, 3, 0.3, Cpu(), dt);
+    const RopeTable rope = MakeRopeTable(c, seq, Cpu(), AccumDType(dt));
+    const BlockInput in{batch, seq, &positions, &rope};
+    Rng rng(17);
+    const Tensor x = RandomTensor({n, c.hidden_size}, rng).ConvertTo(dt);
+    const Tensor residual = RandomTensor({n, c.hidden_size}, rng).ConvertTo(dt);
+
+    // Unfused: the input summed by Axpy, the output's skip added by the block.
+    BlockActivations unfused;
+    unfused.x = x.Clone();
+    Cpu()->Axpy(dt, 1.0, residual.data(), unfused.x.data(), n * c.hidden_size);
+    const Tensor y = DecoderBlockForward(c, w.layers[0], in, &unfused);
+
+    BlockActivations fused;
+    fused.x = x.Clone();
+    Tensor skip;
+    Tensor m = DecoderBlockForward(c, w.layers[0], in, &fused, &residual, &skip);
+    ASSERT_TRUE(skip.defined());
+    EXPECT_EQ(fused.x.ToDoubles(), unfused.x.ToDoubles()) << "the stored block input";
+    EXPECT_EQ(fused.x2.ToDoubles(), skip.ToDoubles()) << "skip is x2";
+    Cpu()->Axpy(dt, 1.0, skip.data(), m.data(), n * c.hidden_size);
+    EXPECT_EQ(m.ToDoubles(), y.ToDoubles()) << "m + skip against y";
+    EXPECT_NE(m.ToDoubles(), skip.ToDoubles());
+  }
+}
+
 TEST(BlockFiniteDifference, WholeModelEmbeddingHeadAndFinalNorm) {
   for (bool tied : {false, true}) {
     LlamaConfig c = TestConfig();
@@ -137,6 +176,12 @@ TEST(BlockFiniteDifference, WholeModelEmbeddingHeadAndFinalNorm) {
     if (!tied) CheckElements(model.weights().lm_head, grads.lm_head.ToDoubles(), loss, "lm_head");
     CheckElements(model.weights().layers[1].input_norm, grads.layers[1].input_norm.ToDoubles(), loss,
                   "layer 1 input norm");
+    // Layer 0's weights reach the loss through both terms of its output (the MLP and the
+    // skip x2, summed by layer 1's input norm): a lost or doubled skip path shows here.
+    CheckElements(model.weights().layers[0].o.weight, grads.layers[0].o.weight.ToDoubles(), loss,
+                  "layer 0 o_proj");
+    CheckElements(model.weights().layers[0].input_norm, grads.layers[0].input_norm.ToDoubles(),
+                  loss, "layer 0 input norm");
   }
 }
 
