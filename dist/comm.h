@@ -102,6 +102,14 @@ class Comm {
   const CommStats& stats() const { return stats_; }
   void ResetStats() { stats_ = CommStats(); }
 
+  // Seconds the device's compute stream stood still in Wait() of collectives started by
+  // StartAllReduce / StartReduceScatter (and so of the blocking AllReduce / ReduceScatter)
+  // since the last call, and restarts the count. Only
+  // NCCL has such waits (Wait() makes the compute stream wait without blocking the host);
+  // it times each with CUDA events around the stream wait and synchronizes with them here.
+  // Host transports block the host instead, which the caller times itself: 0.
+  virtual double TakeDeviceWaitSeconds() { return 0; }
+
   // Typed conveniences on host vectors.
   void AllReduceSum(std::vector<double>& values) {
     AllReduce(values.data(), static_cast<int64_t>(values.size()), DType::kF64, ReduceOp::kSum);

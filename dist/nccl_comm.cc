@@ -193,21 +193,83 @@ class Watchdog {
   std::thread thread_;  // last: starts once everything above is set
 };
 
+// The compute stream's stalls in Wait(): a pair of timing events recorded on it just
+// before and just after its wait for a collective's done event; the time between them is
+// how long the stream stood still (about 0 when the collective had finished). Event pairs
+// are reused once read.
+class WaitTimer {
+ public:
+  ~WaitTimer() {
+    for (auto* list : {&pending_, &free_}) {
+      for (const auto& [before, after] : *list) {
+        cudaEventDestroy(before);
+        cudaEventDestroy(after);
+      }
+    }
+  }
+
+  // Makes `compute` wait for `done`, timed.
+  void Wait(cudaStream_t compute, cudaEvent_t done) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::pair<cudaEvent_t, cudaEvent_t> events;
+    if (free_.empty()) {
+      CudaOk(cudaEventCreate(&events.first), "cudaEventCreate");
+      CudaOk(cudaEventCreate(&events.second), "cudaEventCreate");
+    } else {
+      events = free_.back();
+      free_.pop_back();
+    }
+    CudaOk(cudaEventRecord(events.first, compute), "cudaEventRecord");
+    CudaOk(cudaStreamWaitEvent(compute, done, 0), "cudaStreamWaitEvent");
+    CudaOk(cudaEventRecord(events.second, compute), "cudaEventRecord");
+    pending_.push_back(events);
+  }
+
+  // The stalls timed since the last call, in seconds (waits until they have happened).
+  double TakeSeconds() {
+    std::lock_guard<std::mutex> lock(mu_);
+    double seconds = 0;
+    for (const auto& [before, after] : pending_) {
+      CudaOk(cudaEventSynchronize(after), "cudaEventSynchronize");
+      float ms = 0;
+      CudaOk(cudaEventElapsedTime(&ms, before, after), "cudaEventElapsedTime");
+      seconds += ms / 1e3;
+      free_.emplace_back(before, after);
+    }
+    pending_.clear();
+    return seconds;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<cudaEvent_t, cudaEvent_t>> pending_, free_;
+};
+
 class NcclPending final : public PendingCollective {
  public:
-  NcclPending(std::shared_ptr<DoneEvent> done, cudaStream_t compute) : done_(std::move(done)), compute_(compute) {}
+  // `timer`: time the compute stream's wait (a collective the caller overlaps with its
+  // compute); null for the blocking calls.
+  NcclPending(std::shared_ptr<DoneEvent> done, cudaStream_t compute, std::shared_ptr<WaitTimer> timer)
+      : done_(std::move(done)), compute_(compute), timer_(std::move(timer)) {}
   ~NcclPending() override {
     if (!waited_) Wait();
   }
   bool Test() override { return done_->Finished(); }
   void Wait() override {
-    if (!waited_) CudaOk(cudaStreamWaitEvent(compute_, done_->event, 0), "cudaStreamWaitEvent");
+    if (!waited_) {
+      if (timer_ != nullptr) {
+        timer_->Wait(compute_, done_->event);
+      } else {
+        CudaOk(cudaStreamWaitEvent(compute_, done_->event, 0), "cudaStreamWaitEvent");
+      }
+    }
     waited_ = true;
   }
 
  private:
   std::shared_ptr<DoneEvent> done_;
   cudaStream_t compute_;
+  std::shared_ptr<WaitTimer> timer_;
   bool waited_ = false;
 };
 
@@ -236,6 +298,8 @@ class NcclComm final : public Comm {
   int rank() const override { return host_->rank(); }
   int size() const override { return host_->size(); }
   const std::string& name() const override { return host_->name(); }
+  double TakeDeviceWaitSeconds() override { return wait_timer_->TakeSeconds(); }
+  cudaStream_t stream() const { return stream_; }
 
   std::unique_ptr<PendingCollective> StartAllReduce(void* data, int64_t count, DType dtype, ReduceOp op) override {
     if (!DeviceCall(data, nullptr)) {
@@ -244,9 +308,13 @@ class NcclComm final : public Comm {
     }
     PMOL_CHECK(count >= 0);
     CountAllReduce(count * static_cast<int64_t>(DTypeSize(dtype)));
-    return Launch("all-reduce", [&] {
-      NcclOk(ncclAllReduce(data, data, count, NcclType(dtype), NcclOp(op), comm_, stream_), "all-reduce", name());
-    });
+    return Launch(
+        "all-reduce",
+        [&] {
+          NcclOk(ncclAllReduce(data, data, count, NcclType(dtype), NcclOp(op), comm_, stream_), "all-reduce",
+                 name());
+        },
+        /*timed=*/true);
   }
 
   std::unique_ptr<PendingCollective> StartReduceScatter(const void* send, void* recv, const std::vector<int64_t>& counts,
@@ -273,7 +341,7 @@ class NcclComm final : public Comm {
                "reduce-scatter (reduce)", name());
       }
       NcclOk(ncclGroupEnd(), "reduce-scatter", name());
-    });
+    }, /*timed=*/true);
   }
 
   void AllGather(const void* send, void* recv, const std::vector<int64_t>& counts, DType dtype) override {
@@ -377,15 +445,16 @@ class NcclComm final : public Comm {
 
   // Enqueues `enqueue` (NCCL calls on stream_) after the compute stream's work so far.
   // (The caller has counted the call and its bytes.)
+  // timed: the compute stream's Wait() for it counts in TakeDeviceWaitSeconds().
   template <typename Enqueue>
-  std::unique_ptr<PendingCollective> Launch(const char* what, Enqueue&& enqueue) {
+  std::unique_ptr<PendingCollective> Launch(const char* what, Enqueue&& enqueue, bool timed = false) {
     CudaOk(cudaEventRecord(ready_, compute_), "cudaEventRecord");
     CudaOk(cudaStreamWaitEvent(stream_, ready_, 0), "cudaStreamWaitEvent");
     enqueue();
     auto done = std::make_shared<DoneEvent>();
     CudaOk(cudaEventRecord(done->event, stream_), "cudaEventRecord");
     watchdog_->Watch(done, what);
-    return std::make_unique<NcclPending>(std::move(done), compute_);
+    return std::make_unique<NcclPending>(std::move(done), compute_, timed ? wait_timer_ : nullptr);
   }
 
   std::unique_ptr<Comm> host_;
@@ -395,6 +464,7 @@ class NcclComm final : public Comm {
   NcclOptions options_;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr;
+  std::shared_ptr<WaitTimer> wait_timer_ = std::make_shared<WaitTimer>();
   std::unique_ptr<Watchdog> watchdog_;
 };
 
@@ -436,6 +506,11 @@ absl::StatusOr<std::unique_ptr<Comm>> CreateNcclComm(std::unique_ptr<Comm> host,
   const int world_rank = host->rank();
   return std::unique_ptr<Comm>(
       std::make_unique<NcclComm>(std::move(host), comm, static_cast<cudaStream_t>(compute), world_rank, options));
+}
+
+void* NcclCommStream(Comm* comm) {
+  auto* nccl = dynamic_cast<NcclComm*>(comm);
+  return nccl == nullptr ? nullptr : static_cast<void*>(nccl->stream());
 }
 
 }  // namespace pmol::dist

@@ -13,7 +13,9 @@
 // call), and records a "done" event. Test() asks that event; Wait() makes the compute
 // stream wait for it without blocking the host, so later work on the backend (kernels,
 // CopyToHost) sees the result, which is the meaning of "done" for GPU buffers. A watchdog
-// thread per communicator watches the done events: a collective not finished within
+// thread per communicator watches the done events (and TakeDeviceWaitSeconds() reports how
+// long the compute stream stood still in the Wait()s of StartAllReduce/StartReduceScatter,
+// timed with CUDA events): a collective not finished within
 // `timeout_seconds` (a dead or stuck peer) or an asynchronous NCCL error makes it print
 // which collective of which group stalled, abort the NCCL communicator and exit the
 // process with status 1, so the launcher stops the job (resume from the last checkpoint).
@@ -54,6 +56,10 @@ bool NcclAvailable();
 // ranks should agree on `backend` being usable (AgreeOnStatus) before calling.
 absl::StatusOr<std::unique_ptr<Comm>> CreateNcclComm(std::unique_ptr<Comm> host, Backend* backend,
                                                      const NcclOptions& options);
+
+// The stream (a cudaStream_t) on which an NCCL Comm runs its collectives, for code that
+// orders its own work around them (tests delay it); null for any other Comm or build.
+void* NcclCommStream(Comm* comm);
 
 }  // namespace pmol::dist
 

@@ -6,6 +6,8 @@ namespace pmol::dist {
 
 bool NcclAvailable() { return false; }
 
+void* NcclCommStream(Comm*) { return nullptr; }
+
 absl::StatusOr<std::unique_ptr<Comm>> CreateNcclComm(std::unique_ptr<Comm>, Backend*, const NcclOptions&) {
   return absl::FailedPreconditionError(
       "NCCL: this pmol was built without CUDA support, so it has no NCCL backend; rebuild with "

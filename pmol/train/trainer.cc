@@ -341,6 +341,8 @@ NamedTensors Trainer::CheckpointedTrainable() {
 
 void Trainer::StartWindowCounters() {
   window_gradient_wait_seconds_ = 0;
+  groups_.data_parallel->TakeDeviceWaitSeconds();  // the window's device waits start at 0
+  if (groups_.ep > 1) groups_.expert_data_parallel->TakeDeviceWaitSeconds();
   window_peak_bytes_ = 0;
   window_in_use_bytes_ = 0;
   window_gradient_comm_ = groups_.data_parallel->stats();
@@ -568,6 +570,11 @@ absl::Status Trainer::TrainStep() {
       // Time spent waiting for gradient reductions once the backward is over: what the
       // overlap with the backward did not hide.
       scalars["comm/gradient_wait_seconds_per_step"] = window_gradient_wait_seconds_ / steps;
+      // On GPUs (NCCL) that wait does not block the host: the compute stream stands still
+      // instead, for this long (CUDA events around its waits; 0 on CPU).
+      double device_wait = groups_.data_parallel->TakeDeviceWaitSeconds();
+      if (groups_.ep > 1) device_wait += groups_.expert_data_parallel->TakeDeviceWaitSeconds();
+      scalars["comm/gradient_device_wait_seconds_per_step"] = device_wait / steps;
       scalars["comm/other_bytes_per_step"] =
           (world_->stats().total_bytes() - window_world_comm_.total_bytes()) / steps;
     }

@@ -227,6 +227,39 @@ TEST(NcclCommDeathTest, WatchdogEndsACollectiveThatDoesNotFinish) {
       testing::ExitedWithCode(1), "all-reduce on the world group .* did not complete within 0.5 s");
 }
 
+void CUDART_CB SleepHalfASecond(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(500)); }
+
+// TakeDeviceWaitSeconds: with the NCCL stream held up for 0.5 s before an all-reduce, the
+// compute stream's Wait() for it stands still about that long (>= 0.4 s: the host function
+// sleeps at least 0.5 s after the compute stream reached its wait, and event times are
+// exact to microseconds). A blocking all-gather held up the same way is not counted, and
+// a count once taken restarts at 0.
+TEST(NcclCommTest, TimesTheComputeStreamsWaitForAStartedCollective) {
+  SKIP_WITHOUT_GPU();
+  std::unique_ptr<Comm> comm = OneRankNccl();
+  ASSERT_NE(comm, nullptr);
+  const auto nccl_stream = static_cast<cudaStream_t>(NcclCommStream(comm.get()));
+  ASSERT_NE(nccl_stream, nullptr);
+  EXPECT_EQ(comm->TakeDeviceWaitSeconds(), 0.0);
+  const std::vector<float> values = Iota(1024, 1);
+  void* data = ToGpu(values);
+  ASSERT_EQ(cudaLaunchHostFunc(nccl_stream, SleepHalfASecond, nullptr), cudaSuccess);
+  comm->StartAllReduce(data, 1024, DType::kF32, ReduceOp::kSum)->Wait();
+  const double stalled = comm->TakeDeviceWaitSeconds();
+  EXPECT_GE(stalled, 0.4);
+  EXPECT_LT(stalled, 10.0);
+  EXPECT_EQ(FromGpu<float>(data, 1024), values);  // one rank: the sum is the input
+  EXPECT_EQ(comm->TakeDeviceWaitSeconds(), 0.0);
+
+  void* gathered = Gpu()->Allocate(1024 * sizeof(float));
+  ASSERT_EQ(cudaLaunchHostFunc(nccl_stream, SleepHalfASecond, nullptr), cudaSuccess);
+  comm->AllGather(data, gathered, {1024}, DType::kF32);
+  EXPECT_EQ(FromGpu<float>(gathered, 1024), values);
+  EXPECT_EQ(comm->TakeDeviceWaitSeconds(), 0.0);
+  Gpu()->Free(gathered);
+  Gpu()->Free(data);
+}
+
 TEST(LocalCommOnGpuTest, CopiesGoThroughTheBackend) {
   SKIP_WITHOUT_GPU();
   LocalComm comm("world", Gpu());

@@ -313,6 +313,11 @@ TEST(TrainRanksTest, RanksAndZeroStagesTrainTheOneProcessModel) {
     const std::map<int64_t, double> wait = TrainMetric(dir, "comm/gradient_wait_seconds_per_step");
     EXPECT_EQ(wait.size(), 8u);
     for (const auto& [step, seconds] : wait) EXPECT_GE(seconds, 0) << "step " << step;
+    // The device-side wait (NCCL's compute-stream stalls) is reported too: 0 on MPI, whose
+    // waits block the host and are in the figure above.
+    const std::map<int64_t, double> device_wait = TrainMetric(dir, "comm/gradient_device_wait_seconds_per_step");
+    EXPECT_EQ(device_wait.size(), 8u);
+    for (const auto& [step, seconds] : device_wait) EXPECT_EQ(seconds, 0) << "step " << step;
     // So is the peak device memory, the largest over the ranks (a collective every rank
     // reaches at the same step).
     const std::map<int64_t, double> peak = TrainMetric(dir, "memory/peak_bytes"),
