@@ -79,11 +79,35 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return ss.str();
 }
 
-absl::Status MakeDirectories(const std::string& dir) {
+absl::Status MakeDirectories(const std::string& dir, std::string* outermost_created) {
   std::error_code ec;
+  if (outermost_created != nullptr) {
+    // The outermost missing directory on the way down to dir.
+    outermost_created->clear();
+    for (std::filesystem::path p = std::filesystem::path(dir).lexically_normal();
+         !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path()) {
+      *outermost_created = p.string();
+      if (p == p.parent_path()) break;
+    }
+  }
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create directory ", dir, ": ", ec.message()));
   return absl::OkStatus();
+}
+
+void RemoveEmptyDirectories(const std::string& dir, const std::string& outermost) {
+  if (outermost.empty()) return;
+  const std::filesystem::path top = std::filesystem::path(outermost).lexically_normal();
+  std::error_code ec;
+  for (std::filesystem::path p = std::filesystem::path(dir).lexically_normal(); !p.empty();
+       p = p.parent_path()) {
+    // remove() deletes an empty directory only; a non-empty one ends the walk.
+    if (!std::filesystem::is_directory(p, ec) || !std::filesystem::is_empty(p, ec) ||
+        !std::filesystem::remove(p, ec)) {
+      return;
+    }
+    if (p == top || p == p.parent_path()) return;
+  }
 }
 
 }  // namespace pmol

@@ -19,8 +19,15 @@ absl::Status WriteFileAtomically(const std::string& path,
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
-// Creates `dir` and any missing parents; an existing directory is fine.
-absl::Status MakeDirectories(const std::string& dir);
+// Creates `dir` and any missing parents; an existing directory is fine. With
+// `outermost_created`, that is set to the outermost directory this call created ("" when
+// `dir` existed), for RemoveEmptyDirectories to undo it.
+absl::Status MakeDirectories(const std::string& dir, std::string* outermost_created = nullptr);
+
+// Removes `dir`, then its parents up to and including `outermost`, each only while it is
+// empty (a directory something was written into stays); errors are ignored. For a command
+// that failed before writing anything, to leave no empty output folders behind.
+void RemoveEmptyDirectories(const std::string& dir, const std::string& outermost);
 
 }  // namespace pmol
 

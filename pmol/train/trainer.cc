@@ -98,6 +98,7 @@ class Trainer {
   std::ostream null_out_;  // no stream buffer: discards what other ranks would print
   std::ostream* out_ = nullptr;
   std::string output_dir_, checkpoint_dir_;
+  std::string created_output_dirs_;  // the outermost folder Setup created for output_dir ("" if none)
   std::unique_ptr<RunComponents> run_;
   RunData data_;
   std::unique_ptr<data::Sampler> sampler_;
@@ -174,7 +175,7 @@ absl::Status Trainer::Setup() {
         "parallel.ep = ", groups_.ep, ": expert parallelism spreads PMoL experts over ranks, and adapter.kind ",
         config::AdapterConfig::Kind_Name(config_.adapter().kind()), " has none; use parallel.ep: 1"));
   }
-  PMOL_RETURN_IF_ERROR(MakeDirectories(output_dir_));
+  PMOL_RETURN_IF_ERROR(MakeDirectories(output_dir_, &created_output_dirs_));
 
   PMOL_ASSIGN_OR_RETURN(run_, BuildRunComponents(config_, ""));
   PMOL_ASSIGN_OR_RETURN(data_, LoadRunData(config_, run_->model->config().vocab_size, out_));
@@ -634,8 +635,13 @@ bool Trainer::StopRequested() {
 
 absl::StatusOr<TrainerResult> Trainer::Run() {
   absl::Status setup = Setup();
-  if (!groups_made_) return setup;  // failed before the first collective: the same on every rank
-  PMOL_RETURN_IF_ERROR(dist::AgreeOnStatus(*world_, setup));
+  // Failed before the first collective: the same on every rank.
+  if (groups_made_) setup = dist::AgreeOnStatus(*world_, setup);
+  if (!setup.ok()) {
+    // Bad input found before anything was written: no empty output folder stays behind.
+    RemoveEmptyDirectories(output_dir_, created_output_dirs_);
+    return setup;
+  }
   PMOL_RETURN_IF_ERROR(PrecomputeReference());  // from the base weights, before a resume
   PMOL_RETURN_IF_ERROR(Resume());
   if (root_) {  // metrics and the effective config: rank 0's

@@ -431,7 +431,19 @@ TEST(TrainRunTest, BadDataAndModelsAreClearErrorsAndWriteNoCheckpoint) {
     EXPECT_TRUE(ExitedWith(r, 1)) << c.sets[0];
     EXPECT_TRUE(StderrMentions(r, c.mentions)) << c.sets[0];
     EXPECT_FALSE(fs::exists(dir + "/checkpoints") && !fs::is_empty(dir + "/checkpoints")) << c.sets[0];
+    // Into a new output folder (two levels): the failed run leaves neither level behind.
+    args.push_back("--set=output_dir=" + dir + "/new_outputs/run");
+    r = RunPmol(args);
+    EXPECT_TRUE(ExitedWith(r, 1)) << c.sets[0];
+    EXPECT_FALSE(fs::exists(dir + "/new_outputs")) << c.sets[0] << ": empty output folders left";
   }
+  // An output folder that existed (with a file in it) is left as it was.
+  fs::create_directories(dir + "/kept");
+  { std::ofstream(dir + "/kept/notes.txt") << "mine\n"; }
+  CommandResult r = RunPmol({"train", "--config=" + config, "--set=model.path=" + dir + "/nowhere",
+                             "--set=output_dir=" + dir + "/kept"});
+  EXPECT_TRUE(ExitedWith(r, 1));
+  EXPECT_TRUE(fs::exists(dir + "/kept/notes.txt"));
   (void)f;
 }
 
