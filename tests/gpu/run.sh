@@ -9,11 +9,15 @@
 #     the demo corpus, a random tiny Llama (launch/quickstart/tiny_llama.json), the
 #     quickstart's PMoL-DPO config (3 groups x 2 experts + 1 empty, r = 8) cut to 20 steps
 #     on that base, and the same run trained here on the CPU as the reference (in f32 and in bf16).
-#   bash tests/gpu/run.sh run [DIR]        (GPU machine, from the repository root)
-#     1. every CUDA test binary: kernels against the CPU backend op by op, NCCL on one
+#   bash tests/gpu/run.sh run [DIR [STAGE...]]  (GPU machine, from the repository root)
+#     runs the stages named (default all four, in this order; a device call is capped at 10
+#     minutes, so give the slow ones calls of their own, e.g. `run gpu-suite tests e2e`,
+#     then `run gpu-suite memcheck`, then `run gpu-suite racecheck`; a sanitizer stage can
+#     be split further with gtest's GTEST_TOTAL_SHARDS / GTEST_SHARD_INDEX):
+#     1. tests: every CUDA test binary: kernels against the CPU backend op by op, NCCL on one
 #        GPU, a whole PMoL-DPO step's losses and gradients against the CPU path;
-#     2. compute-sanitizer (memcheck, then racecheck) on the kernel tests;
-#     3. `pmol train` of the prepared run on the GPU: ZeRO stage 0, stage 1 (one rank, so
+#     2. memcheck, 3. racecheck: compute-sanitizer with that tool on the kernel tests;
+#     4. e2e: `pmol train` of the prepared run on the GPU: ZeRO stage 0, stage 1 (one rank, so
 #        the world's copies move GPU buffers), and activation recompute. Each must finish,
 #        and its logged losses must match the CPU run's within 1e-4 relative (f32 on both
 #        sides). Rounding barely moves this run: on the CPU its f32 and f64 losses differ
@@ -139,21 +143,54 @@ train_on_gpu() {  # train_on_gpu DIR NAME CPU_METRICS TOLERANCE [--set=...]
 
 run() {
   local dir="${1:-gpu-suite}"
+  shift || true
+  local stages=("$@")
+  [[ ${#stages[@]} -gt 0 ]] || stages=(tests memcheck racecheck e2e)
+  local stage
+  for stage in "${stages[@]}"; do
+    case "$stage" in
+      tests | memcheck | racecheck | e2e) ;;
+      *)
+        echo "tests/gpu/run.sh: unknown stage '$stage' (tests, memcheck, racecheck, e2e)" >&2
+        exit 2
+        ;;
+    esac
+  done
   unpack "$dir"
   command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  local bin
+  for stage in "${stages[@]}"; do
+    case "$stage" in
+      tests) run_tests "$dir" ;;
+      memcheck | racecheck) run_sanitizer "$dir" "$stage" ;;
+      e2e) run_e2e "$dir" ;;
+    esac
+  done
+  echo "$passed passed, $failed failed"
+  [[ $failed -eq 0 ]]
+}
+
+run_tests() {
+  local dir="$1" bin
   for bin in "$dir"/bin/*_test; do
     check "$(basename "$bin")" bash tests/cuda/run_on_gpu.sh exec "$dir" "$bin"
   done
-  if command -v compute-sanitizer > /dev/null; then
-    for tool in memcheck racecheck; do
-      check "compute-sanitizer --tool $tool cuda_backend_test" bash tests/cuda/run_on_gpu.sh exec "$dir" \
-        compute-sanitizer --tool "$tool" --error-exitcode 1 "$dir/bin/cuda_backend_test"
-    done
-  else
-    echo "=== compute-sanitizer not found: not run"
+}
+
+run_sanitizer() {  # run_sanitizer DIR TOOL
+  local dir="$1" tool="$2"
+  if ! command -v compute-sanitizer > /dev/null; then
+    echo "=== compute-sanitizer not found: $tool not run"
     failed=$((failed + 1))
+    return
   fi
+  local shard=""
+  [[ -n "${GTEST_TOTAL_SHARDS:-}" ]] && shard=" (shard ${GTEST_SHARD_INDEX:-0} of $GTEST_TOTAL_SHARDS)"
+  check "compute-sanitizer --tool $tool cuda_backend_test$shard" bash tests/cuda/run_on_gpu.sh exec "$dir" \
+    compute-sanitizer --tool "$tool" --error-exitcode 1 "$dir/bin/cuda_backend_test"
+}
+
+run_e2e() {
+  local dir="$1"
   local f32=(cpu_metrics.jsonl 1e-4) bf16=(cpu_bf16_metrics.jsonl 2e-3)
   check "pmol train on the GPU, ZeRO 0" train_on_gpu "$dir" zero0 "${f32[@]}"
   check "pmol train on the GPU, ZeRO 1 (one rank)" train_on_gpu "$dir" zero1 "${f32[@]}" \
@@ -164,15 +201,16 @@ run() {
     --set=model.dtype=bf16
   check "pmol train on the GPU, bf16 with activation recompute" train_on_gpu "$dir" bf16_recompute \
     "${bf16[@]}" --set=model.dtype=bf16 --set=model.recompute_activations=true
-  echo "$passed passed, $failed failed"
-  [[ $failed -eq 0 ]]
 }
 
 case "${1:-}" in
   pack) pack "${2:-}" ;;
-  run) run "${2:-}" ;;
+  run)
+    shift
+    run "$@"
+    ;;
   *)
-    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
