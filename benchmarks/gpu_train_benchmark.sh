@@ -33,7 +33,7 @@ pack() {
     bazel-bin/benchmarks/attention_benchmark bazel-bin/benchmarks/gemm_benchmark
   mkdir -p "$stage/benchmarks/peers" "$stage/benchmarks/configs"
   cp benchmarks/peers/torch_pmol_dpo_peer.py benchmarks/peers/torch_attention_peer.py \
-    benchmarks/peers/torch_gemm_peer.py "$stage/benchmarks/peers/"
+    benchmarks/peers/torch_gemm_peer.py benchmarks/peers/peer_timing.py "$stage/benchmarks/peers/"
   cp benchmarks/configs/*.json "$stage/benchmarks/configs/"
   rm -rf "$dir"
   mkdir -p "$dir"

@@ -24,10 +24,11 @@ import argparse
 import contextlib
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+
+from peer_timing import ms_per_call
 
 
 def main():
@@ -97,19 +98,8 @@ def main():
         s = torch.matmul(q, k_in.transpose(-1, -2)) * scale + mask
         return torch.matmul(torch.softmax(s.float(), dim=-1).to(dtype), v_in)
 
-    def sync():
-        if a.device == "cuda":
-            torch.cuda.synchronize()
-
     def timed(fn):
-        for _ in range(a.warmup):
-            fn()
-        sync()
-        start = time.perf_counter()
-        for _ in range(a.iters):
-            fn()
-        sync()
-        return (time.perf_counter() - start) / a.iters * 1e3
+        return ms_per_call(fn, a.iters, a.warmup, a.device)
 
     def forward():
         with torch.no_grad(), backend_context():

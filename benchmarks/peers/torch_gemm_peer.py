@@ -18,10 +18,11 @@ Prints one JSON line: {"torch": version, "device": name, "ms": [time per call, p
 """
 import argparse
 import json
-import time
 
 import torch
 import torch.nn.functional as F
+
+from peer_timing import ms_per_call
 
 
 def main():
@@ -37,10 +38,6 @@ def main():
     if a.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
-
-    def sync():
-        if a.device == "cuda":
-            torch.cuda.synchronize()
 
     def rand(*shape):
         return torch.empty(*shape, device=device, dtype=torch.float32).uniform_(-1, 1).to(dtype)
@@ -63,14 +60,7 @@ def main():
                     fn = lambda: c.addmm_(op_a, op_b)
                 else:
                     fn = lambda: torch.mm(op_a, op_b)
-            for _ in range(a.warmup):
-                fn()
-            sync()
-            start = time.perf_counter()
-            for _ in range(a.iters):
-                fn()
-            sync()
-            results.append((time.perf_counter() - start) * 1e3 / a.iters)
+            results.append(ms_per_call(fn, a.iters, a.warmup, a.device))
             del a_t, b_t, bias, c
     name = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     print(json.dumps({"torch": torch.__version__, "device": name, "ms": results}))
