@@ -24,7 +24,7 @@ void CheckCublas(cublasStatus_t status, const char* what) {
 [[noreturn]] void UnsupportedTypes(DType dt, DType c_dt) {
   std::fprintf(stderr, "pmol: CUDA Gemm: C of %s with A and B of %s (supported: f32, f64, "
                "bf16 with C of bf16 or f32)\n",
-               std::string(DTypeName(c_dt)).c_str(), std::string(DTypeName(dt)).c_str());
+               DTypeName(c_dt), DTypeName(dt));
   std::abort();
 }
 
@@ -57,6 +57,24 @@ LtTypes TypesOf(DType dt, DType c_dt) {
   }
   UnsupportedTypes(dt, c_dt);
 }
+
+// alpha and beta as cuBLAS(Lt) reads them: in the scale type (f64 for f64 GEMMs, else f32).
+class ScaleValues {
+ public:
+  ScaleValues(cudaDataType_t scale, double alpha, double beta)
+      : f64_(scale == CUDA_R_64F),
+        alpha_(alpha),
+        beta_(beta),
+        alpha_f_(static_cast<float>(alpha)),
+        beta_f_(static_cast<float>(beta)) {}
+  const void* alpha() const { return f64_ ? static_cast<const void*>(&alpha_) : &alpha_f_; }
+  const void* beta() const { return f64_ ? static_cast<const void*>(&beta_) : &beta_f_; }
+
+ private:
+  bool f64_;
+  double alpha_, beta_;
+  float alpha_f_, beta_f_;
+};
 
 // Everything the heuristic's choice depends on.
 struct PlanKey {
@@ -210,17 +228,9 @@ void CublasGemm(cublasHandle_t handle, DType dt, DType c_dt, bool trans_a, bool 
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const LtTypes types = TypesOf(dt, c_dt);
-  if (types.scale == CUDA_R_64F) {
-    CheckCublas(cublasGemmEx_64(handle, op_b, op_a, n, m, k, &alpha, b, types.ab, ldb, a,
-                                types.ab, lda, &beta, c, types.c, ldc, types.compute,
-                                CUBLAS_GEMM_DEFAULT),
-                "cublasGemmEx");
-    return;
-  }
-  const float alpha_f = static_cast<float>(alpha);
-  const float beta_f = static_cast<float>(beta);
-  CheckCublas(cublasGemmEx_64(handle, op_b, op_a, n, m, k, &alpha_f, b, types.ab, ldb, a,
-                              types.ab, lda, &beta_f, c, types.c, ldc, types.compute,
+  const ScaleValues scalars(types.scale, alpha, beta);
+  CheckCublas(cublasGemmEx_64(handle, op_b, op_a, n, m, k, scalars.alpha(), b, types.ab, ldb, a,
+                              types.ab, lda, scalars.beta(), c, types.c, ldc, types.compute,
                               CUBLAS_GEMM_DEFAULT),
               "cublasGemmEx");
 }
@@ -242,15 +252,11 @@ bool Blas::Handles::Matmul(const PlanKey& key, double alpha, const void* a, cons
                                                &bias, sizeof(bias)),
                 "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
   }
-  // alpha and beta in the scale type: f64 for f64, else f32.
-  const float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
-  const bool f64 = TypesOf(key.dt, key.c_dt).scale == CUDA_R_64F;
-  const void* alpha_p = f64 ? static_cast<const void*>(&alpha) : &alpha_f;
-  const void* beta_p = f64 ? static_cast<const void*>(&beta) : &beta_f;
+  const ScaleValues scalars(TypesOf(key.dt, key.c_dt).scale, alpha, beta);
   // cuBLASLt's A is our B and its B our A (the column-major swap); C and D are c.
-  CheckCublas(cublasLtMatmul(lt, plan.desc, alpha_p, b, plan.lt_a, a, plan.lt_b, beta_p, c,
-                             plan.lt_c, c, plan.lt_c, &plan.algo, workspace, workspace_bytes,
-                             stream),
+  CheckCublas(cublasLtMatmul(lt, plan.desc, scalars.alpha(), b, plan.lt_a, a, plan.lt_b,
+                             scalars.beta(), c, plan.lt_c, c, plan.lt_c, &plan.algo, workspace,
+                             workspace_bytes, stream),
               "cublasLtMatmul");
   return true;
 }

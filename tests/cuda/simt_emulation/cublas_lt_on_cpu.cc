@@ -121,6 +121,20 @@ void Compute(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, Acc al
   }
 }
 
+// Compute in the compute type, alpha and beta read in the scale type (f64 for COMPUTE_64F).
+void Run(cublasComputeType_t compute, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+         const void* alpha, const void* a, cudaDataType_t ab_type, int64_t lda, const void* b,
+         int64_t ldb, const void* beta, const void* c, void* d, cudaDataType_t cd_type,
+         int64_t ldc, const void* bias) {
+  if (compute == CUBLAS_COMPUTE_64F) {
+    Compute<double>(trans_a, trans_b, m, n, k, *static_cast<const double*>(alpha), a, ab_type,
+                    lda, b, ldb, *static_cast<const double*>(beta), c, d, cd_type, ldc, bias);
+  } else {
+    Compute<float>(trans_a, trans_b, m, n, k, *static_cast<const float*>(alpha), a, ab_type, lda,
+                   b, ldb, *static_cast<const float*>(beta), c, d, cd_type, ldc, bias);
+  }
+}
+
 // The shapes of a matmul: op(A) is m x k, op(B) k x n, C and D m x n; false when the
 // layouts disagree or a leading dimension is below its row count.
 bool Shapes(const EmulatedLtDesc& desc, const EmulatedLtLayout& a, const EmulatedLtLayout& b,
@@ -274,16 +288,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     std::fprintf(stderr, "cuBLASLt stand-in: a pointer is less aligned than the algorithm's\n");
     return CUBLAS_STATUS_INVALID_VALUE;
   }
-  const bool ta = desc->trans_a == CUBLAS_OP_T, tb = desc->trans_b == CUBLAS_OP_T;
-  if (desc->compute == CUBLAS_COMPUTE_64F) {
-    Compute<double>(ta, tb, m, n, k, *static_cast<const double*>(alpha), a, a_layout->type,
-                    a_layout->ld, b, b_layout->ld, *static_cast<const double*>(beta), c, d,
-                    d_layout->type, d_layout->ld, bias ? desc->bias : nullptr);
-  } else {
-    Compute<float>(ta, tb, m, n, k, *static_cast<const float*>(alpha), a, a_layout->type,
-                   a_layout->ld, b, b_layout->ld, *static_cast<const float*>(beta), c, d,
-                   d_layout->type, d_layout->ld, bias ? desc->bias : nullptr);
-  }
+  Run(desc->compute, desc->trans_a == CUBLAS_OP_T, desc->trans_b == CUBLAS_OP_T, m, n, k, alpha,
+      a, a_layout->type, a_layout->ld, b, b_layout->ld, beta, c, d, d_layout->type, d_layout->ld,
+      bias ? desc->bias : nullptr);
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -311,12 +318,6 @@ cublasStatus_t cublasGemmEx_64(cublasHandle_t, cublasOperation_t transa, cublasO
   if (m <= 0 || n <= 0 || k <= 0 || lda < (ta ? k : m) || ldb < (tb ? n : k) || ldc < m) {
     return CUBLAS_STATUS_INVALID_VALUE;
   }
-  if (compute == CUBLAS_COMPUTE_64F) {
-    Compute<double>(ta, tb, m, n, k, *static_cast<const double*>(alpha), a, a_type, lda, b, ldb,
-                    *static_cast<const double*>(beta), c, c, c_type, ldc, nullptr);
-  } else {
-    Compute<float>(ta, tb, m, n, k, *static_cast<const float*>(alpha), a, a_type, lda, b, ldb,
-                   *static_cast<const float*>(beta), c, c, c_type, ldc, nullptr);
-  }
+  Run(compute, ta, tb, m, n, k, alpha, a, a_type, lda, b, ldb, beta, c, c, c_type, ldc, nullptr);
   return CUBLAS_STATUS_SUCCESS;
 }
