@@ -52,7 +52,7 @@
 // for bf16, dt itself for f32 and f64) instead, because a backward or a loss reads them
 // or because they are reductions:
 //   RmsNorm inv_rms; Rope cos/sin; Attention lse; LogSoftmaxGather logp and lse;
-//   ColumnBlockDots out; GemmTo's C when the caller asks for c_dt = AccumDType(dt) (a
+//   ColumnBlockDots out; ExpertsUpBackward dg; GemmTo's C when the caller asks for c_dt = AccumDType(dt) (a
 //   parameter gradient accumulated in f32 from bf16 activations, or f32 logits); the
 //   parameter gradients SumRows dbias, RmsNormBackward dw, and EmbeddingBackward's
 //   dtable when the caller asks for table_dt = AccumDType(dt).
@@ -169,6 +169,26 @@ class Backend {
                                  int64_t blocks, int64_t width, double alpha, void* out) = 0;
   virtual void ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows,
                                int64_t blocks, int64_t width, double alpha, void* out) = 0;
+  // The PMoL experts' stacked projections with the router's gates fused in (one op where
+  // a GEMM and ScaleColumnBlocks / ColumnBlockDots would round the products in between).
+  // cols = blocks * width (block b: expert b's rank slice); g [rows, blocks] are the
+  // gates (null: a plain LoRA, g = 1); every operand is of dt and packed, except dg:
+  //   ExpertsDown:       x [rows, k], a [cols, k]; the products p = x a^T in AccumDType(dt);
+  //                      h = p (not written when h is null),
+  //                      hs[n, b*w+j] = (alpha * g[n, b]) * p[n, b*w+j]
+  //   ExpertsUpBackward: dy [rows, d], b [d, cols], h the forward's h (read only with g);
+  //                      the products q = dy b in AccumDType(dt);
+  //                      dg[n, b] = alpha * sum_j q[n, b*w+j] * h[n, b*w+j] (AccumDType(dt);
+  //                        j in order; not written without g),
+  //                      dh[n, b*w+j] = (alpha * g[n, b]) * q[n, b*w+j]
+  // Each output is rounded once from the AccumDType products (bf16: p and q are never
+  // rounded to bf16 on the way).
+  virtual void ExpertsDown(DType dt, const void* x, const void* a, const void* g, int64_t rows,
+                           int64_t k, int64_t blocks, int64_t width, double alpha, void* h,
+                           void* hs) = 0;
+  virtual void ExpertsUpBackward(DType dt, const void* dy, const void* b, const void* h,
+                                 const void* g, int64_t rows, int64_t d, int64_t blocks,
+                                 int64_t width, double alpha, void* dg, void* dh) = 0;
   // Row gather/scatter between two row-major matrices (the packing of routed rows for
   // expert parallelism), for i < n, j < width, with s_i = src_rows ? src_rows[i] : i and
   // d_i = dst_rows ? dst_rows[i] : i (row index arrays: I32 on this device, may be null):

@@ -284,6 +284,66 @@ void CpuBackend::ColumnBlockDots(DType dt, const void* x, const void* y, int64_t
                             P<T>(out));
   });
 }
+// The GEMM into the output (h, else hs) in dt, then the gates' scaling of it: for f32
+// and f64 the values of Gemm + ScaleColumnBlocks; bf16 runs that f32 op on widened
+// operands and rounds each output once.
+void CpuBackend::ExpertsDown(DType dt, const void* x, const void* a, const void* g,
+                             int64_t rows, int64_t k, int64_t blocks, int64_t width,
+                             double alpha, void* h, void* hs) {
+  const int64_t cols = blocks * width;
+  if (dt == DType::kBF16) {
+    cpu::WidenedOperands wide(this);
+    const float* x32 = wide.In(x, rows * k);
+    const float* a32 = wide.In(a, cols * k);
+    const float* g32 = wide.In(g, rows * blocks);
+    float* h32 = wide.Out(h, rows * cols);
+    ExpertsDown(DType::kF32, x32, a32, g32, rows, k, blocks, width, alpha, h32,
+                wide.Out(hs, rows * cols));
+    wide.WriteBack();
+    return;
+  }
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    T* p = P<T>(h != nullptr ? h : hs);
+    cpu::Gemm<T>(false, true, rows, cols, k, T{1}, P<T>(x), k, P<T>(a), k, T{0}, p, cols);
+    if (g != nullptr) {
+      cpu::ScaleColumnBlocks<T>(p, P<T>(g), rows, blocks, width, static_cast<T>(alpha),
+                                P<T>(hs));
+      return;
+    }
+    if (p != hs) std::copy(p, p + rows * cols, P<T>(hs));
+    cpu::Scale<T>(static_cast<T>(alpha), P<T>(hs), rows * cols);
+  });
+}
+// The GEMM into dh in dt, the dots from it, then its scaling in place (f32 and f64: the
+// values of Gemm + ColumnBlockDots + ScaleColumnBlocks); bf16 as ExpertsDown.
+void CpuBackend::ExpertsUpBackward(DType dt, const void* dy, const void* b, const void* h,
+                                   const void* g, int64_t rows, int64_t d, int64_t blocks,
+                                   int64_t width, double alpha, void* dg, void* dh) {
+  const int64_t cols = blocks * width;
+  if (dt == DType::kBF16) {  // dg is f32 (AccumDType): written directly
+    cpu::WidenedOperands wide(this);
+    const float* dy32 = wide.In(dy, rows * d);
+    const float* b32 = wide.In(b, d * cols);
+    const float* h32 = g != nullptr ? wide.In(h, rows * cols) : nullptr;
+    const float* g32 = wide.In(g, rows * blocks);
+    ExpertsUpBackward(DType::kF32, dy32, b32, h32, g32, rows, d, blocks, width, alpha, dg,
+                      wide.Out(dh, rows * cols));
+    wide.WriteBack();
+    return;
+  }
+  Dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    T* q = P<T>(dh);
+    cpu::Gemm<T>(false, false, rows, cols, d, T{1}, P<T>(dy), d, P<T>(b), cols, T{0}, q, cols);
+    if (g == nullptr) {
+      cpu::Scale<T>(static_cast<T>(alpha), q, rows * cols);
+      return;
+    }
+    cpu::ColumnBlockDots<T>(q, P<T>(h), rows, blocks, width, static_cast<T>(alpha), P<T>(dg));
+    cpu::ScaleColumnBlocks<T>(q, P<T>(g), rows, blocks, width, static_cast<T>(alpha), q);
+  });
+}
 void CpuBackend::CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows,
                           void* dst, int64_t dst_stride, const int32_t* dst_rows, int64_t n,
                           int64_t width, bool accumulate) {

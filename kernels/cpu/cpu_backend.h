@@ -54,6 +54,12 @@ class CpuBackend : public Backend {
                          int64_t width, double alpha, void* out) override;
   void ColumnBlockDots(DType dt, const void* x, const void* y, int64_t rows, int64_t blocks,
                        int64_t width, double alpha, void* out) override;
+  void ExpertsDown(DType dt, const void* x, const void* a, const void* g, int64_t rows,
+                   int64_t k, int64_t blocks, int64_t width, double alpha, void* h,
+                   void* hs) override;
+  void ExpertsUpBackward(DType dt, const void* dy, const void* b, const void* h, const void* g,
+                         int64_t rows, int64_t d, int64_t blocks, int64_t width, double alpha,
+                         void* dg, void* dh) override;
   void CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows, void* dst,
                 int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
                 bool accumulate) override;

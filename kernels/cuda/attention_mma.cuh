@@ -1,21 +1,6 @@
 // Tensor-core pieces of the bf16 attention kernels (attention_mma_kernels.cuh, launched by
-// attention_mma.cu): when they apply, their launchers, the warp-level bf16 matrix product
-// mma.sync.m16n8k16 (f32 accumulators), and the shared-memory tiles its operands come from.
-//
-// One mma multiplies a 16x16 bf16 A by a 16x8 bf16 B into a 16x8 f32 C, each spread over
-// the 32 lanes of a warp (PTX ISA, "matrix fragments for mma.m16n8k16"): with g = lane/4
-// and t = lane%4, a lane holds
-//   A: rows g and g+8, columns 2t, 2t+1 and 2t+8, 2t+9 (four registers of two bf16, the
-//      lower column in the lower half);
-//   B: column g, rows 2t, 2t+1 and 2t+8, 2t+9 (two registers);
-//   C: rows g and g+8, columns 2t, 2t+1: element e of a C tile is at row g + 8*(e/2),
-//      column 2t + e%2.
-// So a C tile is, register for register, half of an A fragment: scores computed into C
-// tiles are rounded to bf16 and fed as A to the next product without leaving registers
-// (FlashAttention-2's trick). Every product here has the form
-//   C[16 rows, N] += A[16 rows, K] * B,  B[k][n] = tile[n][k],
-// i.e. B is read from a row-major shared tile whose rows are B's columns; products that
-// need B = X (not X^T) read a transposed copy of X kept in shared memory.
+// attention_mma.cu): when they apply, their launchers, and the shared-memory tiles of a head
+// that the mma.sync products of mma.cuh read.
 //
 // Shared tiles are bf16 bit patterns (uint16_t): kMmaTile = 64 rows of a [B, T, H, D]
 // tensor's head as [64][D + 8], or transposed as [D][64 + 8]. The 8-element pad makes the
@@ -32,6 +17,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/mma.cuh"
 
 namespace pmol::cuda {
 
@@ -71,15 +57,6 @@ void LaunchAttentionBackwardMma(const AttentionDims& dims, const Bf16* q, const 
 // ---------------------------------------------------------------------------------------
 // Device pieces.
 
-struct MmaLane {
-  int g;  // lane / 4
-  int t;  // lane % 4
-};
-__device__ __forceinline__ MmaLane ThisMmaLane() {
-  const int lane = threadIdx.x % kWarp;
-  return {lane / 4, lane % 4};
-}
-
 // Max and sum over the 4 lanes of a group (lanes 4g .. 4g+3 hold the same C rows).
 __device__ __forceinline__ float GroupMax(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -88,77 +65,6 @@ __device__ __forceinline__ float GroupMax(float v) {
 __device__ __forceinline__ float GroupSum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 1);
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-// Two adjacent bf16 of a shared tile (the first at an even element index) as one register.
-__device__ __forceinline__ uint32_t LoadPair(const uint16_t* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
-}
-
-// (lo, hi) rounded to bf16 (nearest even, as F32ToBf16) and packed, lo in the lower half.
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  uint32_t bits;
-  memcpy(&bits, &v, sizeof(bits));
-  return bits;
-}
-
-// c += a * b: a 16x16 bf16 A fragment, (b0, b1) a 16x8 bf16 B fragment, c 16x8 f32.
-// (PMOL_CUDA_SIMT_EMULATION: the CPU emulation of tests/cuda/simt_emulation/ computes the
-// same product from the same fragments.)
-__device__ __forceinline__ void Mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-#if defined(PMOL_CUDA_SIMT_EMULATION)
-  EmulatedMma16816(c, a, b0, b1);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-// c[j] (C tiles: 16 rows by columns [8j, 8j + 8), j < kN/8) += A * B where A is rows
-// [a_row0, a_row0 + 16) of the row-major tile a (kK columns) and B[k][n] = b[n][k] for
-// the first kN rows n of the row-major tile b (kK columns).
-template <int kK, int kN>
-__device__ __forceinline__ void MmaRowsTimesRowsT(const uint16_t* a, int lda, int a_row0,
-                                                  const uint16_t* b, int ldb,
-                                                  float (&c)[kN / 8][4]) {
-  const MmaLane lane = ThisMmaLane();
-#pragma unroll
-  for (int kk = 0; kk < kK / 16; ++kk) {
-    const uint16_t* pa = a + (a_row0 + lane.g) * lda + 16 * kk + 2 * lane.t;
-    const uint32_t frag[4] = {LoadPair(pa), LoadPair(pa + 8 * lda), LoadPair(pa + 8),
-                              LoadPair(pa + 8 * lda + 8)};
-#pragma unroll
-    for (int j = 0; j < kN / 8; ++j) {
-      const uint16_t* pb = b + (8 * j + lane.g) * ldb + 16 * kk + 2 * lane.t;
-      Mma16816(c[j], frag, LoadPair(pb), LoadPair(pb + 8));
-    }
-  }
-}
-
-// c[j] += P * B where P is the 16 x kK matrix held in C tiles p[kK/8] (rounded to bf16
-// here) and B[k][n] = b[n][k] for the first kN rows n of the row-major tile b.
-template <int kK, int kN>
-__device__ __forceinline__ void MmaRegsTimesRowsT(const float (&p)[kK / 8][4],
-                                                  const uint16_t* b, int ldb,
-                                                  float (&c)[kN / 8][4]) {
-  const MmaLane lane = ThisMmaLane();
-#pragma unroll
-  for (int kk = 0; kk < kK / 16; ++kk) {
-    const uint32_t frag[4] = {PackBf16(p[2 * kk][0], p[2 * kk][1]),
-                              PackBf16(p[2 * kk][2], p[2 * kk][3]),
-                              PackBf16(p[2 * kk + 1][0], p[2 * kk + 1][1]),
-                              PackBf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-#pragma unroll
-    for (int j = 0; j < kN / 8; ++j) {
-      const uint16_t* pb = b + (8 * j + lane.g) * ldb + 16 * kk + 2 * lane.t;
-      Mma16816(c[j], frag, LoadPair(pb), LoadPair(pb + 8));
-    }
-  }
 }
 
 // Rows [t0, t0 + 64) of head `head` of batch b of a [B, T, H, kD] bf16 tensor into the

@@ -277,6 +277,52 @@ class CudaBackend final : public Backend {
     });
   }
 
+  // bf16: one tensor-core kernel where ExpertsMmaApplies. Otherwise the GEMM writes the
+  // products in AccumDType (into h or hs when they hold that type, else the scratch
+  // buffer), and an epilogue kernel finishes them.
+  void ExpertsDown(DType dt, const void* x, const void* a, const void* g, int64_t rows,
+                   int64_t k, int64_t blocks, int64_t width, double alpha, void* h,
+                   void* hs) override {
+    const int64_t cols = blocks * width;
+    if (rows <= 0 || cols <= 0) return;
+    if (dt == DType::kBF16 && cuda::ExpertsMmaApplies(k, cols, {x, a})) {
+      cuda::LaunchExpertsDownMma(In<Bf16>(x), In<Bf16>(a), In<Bf16>(g), rows, k, blocks, width,
+                                 static_cast<float>(alpha), Out<Bf16>(h), Out<Bf16>(hs),
+                                 stream_);
+      return;
+    }
+    ForStorageType(dt, "ExpertsDown", [&](auto tag) {
+      using T = decltype(tag);
+      using A = cuda::Accum<T>;
+      void* p = dt != AccumDType(dt) ? Scratch(rows * cols * sizeof(A)) : h != nullptr ? h : hs;
+      GemmTo(dt, AccumDType(dt), false, true, rows, cols, k, 1.0, x, k, a, k, 0.0, p, cols);
+      cuda::LaunchExpertsDownEpilogue<T>(In<A>(p), In<T>(g), rows, blocks, width,
+                                         static_cast<A>(alpha), Out<T>(h), Out<T>(hs), stream_);
+    });
+  }
+
+  void ExpertsUpBackward(DType dt, const void* dy, const void* b, const void* h, const void* g,
+                         int64_t rows, int64_t d, int64_t blocks, int64_t width, double alpha,
+                         void* dg, void* dh) override {
+    const int64_t cols = blocks * width;
+    if (rows <= 0 || cols <= 0) return;
+    if (dt == DType::kBF16 && cuda::ExpertsMmaApplies(d, cols, {dy, b})) {
+      cuda::LaunchExpertsUpBackwardMma(In<Bf16>(dy), In<Bf16>(b), In<Bf16>(h), In<Bf16>(g),
+                                       rows, d, blocks, width, static_cast<float>(alpha),
+                                       Out<float>(dg), Out<Bf16>(dh), stream_);
+      return;
+    }
+    ForStorageType(dt, "ExpertsUpBackward", [&](auto tag) {
+      using T = decltype(tag);
+      using A = cuda::Accum<T>;
+      void* q = dt != AccumDType(dt) ? Scratch(rows * cols * sizeof(A)) : dh;
+      GemmTo(dt, AccumDType(dt), false, false, rows, cols, d, 1.0, dy, d, b, cols, 0.0, q, cols);
+      cuda::LaunchExpertsUpBackwardEpilogue<T>(In<A>(q), In<T>(h), In<T>(g), rows, blocks, width,
+                                               static_cast<A>(alpha), Out<A>(dg), Out<T>(dh),
+                                               stream_);
+    });
+  }
+
   void CopyRows(DType dt, const void* src, int64_t src_stride, const int32_t* src_rows, void* dst,
                 int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
                 bool accumulate) override {

@@ -11,6 +11,7 @@ CUDA_KERNELS = [
     "dropout",
     "elementwise",
     "embedding",
+    "experts",
     "gemm",
     "log_softmax",
     "optimizer",

@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include "kernels/dtype.h"
 
@@ -68,6 +69,27 @@ template <typename T>
 void LaunchCopyRows(const T* src, int64_t src_stride, const int32_t* src_rows, T* dst,
                     int64_t dst_stride, const int32_t* dst_rows, int64_t n, int64_t width,
                     bool accumulate, cudaStream_t stream);
+
+// experts.cu: the PMoL experts' projections with the gates fused in (kernels/backend.h
+// ExpertsDown, ExpertsUpBackward). The epilogues finish products p = x a^T or q = dy b
+// that a GEMM wrote packed in Accum<T> (float, double, Bf16; p may be h or hs, q may be
+// dh, when they are of Accum<T>); the bf16 tensor-core kernels compute the products too,
+// for the shapes ExpertsMmaApplies accepts (k and cols multiples of 8, cols <= 128, the
+// listed matrices 16-byte aligned).
+template <typename T>
+void LaunchExpertsDownEpilogue(const Accum<T>* p, const T* g, int64_t rows, int64_t blocks,
+                               int64_t width, Accum<T> alpha, T* h, T* hs, cudaStream_t stream);
+template <typename T>
+void LaunchExpertsUpBackwardEpilogue(const Accum<T>* q, const T* h, const T* g, int64_t rows,
+                                     int64_t blocks, int64_t width, Accum<T> alpha,
+                                     Accum<T>* dg, T* dh, cudaStream_t stream);
+bool ExpertsMmaApplies(int64_t k, int64_t cols, std::initializer_list<const void*> matrices);
+void LaunchExpertsDownMma(const Bf16* x, const Bf16* a, const Bf16* g, int64_t rows, int64_t k,
+                          int64_t blocks, int64_t width, float alpha, Bf16* h, Bf16* hs,
+                          cudaStream_t stream);
+void LaunchExpertsUpBackwardMma(const Bf16* dy, const Bf16* b, const Bf16* h, const Bf16* g,
+                                int64_t rows, int64_t d, int64_t blocks, int64_t width,
+                                float alpha, float* dg, Bf16* dh, cudaStream_t stream);
 
 // convert.cu: any two of f32, f64, bf16, f16 (bit-identical to kernels/dtype.h).
 void LaunchConvert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n,

@@ -992,6 +992,78 @@ TYPED_TEST(CudaOps, CopyRowsMatchesCpuBitForBit) {
   ExpectCopyRowsMatchesCpu<TypeParam>(this->gpu_, this->cpu_, this->rng_);
 }
 
+// The experts' projections with the gates fused in (ExpertsDown, ExpertsUpBackward).
+struct ExpertsCase {
+  int64_t rows, k, d, blocks, width;
+  int64_t offset = 0;  // elements x and dy start past their allocation (odd: unaligned)
+  std::string Describe() const {
+    return " rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
+           " d=" + std::to_string(d) + " blocks=" + std::to_string(blocks) +
+           " width=" + std::to_string(width) + " offset=" + std::to_string(offset);
+  }
+};
+
+// Both ops on the GPU against the CPU in the same type, with the gates and without (then
+// h and dg are not written: they stay NaN on the GPU). h, hs and dh are GEMM outputs
+// (tolerance Tol<T>::kReduction); dg is of AccumDType, dots of those products with h
+// (Tol<Accum>::kReduction). The backward reads the CPU's h, so that it is checked alone.
+template <typename T>
+void ExpectExpertsMatchCpu(Backend* gpu, Backend* cpu, std::mt19937& rng, const ExpertsCase& c) {
+  using A = std::conditional_t<std::is_same_v<T, Bf16>, float, T>;
+  const DType dt = DTypeOf<T>();
+  const int64_t cols = c.blocks * c.width;
+  const std::vector<T> x = Uniform<T>(rng, c.offset + c.rows * c.k, -2.0, 2.0);
+  const std::vector<T> a = Uniform<T>(rng, cols * c.k), b = Uniform<T>(rng, c.d * cols);
+  const std::vector<T> g = Uniform<T>(rng, c.rows * c.blocks, 0.0, 1.0);
+  const std::vector<T> dy = Uniform<T>(rng, c.offset + c.rows * c.d, -2.0, 2.0);
+  GpuArray<T> gx(gpu, x), ga(gpu, a), gb(gpu, b), gg(gpu, g), gdy(gpu, dy);
+  const auto all_nan = [](const auto& v) {
+    return std::all_of(v.begin(), v.end(),
+                       [](auto e) { return std::isnan(static_cast<double>(e)); });
+  };
+  for (bool gated : {true, false}) {
+    const std::string what = std::string(" ") + DTypeName(dt) + (gated ? " gated" : " plain") +
+                             c.Describe();
+    GpuArray<T> gh(gpu, c.rows * cols), ghs(gpu, c.rows * cols);
+    gpu->ExpertsDown(dt, gx.data() + c.offset, ga.get(), gated ? gg.get() : nullptr, c.rows, c.k,
+                     c.blocks, c.width, 0.6, gated ? gh.get() : nullptr, ghs.get());
+    std::vector<T> h(c.rows * cols), hs(c.rows * cols);
+    cpu->ExpertsDown(dt, x.data() + c.offset, a.data(), gated ? g.data() : nullptr, c.rows, c.k,
+                     c.blocks, c.width, 0.6, gated ? h.data() : nullptr, hs.data());
+    ExpectClose(ghs.ToHost(), hs, Tol<T>::kReduction, "ExpertsDown hs" + what);
+    if (gated) {
+      ExpectClose(gh.ToHost(), h, Tol<T>::kReduction, "ExpertsDown h" + what);
+    } else {
+      EXPECT_TRUE(all_nan(gh.ToHost())) << "ExpertsDown wrote h" << what;
+    }
+
+    GpuArray<T> gh_in(gpu, gated ? h : hs);
+    GpuArray<A> gdg(gpu, c.rows * c.blocks);
+    GpuArray<T> gdh(gpu, c.rows * cols);
+    gpu->ExpertsUpBackward(dt, gdy.data() + c.offset, gb.get(), gated ? gh_in.get() : nullptr,
+                           gated ? gg.get() : nullptr, c.rows, c.d, c.blocks, c.width, 0.6,
+                           gated ? gdg.get() : nullptr, gdh.get());
+    std::vector<A> dg(c.rows * c.blocks);
+    std::vector<T> dh(c.rows * cols);
+    cpu->ExpertsUpBackward(dt, dy.data() + c.offset, b.data(), gated ? h.data() : nullptr,
+                           gated ? g.data() : nullptr, c.rows, c.d, c.blocks, c.width, 0.6,
+                           gated ? dg.data() : nullptr, dh.data());
+    ExpectClose(gdh.ToHost(), dh, Tol<T>::kReduction, "ExpertsUpBackward dh" + what);
+    if (gated) {
+      ExpectClose(gdg.ToHost(), dg, Tol<A>::kReduction, "ExpertsUpBackward dg" + what);
+    } else {
+      EXPECT_TRUE(all_nan(gdg.ToHost())) << "ExpertsUpBackward wrote dg" << what;
+    }
+  }
+}
+
+// f32 and f64: the GEMM (cuBLASLt) and the epilogue kernel.
+TYPED_TEST(CudaOps, Experts) {
+  for (const ExpertsCase& c : {ExpertsCase{37, 45, 29, 3, 5}, ExpertsCase{64, 64, 48, 6, 8}}) {
+    ExpectExpertsMatchCpu<TypeParam>(this->gpu_, this->cpu_, this->rng_, c);
+  }
+}
+
 // Every pair of floating types, on values that exercise rounding: ties, subnormals of
 // f16, overflow, infinities, signed zeros, NaN.
 TEST_F(CudaBackendTest, ConvertMatchesCpuBitForBit) {
@@ -1292,6 +1364,32 @@ TEST_F(CudaBf16Test, ColumnBlocks) {
     ExpectBitwiseEqual(got, want, "bf16 ScaleColumnBlocks" + what);
     gpu_->ScaleColumnBlocks(kDt, gx.get(), gs.get(), rows, blocks, width, 0.7, gx.get());
     ExpectBitwiseEqual(gx.ToHost(), got, "bf16 ScaleColumnBlocks in place" + what);
+  }
+}
+
+// bf16: with k and cols multiples of 8, cols <= 128 and x, a (dy, b) 16-byte aligned the
+// tensor-core kernels run, which call no GEMM (the GEMM counters stay as they were); row
+// tails (rows % 64), k tails (k % 64) and padded columns (48 -> 48, 24 -> 32, 128) are
+// covered. Otherwise (width 5, an odd offset, 136 columns) cuBLASLt and the epilogue
+// kernel.
+TEST_F(CudaBf16Test, ExpertsOnTensorCoresOrThroughTheEpilogue) {
+  const ExpertsCase tensor_core[] = {{130, 200, 72, 6, 8}, {64, 64, 64, 2, 8},
+                                     {7, 24, 40, 3, 8},    {70, 136, 24, 4, 32},
+                                     {1, 8, 8, 1, 16}};
+  for (const ExpertsCase& c : tensor_core) {
+    const cuda::GemmCounters before = GemmCountersOf(gpu_);
+    ExpectExpertsMatchCpu<Bf16>(gpu_, cpu_, rng_, c);
+    const cuda::GemmCounters now = GemmCountersOf(gpu_);
+    EXPECT_EQ(now.lt_calls + now.cublas_fallbacks, before.lt_calls + before.cublas_fallbacks)
+        << "a GEMM ran where the tensor-core kernels apply:" << c.Describe();
+  }
+  const ExpertsCase epilogue[] = {{37, 45, 29, 3, 5}, {50, 64, 64, 2, 8, 1}, {20, 64, 64, 17, 8}};
+  for (const ExpertsCase& c : epilogue) {
+    const cuda::GemmCounters before = GemmCountersOf(gpu_);
+    ExpectExpertsMatchCpu<Bf16>(gpu_, cpu_, rng_, c);
+    EXPECT_EQ(GemmCountersOf(gpu_).lt_calls + GemmCountersOf(gpu_).cublas_fallbacks,
+              before.lt_calls + before.cublas_fallbacks + 4)
+        << "the fallback should run one GEMM per op call:" << c.Describe();
   }
 }
 

@@ -250,6 +250,42 @@ TEST(Bf16Ops, GemmBiasRoundsOnce) {
   }
 }
 
+// The experts' projections with the gates fused in: h, hs, dh are the f32 run's outputs
+// rounded once, dg the f32 run's (dhs is never rounded to bf16 on the way). A GEMM
+// rounded to bf16 and then scaled rounds twice and fails the check on hs and dh; dg from
+// bf16-rounded dhs fails it too. Also without gates (plain LoRA: hs = alpha * p, dh =
+// alpha * q, h not written).
+TEST(Bf16Ops, ExpertsRoundOnce) {
+  std::mt19937 rng(6);
+  const int64_t rows = 11, k = 40, d = 24, blocks = 3, width = 8, cols = blocks * width;
+  const std::vector<double> x = Bf16Values(rng, rows * k), a = Bf16Values(rng, cols * k),
+                            g = Bf16Values(rng, rows * blocks, 0, 1),
+                            dy = Bf16Values(rng, rows * d), b = Bf16Values(rng, d * cols),
+                            h = Bf16Values(rng, rows * cols);
+  for (bool gated : {true, false}) {
+    CheckOp(gated ? "ExpertsDown" : "ExpertsDown without gates", [&](auto tag) {
+      using S = decltype(tag);
+      std::vector<S> xs = As<S>(x), as = As<S>(a), gs = As<S>(g), hs(rows * cols),
+                     out(rows * cols);
+      Be()->ExpertsDown(DtOf<S>(), xs.data(), as.data(), gated ? gs.data() : nullptr, rows, k,
+                        blocks, width, 0.75, gated ? hs.data() : nullptr, out.data());
+      if (!gated) return Outputs{{D(out)}, {}};
+      return Outputs{{D(hs), D(out)}, {}};
+    });
+    CheckOp(gated ? "ExpertsUpBackward" : "ExpertsUpBackward without gates", [&](auto tag) {
+      using S = decltype(tag);
+      std::vector<S> dys = As<S>(dy), bs = As<S>(b), hs = As<S>(h), gs = As<S>(g),
+                     dh(rows * cols);
+      std::vector<AccOf<S>> dg(rows * blocks);
+      Be()->ExpertsUpBackward(DtOf<S>(), dys.data(), bs.data(), gated ? hs.data() : nullptr,
+                              gated ? gs.data() : nullptr, rows, d, blocks, width, 0.75,
+                              gated ? dg.data() : nullptr, dh.data());
+      if (!gated) return Outputs{{D(dh)}, {}};
+      return Outputs{{D(dh)}, {D(dg)}};
+    });
+  }
+}
+
 TEST(Bf16Ops, GemmToRefusesOtherCTypes) {
   std::vector<uint16_t> a(4), b(4), c(4);
   EXPECT_DEATH(Be()->GemmTo(DType::kBF16, DType::kF64, false, false, 2, 2, 2, 1.0, a.data(), 2,

@@ -23,6 +23,8 @@
 //     lane = 4g + t holds A rows g, g+8, columns 2t, 2t+1, 2t+8, 2t+9; B column g, rows
 //     2t, 2t+1, 2t+8, 2t+9; C rows g, g+8, columns 2t, 2t+1) and computes its C
 //     elements in f32;
+//   cp.async (CopyAsync16 / Commit / Wait of kernels/cuda/mma.cuh): each thread's copies
+//     are held back until the wait that completes their group;
 //   __floats2bfloat162_rn: nearest-even rounding, as the hardware's;
 //   device math (exp, log, sqrt, max, ...): the host's, so results may differ from a GPU's
 //     in the last bit, never more.
@@ -125,6 +127,15 @@ struct Block {
   unsigned char shuffle[kMaxWarps][32][8];
   uint32_t a[kMaxWarps][32][4];
   uint32_t b[kMaxWarps][32][2];
+  // Per thread: its cp.async copies not yet completed, and the ends (in that list) of its
+  // committed groups, oldest first.
+  struct AsyncCopy {
+    void* dst;
+    const void* src;
+    bool valid;
+  };
+  std::vector<AsyncCopy> async_copies[kMaxThreads];
+  std::vector<size_t> async_groups[kMaxThreads];
 };
 inline Block& CurrentBlock() {
   static Block block;
@@ -169,6 +180,8 @@ inline void RunBlock(int threads, dim3 block) {
     makecontext(&b.fibers[i], FiberMain, 0);
     b.waiting_on[i] = nullptr;
     b.done[i] = false;
+    b.async_copies[i].clear();
+    b.async_groups[i].clear();
   }
   b.running = threads;
   while (b.running > 0) {
@@ -331,6 +344,36 @@ inline void EmulatedMma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
     c[e] += sum;
   }
   simt::Arrive(block.warp[w]);  // the fragments are read before the next product
+}
+
+// cp.async (kernels/cuda/mma.cuh): a copy is held back until the CopyAsyncWait that
+// completes its group, the latest the hardware may complete it, so a kernel that reads
+// shared memory before waiting reads the 0xff fill (or an older tile).
+inline void EmulatedCopyAsync16(void* smem, const void* gmem, bool valid) {
+  simt::Block& block = simt::CurrentBlock();
+  block.async_copies[block.current].push_back({smem, gmem, valid});
+}
+inline void EmulatedCopyAsyncCommit() {
+  simt::Block& block = simt::CurrentBlock();
+  block.async_groups[block.current].push_back(block.async_copies[block.current].size());
+}
+inline void EmulatedCopyAsyncWait(int pending) {
+  simt::Block& block = simt::CurrentBlock();
+  std::vector<simt::Block::AsyncCopy>& copies = block.async_copies[block.current];
+  std::vector<size_t>& groups = block.async_groups[block.current];
+  const int complete = static_cast<int>(groups.size()) - pending;
+  if (complete <= 0) return;
+  const size_t end = groups[complete - 1];
+  for (size_t i = 0; i < end; ++i) {
+    if (copies[i].valid) {
+      std::memcpy(copies[i].dst, copies[i].src, 16);
+    } else {
+      std::memset(copies[i].dst, 0, 16);
+    }
+  }
+  copies.erase(copies.begin(), copies.begin() + static_cast<std::ptrdiff_t>(end));
+  groups.erase(groups.begin(), groups.begin() + complete);
+  for (size_t& g : groups) g -= end;
 }
 
 #endif  // PMOL_TESTS_CUDA_SIMT_EMULATION_SIMT_EMULATION_H_
