@@ -16,25 +16,6 @@ void AdapterGemm(const Tensor& a, bool ta, const Tensor& b, bool tb, double beta
                       b.dim(1), beta, c.data(), n);
 }
 
-namespace {
-
-// The expert outputs scaled by their gates: hs = h * gk * alpha/r (h itself for LoRA).
-Tensor ScaledExperts(const PmolLinearSpec& spec, const PmolLinearCache& cache) {
-  const Tensor& h = cache.h;
-  if (!spec.has_router) {
-    Tensor hs = h.Clone();
-    h.backend()->Scale(h.dtype(), spec.scaling, hs.data(), hs.numel());
-    return hs;
-  }
-  Tensor hs = Tensor::Empty(h.shape(), h.dtype(), h.backend());
-  h.backend()->ScaleColumnBlocks(h.dtype(), h.data(), cache.gates.data(), h.dim(0),
-                                 spec.layout.num_experts(), spec.layout.rank, spec.scaling,
-                                 hs.data());
-  return hs;
-}
-
-}  // namespace
-
 const Tensor& PmolDropoutInput(const PmolLinearSpec& spec, const Tensor& x, const Tensor& keep,
                                PmolLinearCache* cache) {
   if (!keep.defined()) return x;
@@ -144,15 +125,21 @@ int64_t PmolDroppedCount(const PmolLinearCache& cache) {
 
 void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
                        const Tensor& keep, Tensor& y, PmolLinearCache* cache) {
-  const int64_t n = x.dim(0), er = spec.layout.num_experts() * spec.layout.rank;
+  Backend* be = x.backend();
+  const DType dt = x.dtype();
+  const int64_t n = x.dim(0), experts = spec.layout.num_experts(), r = spec.layout.rank;
   PMOL_CHECK(x.dim(1) == spec.d_in && y.dim(1) == spec.d_out);
+  PMOL_CHECK(p.lora_A.dtype() == dt && p.lora_B.dtype() == dt);
   cache->Clear();
   const Tensor& xe = PmolDropoutInput(spec, x, keep, cache);
-  cache->h = Tensor::Empty({n, er}, x.dtype(), x.backend());
-  AdapterGemm(xe, false, p.lora_A, true, 0.0, cache->h);
+  // The gates first, then h and hs = h * gk * alpha/r in one op (products rounded once).
   if (spec.has_router) PmolDeviceRouterForward(spec, p, x, cache);
-  Tensor hs = ScaledExperts(spec, *cache);
-  AdapterGemm(hs, false, p.lora_B, true, 1.0, y);
+  if (spec.has_router) cache->h = Tensor::Empty({n, experts * r}, dt, be);
+  cache->hs = Tensor::Empty({n, experts * r}, dt, be);
+  be->ExpertsDown(dt, xe.data(), p.lora_A.data(),
+                  spec.has_router ? cache->gates.data() : nullptr, n, spec.d_in, experts, r,
+                  spec.scaling, spec.has_router ? cache->h.data() : nullptr, cache->hs.data());
+  AdapterGemm(cache->hs, false, p.lora_B, true, 1.0, y);
 }
 
 void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, const Tensor& x,
@@ -161,26 +148,17 @@ void PmolLinearBackward(const PmolLinearSpec& spec, const PmolLinearParams& p, c
   Backend* be = x.backend();
   const DType dt = x.dtype();
   const int64_t n = x.dim(0), experts = spec.layout.num_experts(), r = spec.layout.rank;
-  const int64_t er = experts * r;
+  PMOL_CHECK(dy.dim(0) == n && dy.dim(1) == spec.d_out);
 
-  Tensor hs = ScaledExperts(spec, cache);
-  AdapterGemm(dy, true, hs, false, 1.0, grads->lora_B);  // dB += dy^T hs
-  hs = Tensor();
-  Tensor dhs = Tensor::Empty({n, er}, dt, be);
-  AdapterGemm(dy, false, p.lora_B, false, 0.0, dhs);      // dhs = dy B
-
-  // dh = dhs scaled by gk alpha/r, in place (dgates reads dhs first).
+  AdapterGemm(dy, true, cache.hs, false, 1.0, grads->lora_B);  // dB += dy^T hs
+  // dh = (dy B) scaled by gk alpha/r and dgk from the same products, in one op.
   Tensor dgates;
-  if (spec.has_router) {
-    dgates = Tensor::Empty({n, experts}, AccumDType(dt), be);
-    be->ColumnBlockDots(dt, dhs.data(), cache.h.data(), n, experts, r, spec.scaling,
-                        dgates.data());
-    be->ScaleColumnBlocks(dt, dhs.data(), cache.gates.data(), n, experts, r, spec.scaling,
-                          dhs.data());
-  } else {
-    be->Scale(dt, spec.scaling, dhs.data(), dhs.numel());
-  }
-  const Tensor dh = std::move(dhs);
+  if (spec.has_router) dgates = Tensor::Empty({n, experts}, AccumDType(dt), be);
+  Tensor dh = Tensor::Empty({n, experts * r}, dt, be);
+  be->ExpertsUpBackward(dt, dy.data(), p.lora_B.data(),
+                        spec.has_router ? cache.h.data() : nullptr,
+                        spec.has_router ? cache.gates.data() : nullptr, n, spec.d_out, experts,
+                        r, spec.scaling, spec.has_router ? dgates.data() : nullptr, dh.data());
 
   const Tensor& xe = cache.keep.defined() ? cache.x_drop : x;
   AdapterGemm(dh, true, xe, false, 1.0, grads->lora_A);   // dA += dh^T x_d

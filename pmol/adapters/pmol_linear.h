@@ -8,6 +8,10 @@
 // Backward mirrors it with the same two stacked GEMMs per direction:
 //   dhs = dy B;  dB += dy^T hs;  dgk[n,e] = alpha/r sum_j dhs[n,e*r+j] h[n,e*r+j]
 //   dh  = dhs scaled by gk alpha/r;  dA += dh^T x_d;  dx += (dh A) * keep / (1 - p)
+// The gates are fused into the stacked GEMMs: h and hs come out of one op
+// (Backend::ExpertsDown, after the router), dgk and dh out of one op on dhs
+// (Backend::ExpertsUpBackward), so that in bf16 the products are rounded once and dhs is
+// never stored; hs is kept for dB.
 //   dz  = RouterBackward(dgk, dprobs_aux);  dW_r += dz^T x;  dx += dz W_r
 // dprobs_aux is the auxiliary losses' gradient on the dense router probabilities.
 // The router runs on the device and never waits for the host: probs =
@@ -57,7 +61,8 @@ struct PmolLinearParams {
 struct PmolLinearCache {
   Tensor keep;           // [N, d_in] dropout keep mask (0 or 1); undefined: no dropout
   Tensor x_drop;         // x * keep * dropout_scale; undefined: no dropout
-  Tensor h;              // [N, E*r]
+  Tensor h;              // [N, E*r] (with a router: dgk reads it)
+  Tensor hs;             // [N, E*r] the gated expert outputs (dB reads them)
   Tensor gates;          // [N, E] on the device (undefined without a router)
   bool router_on_device = false;  // device routing: `router` below is not filled
   Tensor route_selected, route_gates, route_top;  // device top-k, f64: [N, S] (1 routed,

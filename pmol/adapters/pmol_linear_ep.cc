@@ -126,13 +126,12 @@ void PmolLinearForwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup& 
                nullptr, m, local_count, false);
   recv = Tensor();
   cache->h = Tensor::Empty({m, local_count * r}, dt, be);
+  cache->hs = Tensor::Empty({m, local_count * r}, dt, be);
   Tensor out = Tensor::Zeros({m, d_out}, dt, be);
-  if (m > 0) {
-    AdapterGemm(cache->recv_x, false, p.lora_A, true, 0.0, cache->h);  // h = X A_q^T
-    Tensor hs = Tensor::Empty(cache->h.shape(), dt, be);
-    be->ScaleColumnBlocks(dt, cache->h.data(), cache->recv_gates.data(), m, local_count, r, spec.scaling,
-                          hs.data());
-    AdapterGemm(hs, false, p.lora_B, true, 0.0, out);  // Y = hs B_q^T
+  if (m > 0) {  // h = X A_q^T and hs = h * gates * alpha/r in one op; Y = hs B_q^T
+    be->ExpertsDown(dt, cache->recv_x.data(), p.lora_A.data(), cache->recv_gates.data(), m, d_in,
+                    local_count, r, spec.scaling, cache->h.data(), cache->hs.data());
+    AdapterGemm(cache->hs, false, p.lora_B, true, 0.0, out);
   }
 
   // Back to the rows' ranks, added into y.
@@ -183,16 +182,12 @@ void PmolLinearBackwardEP(const PmolLinearSpec& spec, const ExpertParallelGroup&
   const int64_t ret_width = d_in + local_count * accum_slots;
   Tensor ret = Buffer(m * ret_width, dt, be);
   if (m > 0) {
-    Tensor hs = Tensor::Empty(cache.h.shape(), dt, be);
-    be->ScaleColumnBlocks(dt, cache.h.data(), cache.recv_gates.data(), m, local_count, r, spec.scaling,
-                          hs.data());
-    AdapterGemm(dout, true, hs, false, 1.0, grads->lora_B);  // dB_q += dY^T hs
-    hs = Tensor();
+    AdapterGemm(dout, true, cache.hs, false, 1.0, grads->lora_B);  // dB_q += dY^T hs
+    // dhs = dY B_q, then dgates and dh = dhs * gates * alpha/r from it, in one op.
     Tensor dh = Tensor::Empty({m, local_count * r}, dt, be);
-    AdapterGemm(dout, false, p.lora_B, false, 0.0, dh);  // dhs = dY B_q
     Tensor dgates = Tensor::Empty({m, local_count}, accum_dt, be);
-    be->ColumnBlockDots(dt, dh.data(), cache.h.data(), m, local_count, r, spec.scaling, dgates.data());
-    be->ScaleColumnBlocks(dt, dh.data(), cache.recv_gates.data(), m, local_count, r, spec.scaling, dh.data());
+    be->ExpertsUpBackward(dt, dout.data(), p.lora_B.data(), cache.h.data(), cache.recv_gates.data(), m,
+                          d_out, local_count, r, spec.scaling, dgates.data(), dh.data());
     AdapterGemm(dh, true, cache.recv_x, false, 1.0, grads->lora_A);  // dA_q += dh^T X
     Tensor dxr = Tensor::Empty({m, d_in}, dt, be);
     AdapterGemm(dh, false, p.lora_A, false, 0.0, dxr);  // dX = dh A_q

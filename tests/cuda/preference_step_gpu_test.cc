@@ -50,8 +50,10 @@ struct StepResult {
   std::vector<std::pair<std::string, std::vector<double>>> grads;
 };
 
-StepResult RunStep(const std::string& device, const std::string& dtype, bool recompute) {
+StepResult RunStep(const std::string& device, const std::string& dtype, bool recompute,
+                   int rank = 3) {
   config::RunConfig c = TinyConfig();
+  c.mutable_adapter()->set_rank(rank);
   c.mutable_model()->set_device(device);
   c.mutable_model()->set_dtype(dtype);
   c.mutable_model()->set_recompute_activations(recompute);
@@ -132,19 +134,26 @@ double WorstError(const StepResult& got, const StepResult& want) {
 // worst error against f64 is at most twice the CPU bf16 step's plus 1e-3 (the GPU is no
 // less accurate than the CPU path), and the GPU matches the CPU bf16 step within 0.1 of
 // each tensor's largest entry (a wrong kernel moves a gradient by O(1)).
+// Rank 3 (2 x 2 experts: 12 expert columns) runs the experts' projections through cuBLASLt
+// and the epilogue kernel, rank 8 (32 columns, widths 16 and 24) on the tensor-core
+// kernels of kernels/cuda/experts.cu.
 TEST(PreferenceStepGpuTest, Bf16StepIsAsAccurateAsTheCpuBf16Step) {
   if (!HaveGpu()) GTEST_SKIP() << "no usable GPU: " << GetBackend(DeviceType::kCuda).status();
-  const StepResult f64 = RunStep("cpu", "f64", false);
-  const StepResult cpu_bf16 = RunStep("cpu", "bf16", false);
-  ASSERT_FALSE(cpu_bf16.grads.empty());
-  const double cpu_error = WorstError(cpu_bf16, f64);
-  for (bool recompute : {false, true}) {
-    SCOPED_TRACE(recompute ? "with activation recompute" : "stored activations");
-    const StepResult gpu_bf16 = RunStep("cuda", "bf16", recompute);
-    const double gpu_error = WorstError(gpu_bf16, f64);
-    std::printf("bf16 worst error against f64: gpu %.3e, cpu %.3e\n", gpu_error, cpu_error);
-    EXPECT_LE(gpu_error, 2 * cpu_error + 1e-3);
-    ExpectMatches(gpu_bf16, cpu_bf16, 0.1);
+  for (int rank : {3, 8}) {
+    SCOPED_TRACE("rank " + std::to_string(rank));
+    const StepResult f64 = RunStep("cpu", "f64", false, rank);
+    const StepResult cpu_bf16 = RunStep("cpu", "bf16", false, rank);
+    ASSERT_FALSE(cpu_bf16.grads.empty());
+    const double cpu_error = WorstError(cpu_bf16, f64);
+    for (bool recompute : {false, true}) {
+      SCOPED_TRACE(recompute ? "with activation recompute" : "stored activations");
+      const StepResult gpu_bf16 = RunStep("cuda", "bf16", recompute, rank);
+      const double gpu_error = WorstError(gpu_bf16, f64);
+      std::printf("rank %d: bf16 worst error against f64: gpu %.3e, cpu %.3e\n", rank,
+                  gpu_error, cpu_error);
+      EXPECT_LE(gpu_error, 2 * cpu_error + 1e-3);
+      ExpectMatches(gpu_bf16, cpu_bf16, 0.1);
+    }
   }
 }
 
