@@ -14,6 +14,11 @@
 //             (AccumDType gradients of the trained adapter: ta=1, tb=0)
 // The frozen base has no weight gradients. PyTorch's dA and dB are bf16 (its autograd
 // writes a gradient in the parameter's type): slightly less output traffic than pmol's f32.
+// Then the router's gates fused into the experts' projections (Backend::ExpertsDown and
+// ExpertsUpBackward; on CUDA in bf16 the tensor-core kernels of kernels/cuda/experts.cu)
+// against the unfused ops they replace (Gemm, then ScaleColumnBlocks; Gemm, then
+// ColumnBlockDots and ScaleColumnBlocks), per input width k (down) and output width d (up),
+// with 6 gated blocks of expert_columns / 6.
 //
 // Usage (from the repository root): bazel-bin/benchmarks/gemm_benchmark [--device=cuda]
 //   [--dtype=bf16|f32] [--tokens=8192] [--iters=20 --warmup=5] [--python=... --peer=...]
@@ -93,6 +98,17 @@ double MsSince(std::chrono::steady_clock::time_point since, int calls) {
   return d.count() / calls;
 }
 
+// Milliseconds per call of fn, after the warm-up calls.
+template <typename Fn>
+double TimeCalls(Backend* be, Fn fn) {
+  for (int i = 0; i < FLAGS_warmup; ++i) fn();
+  be->Synchronize();
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < FLAGS_iters; ++i) fn();
+  be->Synchronize();
+  return MsSince(start, FLAGS_iters);
+}
+
 Tensor Random(Backend* be, DType dt, int64_t rows, int64_t cols, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> dist(-1.0, 1.0);
   std::vector<double> v(rows * cols);
@@ -118,12 +134,56 @@ double TimePmol(Backend* be, DType dt, const GemmCase& c, bool unfused) {
                b.data(), ldb, c.accumulate ? 1.0 : 0.0, out.data(), c.n);
     if (c.bias) be->AddBias(dt, out.data(), bias.data(), c.m, c.n);
   };
-  for (int i = 0; i < FLAGS_warmup; ++i) call();
-  be->Synchronize();
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < FLAGS_iters; ++i) call();
-  be->Synchronize();
-  return MsSince(start, FLAGS_iters);
+  return TimeCalls(be, call);
+}
+
+// The gated experts' ops, fused against unfused (see the file comment).
+void PrintGatedExperts(Backend* be, DType dt) {
+  const int64_t t = FLAGS_tokens, cols = FLAGS_expert_columns, blocks = 6;
+  if (cols % blocks != 0) {
+    std::printf("\ngated experts: skipped (expert_columns %lld is not 6 blocks)\n",
+                (long long)cols);
+    return;
+  }
+  const int64_t width = cols / blocks;
+  std::mt19937_64 rng(12);
+  const Tensor gates = Random(be, dt, t, blocks, rng);
+  Tensor h = Random(be, dt, t, cols, rng), hs = Random(be, dt, t, cols, rng);
+  Tensor dgates = Random(be, AccumDType(dt), t, blocks, rng);
+  std::printf("\n%-28s %6s %6s %10s %8s %12s %8s\n", "gated experts", "rows", "k|d",
+              "fused ms", "TFLOP/s", "unfused ms", "x fused");
+  for (int64_t k : {FLAGS_hidden, FLAGS_mlp}) {
+    const Tensor x = Random(be, dt, t, k, rng), a = Random(be, dt, cols, k, rng);
+    const double fused = TimeCalls(be, [&] {
+      be->ExpertsDown(dt, x.data(), a.data(), gates.data(), t, k, blocks, width, 2.0, h.data(),
+                      hs.data());
+    });
+    const double unfused = TimeCalls(be, [&] {
+      be->Gemm(dt, false, true, t, cols, k, 1.0, x.data(), k, a.data(), k, 0.0, h.data(), cols);
+      be->ScaleColumnBlocks(dt, h.data(), gates.data(), t, blocks, width, 2.0, hs.data());
+    });
+    std::printf("%-28s %6lld %6lld %10.4f %8.2f %12.4f %8.2f\n", "down h, hs = gate(x A^T)",
+                (long long)t, (long long)k, fused, 2.0 * t * cols * k / (fused * 1e9), unfused,
+                unfused / fused);
+  }
+  for (int64_t d : {FLAGS_hidden, FLAGS_kv_dim, FLAGS_mlp}) {
+    const Tensor dy = Random(be, dt, t, d, rng), b = Random(be, dt, d, cols, rng);
+    Tensor dh = Random(be, dt, t, cols, rng);
+    const double fused = TimeCalls(be, [&] {
+      be->ExpertsUpBackward(dt, dy.data(), b.data(), h.data(), gates.data(), t, d, blocks, width,
+                            2.0, dgates.data(), dh.data());
+    });
+    const double unfused = TimeCalls(be, [&] {
+      be->Gemm(dt, false, false, t, cols, d, 1.0, dy.data(), d, b.data(), cols, 0.0, dh.data(),
+               cols);
+      be->ColumnBlockDots(dt, dh.data(), h.data(), t, blocks, width, 2.0, dgates.data());
+      be->ScaleColumnBlocks(dt, dh.data(), gates.data(), t, blocks, width, 2.0, dh.data());
+    });
+    std::printf("%-28s %6lld %6lld %10.4f %8.2f %12.4f %8.2f\n", "up backward dh, dg (dy B)",
+                (long long)t, (long long)d, fused, 2.0 * t * cols * d / (fused * 1e9), unfused,
+                unfused / fused);
+  }
+  std::printf("x fused: the unfused ops' time over the fused op's (> 1: the fusion pays)\n");
 }
 
 // The peer's time per call for each case (NaN where it failed), and its description.
@@ -208,6 +268,7 @@ int Main() {
               layer_flop / (layer_peer * 1e9), layer_peer / layer_pmol);
   std::printf("bias epilogue: 'unfused ms (x)' is pmol's Gemm then AddBias, and x its time "
               "over the fused GemmBias (> 1: the epilogue pays)\n");
+  PrintGatedExperts(be, dt);
   return 0;
 }
 
