@@ -13,7 +13,9 @@ import xml.etree.ElementTree as ET
 
 passed = failed = skipped = 0
 for line in sys.stdin:
-    m = re.match(r"^(//\S+)\s+(?:\(cached\)\s+)?(PASSED|FAILED TO BUILD|FAILED|TIMEOUT|NO STATUS|FLAKY)", line)
+    # "(cached)", or "(3/4 cached)" for a sharded test whose other shards ran.
+    m = re.match(r"^(//\S+)\s+(?:\((?:\d+/\d+ )?cached\)\s+)?"
+                 r"(PASSED|FAILED TO BUILD|FAILED|TIMEOUT|NO STATUS|FLAKY)", line)
     if not m:
         continue
     target, status = m.groups()
