@@ -67,6 +67,17 @@ __device__ __forceinline__ void Mma16816(float (&c)[4], const uint32_t (&a)[4], 
 #endif
 }
 
+// The A fragment of k-step kk (columns [16kk, 16kk + 16)) of rows [a_row0, a_row0 + 16)
+// of the row-major tile a.
+__device__ __forceinline__ void LoadRowsFragment(const uint16_t* a, int lda, int a_row0, int kk,
+                                                 MmaLane lane, uint32_t (&frag)[4]) {
+  const uint16_t* pa = a + (a_row0 + lane.g) * lda + 16 * kk + 2 * lane.t;
+  frag[0] = LoadPair(pa);
+  frag[1] = LoadPair(pa + 8 * lda);
+  frag[2] = LoadPair(pa + 8);
+  frag[3] = LoadPair(pa + 8 * lda + 8);
+}
+
 // c[j] (C tiles: 16 rows by columns [8j, 8j + 8), j < kN/8) += A * B where A is rows
 // [a_row0, a_row0 + 16) of the row-major tile a (kK columns) and B[k][n] = b[n][k] for
 // the first kN rows n of the row-major tile b (kK columns).
@@ -77,9 +88,8 @@ __device__ __forceinline__ void MmaRowsTimesRowsT(const uint16_t* a, int lda, in
   const MmaLane lane = ThisMmaLane();
 #pragma unroll
   for (int kk = 0; kk < kK / 16; ++kk) {
-    const uint16_t* pa = a + (a_row0 + lane.g) * lda + 16 * kk + 2 * lane.t;
-    const uint32_t frag[4] = {LoadPair(pa), LoadPair(pa + 8 * lda), LoadPair(pa + 8),
-                              LoadPair(pa + 8 * lda + 8)};
+    uint32_t frag[4];
+    LoadRowsFragment(a, lda, a_row0, kk, lane, frag);
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) {
       const uint16_t* pb = b + (8 * j + lane.g) * ldb + 16 * kk + 2 * lane.t;
@@ -98,9 +108,8 @@ __device__ __forceinline__ void MmaRowsTimesCols(const uint16_t* a, int lda, int
   const MmaLane lane = ThisMmaLane();
 #pragma unroll
   for (int kk = 0; kk < kK / 16; ++kk) {
-    const uint16_t* pa = a + (a_row0 + lane.g) * lda + 16 * kk + 2 * lane.t;
-    const uint32_t frag[4] = {LoadPair(pa), LoadPair(pa + 8 * lda), LoadPair(pa + 8),
-                              LoadPair(pa + 8 * lda + 8)};
+    uint32_t frag[4];
+    LoadRowsFragment(a, lda, a_row0, kk, lane, frag);
     const uint16_t* pb = b + (16 * kk + 2 * lane.t) * ldb + lane.g;
 #pragma unroll
     for (int j = 0; j < kN / 8; ++j) {

@@ -133,8 +133,10 @@ void PmolLinearForward(const PmolLinearSpec& spec, const PmolLinearParams& p, co
   cache->Clear();
   const Tensor& xe = PmolDropoutInput(spec, x, keep, cache);
   // The gates first, then h and hs = h * gk * alpha/r in one op (products rounded once).
-  if (spec.has_router) PmolDeviceRouterForward(spec, p, x, cache);
-  if (spec.has_router) cache->h = Tensor::Empty({n, experts * r}, dt, be);
+  if (spec.has_router) {
+    PmolDeviceRouterForward(spec, p, x, cache);
+    cache->h = Tensor::Empty({n, experts * r}, dt, be);  // dgk reads it
+  }
   cache->hs = Tensor::Empty({n, experts * r}, dt, be);
   be->ExpertsDown(dt, xe.data(), p.lora_A.data(),
                   spec.has_router ? cache->gates.data() : nullptr, n, spec.d_in, experts, r,
