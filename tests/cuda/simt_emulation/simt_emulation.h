@@ -6,7 +6,19 @@
 // A kernel body runs once per thread of a block, each CUDA thread a fiber (ucontext) with its
 // own stack, all on the calling OS thread: a fiber runs until it reaches a barrier, then
 // the next one runs; a barrier releases its fibers once all its threads have arrived.
-// Blocks run one after another. With
+// Blocks run one after another. Two schedules, both legal executions of a CUDA program:
+//   forward (the default): round robin in index order, each thread running to its next
+//     barrier of any kind (so the warps of a block move almost in step); blocks in grid
+//     order; cp.async copies complete at the latest (the wait);
+//   reverse (PMOL_SIMT_SCHEDULE=reverse): always the highest-numbered runnable thread, so
+//     the last warp runs ahead to the next block barrier, then the one before it, and so
+//     on; blocks from the last to the first; cp.async copies complete at the earliest (the
+//     issue).
+// A correct kernel gives the same results under both, since CUDA orders nothing between
+// two barriers. A missing barrier shows under one of them, as stale shared memory or the
+// 0xff fill: a read after write where the reader runs first, a write after read (a buffer
+// refilled while slower warps still read it) where the writer runs ahead; so do blocks
+// that read what another block writes. With
 //   threadIdx, blockIdx: the running fiber's; gridDim, blockDim: set per launch (1-3
 //     dimensions);
 //   __shared__ variables: function statics, i.e. one instance that the block's threads
@@ -24,7 +36,8 @@
 //     2t, 2t+1, 2t+8, 2t+9; C rows g, g+8, columns 2t, 2t+1) and computes its C
 //     elements in f32;
 //   cp.async (CopyAsync16 / Commit / Wait of kernels/cuda/mma.cuh): each thread's copies
-//     are held back until the wait that completes their group;
+//     are held back until the wait that completes their group (forward schedule), or done
+//     at their issue (reverse schedule);
 //   __floats2bfloat162_rn: nearest-even rounding, as the hardware's;
 //   device math (exp, log, sqrt, max, ...): the host's, so results may differ from a GPU's
 //     in the last bit, never more.
@@ -142,6 +155,22 @@ inline Block& CurrentBlock() {
   return block;
 }
 inline int linear_thread = 0;  // the running fiber: x fastest, then y, then z
+
+// Whether PMOL_SIMT_SCHEDULE asks for the reverse schedule (see the top of this file);
+// read once. Any value but "forward", "reverse" or none aborts, naming the variable.
+inline bool ReverseSchedule() {
+  static const bool reverse = [] {
+    const char* value = std::getenv("PMOL_SIMT_SCHEDULE");
+    if (value == nullptr || std::strcmp(value, "") == 0 || std::strcmp(value, "forward") == 0) {
+      return false;
+    }
+    if (std::strcmp(value, "reverse") == 0) return true;
+    std::fprintf(stderr, "simt emulation: PMOL_SIMT_SCHEDULE='%s' is neither 'forward' nor "
+                 "'reverse'\n", value);
+    std::abort();
+  }();
+  return reverse;
+}
 inline int Warp() { return linear_thread / 32; }
 inline int Lane() { return linear_thread % 32; }
 
@@ -184,20 +213,35 @@ inline void RunBlock(int threads, dim3 block) {
     b.async_groups[i].clear();
   }
   b.running = threads;
+  const auto runnable = [&b](int i) {  // not done, and not held at a barrier still filling
+    return !b.done[i] &&
+           (b.waiting_on[i] == nullptr || b.waiting_on[i]->generation != b.waiting_generation[i]);
+  };
+  const auto run = [&b, block](int i) {  // until it finishes or waits at a barrier
+    b.waiting_on[i] = nullptr;
+    b.current = i;
+    linear_thread = i;
+    threadIdx = dim3(static_cast<unsigned>(i) % block.x, static_cast<unsigned>(i) / block.x % block.y,
+                     static_cast<unsigned>(i) / (block.x * block.y));
+    swapcontext(&b.scheduler, &b.fibers[i]);
+  };
+  const bool reverse = ReverseSchedule();
   while (b.running > 0) {
     bool progressed = false;
-    for (int i = 0; i < threads; ++i) {
-      if (b.done[i]) continue;
-      if (b.waiting_on[i] != nullptr && b.waiting_on[i]->generation == b.waiting_generation[i]) {
-        continue;  // its barrier has not filled yet
+    if (reverse) {  // the last runnable thread, so its warp runs ahead to the block barrier
+      for (int i = threads - 1; i >= 0 && !progressed; --i) {
+        if (runnable(i)) {
+          run(i);
+          progressed = true;
+        }
       }
-      b.waiting_on[i] = nullptr;
-      b.current = i;
-      linear_thread = i;
-      threadIdx = dim3(static_cast<unsigned>(i) % block.x, static_cast<unsigned>(i) / block.x % block.y,
-                       static_cast<unsigned>(i) / (block.x * block.y));
-      swapcontext(&b.scheduler, &b.fibers[i]);
-      progressed = true;
+    } else {  // round robin in index order
+      for (int i = 0; i < threads; ++i) {
+        if (runnable(i)) {
+          run(i);
+          progressed = true;
+        }
+      }
     }
     if (!progressed) {
       std::fprintf(stderr, "simt emulation: block (%u, %u, %u) deadlocks: %d threads wait at "
@@ -236,9 +280,13 @@ bool Launch(dim3 grid, dim3 block, unsigned char* shared, size_t shared_capacity
   b.invoke = [](void* k) { (*static_cast<Kernel*>(k))(); };
   b.kernel = &kernel;
   const int warps = (threads + 31) / 32;
-  for (unsigned z = 0; z < grid.z; ++z) {
-    for (unsigned y = 0; y < grid.y; ++y) {
-      for (unsigned x = 0; x < grid.x; ++x) {
+  const bool reverse = ReverseSchedule();
+  for (unsigned zi = 0; zi < grid.z; ++zi) {
+    const unsigned z = reverse ? grid.z - 1 - zi : zi;
+    for (unsigned yi = 0; yi < grid.y; ++yi) {
+      const unsigned y = reverse ? grid.y - 1 - yi : yi;
+      for (unsigned xi = 0; xi < grid.x; ++xi) {
+        const unsigned x = reverse ? grid.x - 1 - xi : xi;
         if (shared_bytes > 0) std::memset(shared, 0xff, shared_bytes);
         b.all = Barrier{threads, 0, 0};
         for (int w = 0; w < warps; ++w) b.warp[w] = Barrier{std::min(32, threads - 32 * w), 0, 0};
@@ -346,11 +394,22 @@ inline void EmulatedMma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
   simt::Arrive(block.warp[w]);  // the fragments are read before the next product
 }
 
-// cp.async (kernels/cuda/mma.cuh): a copy is held back until the CopyAsyncWait that
-// completes its group, the latest the hardware may complete it, so a kernel that reads
-// shared memory before waiting reads the 0xff fill (or an older tile).
+// cp.async (kernels/cuda/mma.cuh): the hardware may complete a copy at any time between
+// its issue and the CopyAsyncWait that completes its group. The forward schedule holds it
+// back until that wait, the latest, so a kernel that reads shared memory before waiting
+// reads the 0xff fill (or an older tile); the reverse schedule copies at once, the
+// earliest, so a kernel that issues a copy into a buffer other threads may still be
+// reading (a missing barrier before the issue) overwrites it under their feet.
 inline void EmulatedCopyAsync16(void* smem, const void* gmem, bool valid) {
   simt::Block& block = simt::CurrentBlock();
+  if (simt::ReverseSchedule()) {
+    if (valid) {
+      std::memcpy(smem, gmem, 16);
+    } else {
+      std::memset(smem, 0, 16);
+    }
+    return;
+  }
   block.async_copies[block.current].push_back({smem, gmem, valid});
 }
 inline void EmulatedCopyAsyncCommit() {
