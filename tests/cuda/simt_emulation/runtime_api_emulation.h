@@ -3,8 +3,9 @@
 // host's, streams that do nothing (every emulated launch runs to completion when it is
 // made), copies that are memcpy, and a stream-ordered pool that frees at once and counts
 // bytes in use, their high-water mark and the bytes held (the same as in use: it caches
-// nothing). Errors follow the runtime's rules that the backend relies on: an impossible
-// allocation fails with cudaErrorMemoryAllocation and is not sticky.
+// nothing). Built with AddressSanitizer, the bytes past each allocation's size are
+// unaddressable (PoisonPast). Errors follow the runtime's rules that the backend relies
+// on: an impossible allocation fails with cudaErrorMemoryAllocation and is not sticky.
 #ifndef PMOL_TESTS_CUDA_SIMT_EMULATION_RUNTIME_API_EMULATION_H_
 #define PMOL_TESTS_CUDA_SIMT_EMULATION_RUNTIME_API_EMULATION_H_
 
@@ -13,6 +14,10 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #define CUDART_VERSION 13000
 
@@ -60,6 +65,17 @@ struct Memory {
 inline Memory& DeviceMemory() {
   static Memory* memory = new Memory;  // never destroyed: the backend frees at exit
   return *memory;
+}
+
+// Under AddressSanitizer (the memcheck twins): the bytes of a buffer past the `used` ones
+// that were asked for, up to its `capacity`, become unaddressable, so a kernel that reads
+// or writes past its allocation is reported even inside the allocator's rounding.
+inline void PoisonPast(void* buffer, size_t used, size_t capacity) {
+#if defined(__SANITIZE_ADDRESS__)
+  if (capacity > used) ASAN_POISON_MEMORY_REGION(static_cast<char*>(buffer) + used, capacity - used);
+#else
+  (void)buffer, (void)used, (void)capacity;
+#endif
 }
 
 }  // namespace simt
@@ -117,8 +133,10 @@ inline cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, 
 inline cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
 inline cudaError_t cudaMallocFromPoolAsync(void** ptr, size_t bytes, cudaMemPool_t,
                                            cudaStream_t) {
-  *ptr = bytes > (size_t{1} << 40) ? nullptr : std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  const size_t capacity = (bytes + 255) / 256 * 256;
+  *ptr = bytes > (size_t{1} << 40) ? nullptr : std::aligned_alloc(256, capacity);
   if (*ptr == nullptr) return cudaErrorMemoryAllocation;
+  simt::PoisonPast(*ptr, bytes, capacity);
   simt::Memory& m = simt::DeviceMemory();
   std::lock_guard<std::mutex> lock(m.mu);
   m.blocks[*ptr] = bytes;

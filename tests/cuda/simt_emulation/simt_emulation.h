@@ -59,6 +59,11 @@
 #include <ucontext.h>
 #include <vector>
 
+#if defined(__SANITIZE_ADDRESS__)  // the memcheck twins (tests/cuda/BUILD.bazel)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #define __global__
 #define __device__
 #define __host__
@@ -115,7 +120,29 @@ namespace simt {
 
 constexpr int kMaxWarps = 32;
 constexpr int kMaxThreads = 32 * kMaxWarps;
+#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer clears the shadow of a fiber's whole stack at each switch into it.
+constexpr size_t kFiberStack = 64 * 1024;
+#else
 constexpr size_t kFiberStack = 256 * 1024;
+#endif
+
+// Under AddressSanitizer a switch between stacks is announced (start) and completed
+// (finish), so that it tracks which stack is live; no-ops otherwise.
+inline void StartStackSwitch(void** fake_stack, const void* bottom, size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+#else
+  (void)fake_stack, (void)bottom, (void)size;
+#endif
+}
+inline void FinishStackSwitch(void* fake_stack, const void** old_bottom, size_t* old_size) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(fake_stack, old_bottom, old_size);
+#else
+  (void)fake_stack, (void)old_bottom, (void)old_size;
+#endif
+}
 
 struct Barrier {
   int size = 0, arrived = 0;
@@ -125,6 +152,9 @@ struct Barrier {
 struct Block {
   // The fibers of the running block and the scheduler they return to.
   ucontext_t scheduler;
+  const void* scheduler_stack = nullptr;  // for the switches back (AddressSanitizer)
+  size_t scheduler_stack_size = 0;
+  void* fake_stacks[kMaxThreads];
   ucontext_t fibers[kMaxThreads];
   std::unique_ptr<char[]> stacks[kMaxThreads];
   const Barrier* waiting_on[kMaxThreads];
@@ -187,14 +217,18 @@ inline void Arrive(Barrier& barrier) {
   const int me = b.current;
   b.waiting_on[me] = &barrier;
   b.waiting_generation[me] = generation;
+  StartStackSwitch(&b.fake_stacks[me], b.scheduler_stack, b.scheduler_stack_size);
   swapcontext(&b.fibers[me], &b.scheduler);
+  FinishStackSwitch(b.fake_stacks[me], &b.scheduler_stack, &b.scheduler_stack_size);
 }
 
 inline void FiberMain() {
   Block& b = CurrentBlock();
+  FinishStackSwitch(nullptr, &b.scheduler_stack, &b.scheduler_stack_size);
   b.invoke(b.kernel);
   b.done[b.current] = true;
   --b.running;
+  StartStackSwitch(nullptr, b.scheduler_stack, b.scheduler_stack_size);  // this stack ends
 }  // returns to the scheduler through uc_link
 
 // Runs the block's `threads` fibers to completion.
@@ -223,7 +257,10 @@ inline void RunBlock(int threads, dim3 block) {
     linear_thread = i;
     threadIdx = dim3(static_cast<unsigned>(i) % block.x, static_cast<unsigned>(i) / block.x % block.y,
                      static_cast<unsigned>(i) / (block.x * block.y));
+    void* fake_stack = nullptr;
+    StartStackSwitch(&fake_stack, b.stacks[i].get(), kFiberStack);
     swapcontext(&b.scheduler, &b.fibers[i]);
+    FinishStackSwitch(fake_stack, nullptr, nullptr);
   };
   const bool reverse = ReverseSchedule();
   while (b.running > 0) {
@@ -312,6 +349,7 @@ template <typename Kernel>
 void LaunchKernel(const LaunchConfig& config, Kernel kernel) {
   constexpr size_t kSharedCapacity = 227 * 1024;
   std::vector<std::max_align_t> buffer(config.shared / sizeof(std::max_align_t) + 1);
+  PoisonPast(buffer.data(), config.shared, buffer.size() * sizeof(std::max_align_t));
   if (!Launch(config.grid, config.block, reinterpret_cast<unsigned char*>(buffer.data()),
               kSharedCapacity, config.shared, kernel)) {
     std::fprintf(stderr, "simt emulation: a launch of %u threads per block and %zu bytes of "

@@ -1,9 +1,12 @@
-// The SIMT emulation's schedules (simt_emulation/simt_emulation.h): threads reach each
-// barrier in index order (forward) or from the last to the first (reverse, with
-// PMOL_SIMT_SCHEDULE=reverse, which the _reverse_emulated_test twin sets), blocks likewise;
-// and a kernel that reads another thread's shared memory without a barrier gives the wrong
-// answer under one of the two schedules, which is what the reverse twins of the emulated
-// kernel tests rely on.
+// What the twins of the emulated tests (tests/cuda/simt_emulation.bzl) rely on:
+// - the schedules of simt_emulation/simt_emulation.h: threads reach each barrier in index
+//   order (forward) or from the last to the first (reverse, with PMOL_SIMT_SCHEDULE=reverse,
+//   which the _reverse_emulated_test twin sets), blocks likewise; a kernel that reads
+//   another thread's shared memory without a barrier gives the wrong answer under one of
+//   the two;
+// - the memcheck twin (_memcheck_emulated_test) is built with AddressSanitizer, and there
+//   the bytes past an emulated device allocation, and past a launch's dynamic shared
+//   memory, are unaddressable.
 #include <cuda_runtime.h>  // simt_emulation/cuda_runtime.h
 
 #include <cstdlib>
@@ -72,5 +75,39 @@ TEST(SimtSchedule, AMissingBarrierShowsUnderOneScheduleAndABarrierUnderNeither) 
   // hidden; reverse: thread i reads before thread i - 1 has stored, i.e. the 0xff fill.
   EXPECT_EQ(NeighbourReadsRight(/*with_barrier=*/false), ReverseAsked() ? 0 : kThreads - 1);
 }
+
+TEST(SimtMemcheck, TheMemcheckTwinIsInstrumented) {
+  const char* target = std::getenv("TEST_TARGET");
+  if (target == nullptr) GTEST_SKIP() << "not run by bazel test";
+#if defined(__SANITIZE_ADDRESS__)
+  const bool instrumented = true;
+#else
+  const bool instrumented = false;
+#endif
+  EXPECT_EQ(instrumented, std::strstr(target, "_memcheck_emulated_test") != nullptr) << target;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+TEST(SimtMemcheck, BytesPastAnAllocationOrTheSharedMemoryAreUnaddressable) {
+  void* p = nullptr;
+  ASSERT_EQ(cudaMallocFromPoolAsync(&p, 10, nullptr, nullptr), cudaSuccess);
+  const char* bytes = static_cast<const char*>(p);
+  EXPECT_EQ(__asan_region_is_poisoned(const_cast<char*>(bytes), 10), nullptr);
+  for (int i : {10, 11, 16, 255}) EXPECT_TRUE(__asan_address_is_poisoned(bytes + i)) << i;
+  ASSERT_EQ(cudaFreeAsync(p, nullptr), cudaSuccess);
+  EXPECT_TRUE(__asan_address_is_poisoned(bytes)) << "freed";
+
+  bool inside = false, past = false;
+  simt::LaunchKernel({dim3(1), dim3(32), 40, nullptr}, [&] {
+    PMOL_DYNAMIC_SHARED(smem);
+    if (threadIdx.x == 0) {
+      inside = __asan_region_is_poisoned(smem, 40) == nullptr;
+      past = __asan_address_is_poisoned(smem + 40);
+    }
+  });
+  EXPECT_TRUE(inside);
+  EXPECT_TRUE(past);
+}
+#endif
 
 }  // namespace
