@@ -59,9 +59,8 @@
 #include <ucontext.h>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)  // the memcheck twins (tests/cuda/BUILD.bazel)
-#include <sanitizer/asan_interface.h>
-#include <sanitizer/common_interface_defs.h>
+#if defined(__SANITIZE_ADDRESS__)  // the memcheck twins (tests/cuda/simt_emulation.bzl)
+#include <sanitizer/common_interface_defs.h>  // the fiber switches
 #endif
 
 #define __global__
@@ -191,7 +190,7 @@ inline int linear_thread = 0;  // the running fiber: x fastest, then y, then z
 inline bool ReverseSchedule() {
   static const bool reverse = [] {
     const char* value = std::getenv("PMOL_SIMT_SCHEDULE");
-    if (value == nullptr || std::strcmp(value, "") == 0 || std::strcmp(value, "forward") == 0) {
+    if (value == nullptr || value[0] == '\0' || std::strcmp(value, "forward") == 0) {
       return false;
     }
     if (std::strcmp(value, "reverse") == 0) return true;
